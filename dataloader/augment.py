@@ -1,0 +1,39 @@
+"""Batch-level augmentation on the device: Gaussian noise and SpecAugment masks, vectorised."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class BatchAugment:
+    """Applies the ``[augmentation]`` section to a batch ``(B, 1, n_mels, frames)`` in place of a copy."""
+
+    def __init__(self, aug: Any):
+        self.aug = aug
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.aug.data_augmentation and (self.aug.augment_add_noise or self.aug.augment_spec_augment))
+
+    def _masks(self, x: torch.Tensor, axis: int, max_width: int) -> torch.Tensor:
+        """Boolean (B, 1, F, T) mask with ``n_masks`` random bands along ``axis`` (2 = freq, 3 = time)."""
+        b, size = x.shape[0], x.shape[axis]
+        width = torch.randint(0, max_width + 1, (b, self.aug.n_masks, 1), device=x.device)
+        start = (torch.rand(b, self.aug.n_masks, 1, device=x.device) * (size - width + 1).clamp(min=1)).long()
+        pos = torch.arange(size, device=x.device).view(1, 1, -1)
+        band = ((pos >= start) & (pos < start + width)).any(dim=1)  # (B, size)
+        return band.view(b, 1, size, 1) if axis == 2 else band.view(b, 1, 1, size)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if self.aug.augment_add_noise and self.aug.noise_std > 0:
+            x = x + torch.randn_like(x) * self.aug.noise_std
+        if self.aug.augment_spec_augment and self.aug.n_masks > 0:
+            fill = x.mean(dim=(2, 3), keepdim=True)
+            if self.aug.freq_mask_max > 0:
+                x = torch.where(self._masks(x, 2, self.aug.freq_mask_max), fill, x)
+            if self.aug.time_mask_max > 0:
+                x = torch.where(self._masks(x, 3, self.aug.time_mask_max), fill, x)
+        return x

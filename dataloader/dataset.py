@@ -1,0 +1,60 @@
+"""torch Datasets over the mel cache: memory-mapped window crops and multi-hot targets."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+
+def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: float) -> np.ndarray:
+    """(rows, classes) float32: 1 for the primary label, ``secondary_weight`` for known secondary labels."""
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.zeros((len(table), len(labels)), dtype=np.float32)
+    for r, (primary, secondary) in enumerate(zip(table["primary_label"], table["secondary_labels"])):
+        if secondary_weight > 0:
+            for s in secondary:
+                if s in index and s != primary:
+                    y[r, index[s]] = secondary_weight
+        if primary in index:
+            y[r, index[primary]] = 1.0
+    return y
+
+
+def fit_window(mel: np.ndarray, start: int, frames: int, pad_mode: str, silence: np.ndarray) -> np.ndarray:
+    """``frames`` columns of ``mel`` from ``start`` as float32; a short recording is repeated or padded."""
+    window = np.asarray(mel[:, start:start + frames], dtype=np.float32)
+    if window.shape[1] == frames:
+        return window
+    if pad_mode == "repeat" and mel.shape[1] > 0:
+        reps = -(-frames // mel.shape[1])
+        return np.tile(np.asarray(mel, dtype=np.float32), (1, reps))[:, :frames]
+    out = np.repeat(silence[:, None].astype(np.float32), frames, axis=1)
+    out[:, : window.shape[1]] = window
+    return out
+
+
+class MelWindowDataset(Dataset):
+    """One window per recording: a random (training, ``crop='random'``) or the first crop.
+
+    Items are ``(mel (1, n_mels, frames) float32, target (classes,) float32)``.
+    """
+
+    def __init__(self, entries: Sequence[str], targets: np.ndarray, frames: int, crop: str, pad_mode: str,
+                 silence: np.ndarray):
+        self.entries = list(entries)
+        self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+        self.frames, self.crop, self.pad_mode, self.silence = frames, crop, pad_mode, silence
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mel = np.load(self.entries[i], mmap_mode="r")
+        start = 0
+        if self.crop == "random" and mel.shape[1] > self.frames:
+            start = int(torch.randint(0, mel.shape[1] - self.frames + 1, (1,)))
+        window = fit_window(mel, start, self.frames, self.pad_mode, self.silence)
+        return torch.from_numpy(window).unsqueeze(0), self.targets[i]

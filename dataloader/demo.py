@@ -1,0 +1,332 @@
+"""Embedded demo dataset: synthetic bird species in the exact Kaggle BirdCLEF 2024 layout.
+
+``generate_demo(folder, seed)`` writes, deterministically from ``seed``::
+
+    train_audio/<label>/XC<id>.ogg        focal recordings, 32 kHz mono OGG Vorbis, 1-60 s
+    train_metadata.csv                    the exact Kaggle header, list-string columns
+    eBird_Taxonomy_v2021.csv              taxonomy of the synthetic species
+    sample_submission.csv                 row_id + one column per species (sorted codes)
+    unlabeled_soundscapes/*.ogg           soundscapes without labels
+    test_soundscapes/*.ogg                1-4 minute soundscapes ...
+    test_soundscapes_ground_truth.csv     ... and which species call in each 5-s window
+
+The species differ the way real ones do (band, FM shape, rhythm, harmonics, noisiness), several share
+a band and differ only in shape or rhythm, so a front end or model that loses time-frequency detail
+scores visibly worse.  Soundscapes differ from the focal recordings (distance filtering, overlapping
+species, insect and rain backgrounds, empty windows), as real soundscapes do.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 32000
+DEMO_VERSION = 1
+COMPLETE_MARKER = ".demo_complete.json"
+METADATA_COLUMNS = ["primary_label", "secondary_labels", "type", "latitude", "longitude", "scientific_name",
+                    "common_name", "author", "license", "rating", "url", "filename"]
+TAXONOMY_COLUMNS = ["TAXON_ORDER", "CATEGORY", "SPECIES_CODE", "PRIMARY_COM_NAME", "SCI_NAME", "ORDER1", "FAMILY",
+                    "SPECIES_GROUP", "REPORT_AS"]
+_CALL_TYPES = (["call"], ["song"], ["call", "song"], ["flight call"])
+GROUND_TRUTH_FILE = "test_soundscapes_ground_truth.csv"
+_OGG_BLOCK = 30 * SAMPLE_RATE  # libsndfile 1.2.2 segfaults writing >= ~90 s of Vorbis in one call
+
+
+@dataclass(frozen=True)
+class Species:
+    """How one synthetic species calls: a phrase of tonal (or noisy) notes repeated with gaps."""
+
+    code: str
+    common_name: str
+    shape: str  # tone | sweep | chevron | vibrato | noise
+    f0: float  # start (or centre) frequency, Hz
+    f1: float  # end (or peak / upper band edge) frequency, Hz
+    note_s: float
+    notes: int
+    note_gap_s: float
+    phrase_gap_s: tuple[float, float]
+    harmonics: tuple[float, ...] = (1.0,)
+    am_hz: float = 0.0  # trill: amplitude modulation rate
+    step: float = 1.0  # frequency ratio from one note to the next
+
+
+SPECIES: tuple[Species, ...] = (
+    Species("risewh", "Rising Whistler", "sweep", 2500, 4500, 0.35, 1, 0.0, (0.8, 2.0)),
+    Species("fallwh", "Falling Whistler", "sweep", 4500, 2500, 0.35, 1, 0.0, (0.8, 2.0)),
+    Species("monpip", "Monotone Piper", "tone", 3500, 3500, 0.12, 4, 0.10, (1.0, 2.5)),
+    Species("siltri", "Silver Triller", "tone", 6000, 6000, 1.2, 1, 0.0, (1.0, 3.0), am_hz=28.0),
+    Species("vibwar", "Vibrato Warbler", "vibrato", 6000, 600, 0.8, 1, 0.0, (1.0, 3.0)),
+    Species("harhoo", "Harmonic Hooter", "tone", 700, 700, 0.5, 2, 0.35, (1.5, 3.5), harmonics=(1.0, 0.7, 0.5, 0.35)),
+    Species("lowowl", "Low Owlet", "tone", 620, 620, 0.6, 3, 0.45, (2.0, 4.0)),
+    Species("buzpri", "Buzzing Prinia", "noise", 7000, 9000, 0.6, 2, 0.25, (1.0, 2.5)),
+    Species("chevch", "Chevron Chat", "chevron", 3000, 5000, 0.25, 3, 0.12, (1.0, 2.5)),
+    Species("clidro", "Clicking Drongo", "noise", 2000, 10000, 0.006, 10, 0.025, (0.8, 2.0)),
+    Species("higswi", "High Swiftlet", "sweep", 10000, 8000, 0.09, 6, 0.05, (0.8, 2.0)),
+    Species("doubar", "Double-note Barbet", "tone", 1500, 1500, 0.14, 2, 0.18, (0.6, 1.5), step=0.8,
+            harmonics=(1.0, 0.3)),
+)
+
+
+def _bandpass_noise(n: int, lo: float, hi: float, rng: np.random.Generator, sr: int) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    spec[(freqs < lo) | (freqs > hi)] = 0
+    out = np.fft.irfft(spec, n)
+    return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
+
+
+def _envelope(n: int) -> np.ndarray:
+    ramp = max(1, int(n * 0.2))
+    env = np.ones(n)
+    env[:ramp] = np.sin(np.linspace(0, np.pi / 2, ramp)) ** 2
+    env[n - ramp:] = env[:ramp][::-1]
+    return env
+
+
+def _note(sp: Species, scale: float, dur_scale: float, rng: np.random.Generator, sr: int) -> np.ndarray:
+    n = max(8, int(sp.note_s * dur_scale * sr))
+    t = np.arange(n) / sr
+    u = t / t[-1] if n > 1 else t
+    if sp.shape == "noise":
+        return _bandpass_noise(n, sp.f0 * scale, sp.f1 * scale, rng, sr) * _envelope(n) * 0.5
+    if sp.shape == "sweep":
+        freq = sp.f0 + (sp.f1 - sp.f0) * u
+    elif sp.shape == "chevron":
+        freq = sp.f0 + (sp.f1 - sp.f0) * (1 - np.abs(2 * u - 1))
+    elif sp.shape == "vibrato":
+        freq = sp.f0 + sp.f1 * np.sin(2 * np.pi * 8.0 * t)
+    else:
+        freq = np.full(n, float(sp.f0))
+    phase = 2 * np.pi * np.cumsum(freq * scale) / sr + rng.uniform(0, 2 * np.pi)
+    wave = sum(a * np.sin((k + 1) * phase) for k, a in enumerate(sp.harmonics)
+               if (k + 1) * max(sp.f0, sp.f1) * scale < sr / 2)
+    if sp.am_hz:
+        wave = wave * (0.5 + 0.5 * np.sin(2 * np.pi * sp.am_hz * t))
+    return wave * _envelope(n)
+
+
+def synth_phrase(sp: Species, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """One phrase of ``sp`` with natural jitter in pitch (±4%) and tempo (±10%)."""
+    scale = rng.uniform(0.96, 1.04)
+    tempo = rng.uniform(0.9, 1.1)
+    parts = []
+    for i in range(sp.notes):
+        parts.append(_note(sp, scale * sp.step ** i, tempo, rng, sr))
+        if i < sp.notes - 1:
+            parts.append(np.zeros(int(sp.note_gap_s * tempo * sr)))
+    return np.concatenate(parts)
+
+
+def _colored_noise(n: int, exponent: float, rng: np.random.Generator, sr: int) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    spec *= 1 / np.maximum(freqs, 20.0) ** (exponent / 2)
+    out = np.fft.irfft(spec, n)
+    return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
+
+
+def _background(n: int, rng: np.random.Generator, sr: int, soundscape: bool) -> np.ndarray:
+    """Pink/brown noise, plus insects, hum or (soundscapes) rain and stronger insect choruses."""
+    bg = _colored_noise(n, rng.uniform(0.8, 2.0), rng, sr)
+    if rng.random() < (0.8 if soundscape else 0.3):
+        centre = rng.uniform(3500, 8500)
+        insects = _bandpass_noise(n, centre - 300, centre + 300, rng, sr)
+        slow = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * np.arange(n) / sr)
+        bg += insects * slow * rng.uniform(0.2, 0.8 if soundscape else 0.4)
+    if rng.random() < 0.3:
+        bg += 0.5 * np.sin(2 * np.pi * rng.uniform(50, 180) * np.arange(n) / sr)
+    if soundscape and rng.random() < 0.5:
+        drops = np.zeros(n)
+        idx = rng.integers(0, n, size=int(n / sr * rng.uniform(20, 80)))
+        drops[idx] = rng.standard_normal(idx.size) * 8
+        bg += np.convolve(drops, np.exp(-np.arange(64) / 8.0), mode="same")
+    return bg / (np.sqrt(np.mean(bg ** 2)) + 1e-12)
+
+
+def _distance_filter(x: np.ndarray, cutoff: float, sr: int) -> np.ndarray:
+    """Air absorption: a gentle first-order high-frequency roll-off above ``cutoff``."""
+    spec = np.fft.rfft(x)
+    freqs = np.fft.rfftfreq(x.size, 1 / sr)
+    return np.fft.irfft(spec / np.sqrt(1 + (freqs / cutoff) ** 2), x.size)
+
+
+def _place_calls(track: np.ndarray, sp: Species, start_s: float, end_s: float, rng: np.random.Generator,
+                 sr: int, level: tuple[float, float], cutoff: Optional[float] = None) -> list[tuple[float, float]]:
+    """Add phrases of ``sp`` between ``start_s`` and ``end_s``; return the (onset, offset) of each."""
+    events = []
+    t = start_s
+    while t < end_s:
+        phrase = synth_phrase(sp, rng, sr) * rng.uniform(*level)
+        if cutoff:
+            phrase = _distance_filter(phrase, cutoff, sr)
+        i0 = int(t * sr)
+        i1 = min(track.size, i0 + phrase.size)
+        if i1 <= i0:
+            break
+        track[i0:i1] += phrase[: i1 - i0]
+        events.append((t, i1 / sr))
+        t = i1 / sr + rng.uniform(*sp.phrase_gap_s)
+    return events
+
+
+def _mix(signal: np.ndarray, background: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    active = np.abs(signal) > 1e-4
+    p_sig = np.mean(signal[active] ** 2) if active.any() else 1.0
+    audio = signal + background * np.sqrt(p_sig / 10 ** (snr_db / 10))
+    return (audio / (np.max(np.abs(audio)) + 1e-12) * rng.uniform(0.3, 0.9)).astype(np.float32)
+
+
+def write_ogg(path: Path, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write mono OGG Vorbis in blocks (one long write crashes libsndfile), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with sf.SoundFile(tmp, "w", samplerate=sr, channels=1, format="OGG", subtype="VORBIS") as f:
+        for i in range(0, max(1, audio.size), _OGG_BLOCK):
+            f.write(audio[i:i + _OGG_BLOCK])
+    tmp.replace(path)
+
+
+def _recording_task(args: tuple) -> None:
+    path, primary, secondary, length_s, seed = args
+    rng = np.random.default_rng(seed)
+    n = int(length_s * SAMPLE_RATE)
+    sig = np.zeros(n)
+    _place_calls(sig, SPECIES[primary], rng.uniform(0, 0.3), length_s, rng, SAMPLE_RATE, (0.5, 1.0))
+    if secondary is not None:
+        level = 10 ** (-rng.uniform(6, 14) / 20)
+        _place_calls(sig, SPECIES[secondary], rng.uniform(0, length_s / 2), length_s, rng, SAMPLE_RATE,
+                     (0.5 * level, level))
+    bg = _background(n, rng, SAMPLE_RATE, soundscape=False)
+    write_ogg(Path(path), _mix(sig, bg, rng.uniform(3, 25), rng))
+
+
+def window_labels(events: dict[int, list[tuple[float, float]]], length_s: float, window_s: float = 5.0,
+                  min_overlap_s: float = 0.1) -> np.ndarray:
+    """(n_windows, n_species) 0/1: a species calls in a window when a phrase overlaps it by min_overlap_s."""
+    n_windows = max(1, math.ceil((length_s - 0.1) / window_s))
+    out = np.zeros((n_windows, len(SPECIES)), dtype=np.int8)
+    for sp, spans in events.items():
+        for on, off in spans:
+            for w in range(int(on // window_s), min(n_windows, int(off // window_s) + 1)):
+                overlap = min(off, (w + 1) * window_s) - max(on, w * window_s)
+                if overlap >= min(min_overlap_s, (off - on) * 0.5):
+                    out[w, sp] = 1
+    return out
+
+
+def _soundscape_task(args: tuple) -> Optional[np.ndarray]:
+    path, length_s, seed, labelled = args
+    rng = np.random.default_rng(seed)
+    n = int(length_s * SAMPLE_RATE)
+    sig = np.zeros(n)
+    events: dict[int, list[tuple[float, float]]] = {}
+    for sp in rng.choice(len(SPECIES), size=rng.integers(3, 8), replace=False):
+        for _ in range(rng.integers(1, 4)):  # bouts: clustered calling leaves other windows empty
+            start = rng.uniform(0, length_s)
+            bout = rng.uniform(2, 20)
+            level = 10 ** (-rng.uniform(0, 12) / 20)
+            events.setdefault(int(sp), []).extend(_place_calls(
+                sig, SPECIES[sp], start, min(length_s, start + bout), rng, SAMPLE_RATE, (0.5 * level, level),
+                cutoff=rng.uniform(4000, 12000)))
+    bg = _background(n, rng, SAMPLE_RATE, soundscape=True)
+    write_ogg(Path(path), _mix(sig, bg, rng.uniform(0, 12), rng))
+    return window_labels(events, length_s) if labelled else None
+
+
+def _is_complete(folder: Path, seed: int, scale: float) -> bool:
+    marker = folder / COMPLETE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return info == {"version": DEMO_VERSION, "seed": seed, "scale": scale}
+
+
+def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, workers: int = 2) -> Path:
+    """Generate (or reuse, when complete and of the same seed/scale) the demo dataset in ``folder``.
+
+    ``scale`` multiplies the number of recordings per species (1.0 ≈ 250 recordings, ~1 hour of audio).
+    """
+    folder = Path(folder)
+    if _is_complete(folder, seed, scale):
+        log.info("demo dataset: reusing the complete demo in %s", folder)
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    labels = sorted(sp.code for sp in SPECIES)
+    rows, tasks = [], []
+    xc_ids = rng.choice(np.arange(100000, 999999), size=10000, replace=False)
+    k = 0
+    for i, sp in enumerate(SPECIES):
+        for _ in range(max(3, int(round(rng.integers(12, 34) * scale)))):
+            length = float(np.exp(rng.uniform(np.log(1.0), np.log(60.0))))
+            secondary = int(rng.choice([j for j in range(len(SPECIES)) if j != i])) if rng.random() < 0.3 else None
+            xc = int(xc_ids[k])
+            filename = f"{sp.code}/XC{xc}.ogg"
+            rows.append({
+                "primary_label": sp.code,
+                "secondary_labels": str([SPECIES[secondary].code] if secondary is not None else []),
+                "type": str(_CALL_TYPES[int(rng.integers(len(_CALL_TYPES)))]),
+                "latitude": round(float(rng.uniform(8.0, 21.0)), 4),
+                "longitude": round(float(rng.uniform(73.0, 77.5)), 4),
+                "scientific_name": f"Synthetica {sp.code}",
+                "common_name": sp.common_name,
+                "author": f"Demo Recordist {int(rng.integers(1, 40))}",
+                "license": "Creative Commons Attribution-NonCommercial-ShareAlike 4.0",
+                "rating": float(rng.integers(0, 11) / 2),
+                "url": f"https://xeno-canto.org/{xc}",
+                "filename": filename,
+            })
+            tasks.append((str(folder / "train_audio" / filename), i, secondary, round(length, 3), [seed, k]))
+            k += 1
+    n_test = max(2, int(round(4 * min(1.0, scale * 2))))
+    test_lengths = [60.0, 123.4, 180.0, 240.0, 97.3, 150.0][:n_test]
+    test = [(str(folder / "test_soundscapes" / f"soundscape_{100000 + j}.ogg"), length, [seed, 50000 + j], True)
+            for j, length in enumerate(test_lengths)]
+    unlabeled = [(str(folder / "unlabeled_soundscapes" / f"{200000 + j}.ogg"), length, [seed, 60000 + j], False)
+                 for j, length in enumerate([39.25, 90.0, 60.0][: n_test - 1])]
+    (folder / "test_soundscapes").mkdir()
+    (folder / "unlabeled_soundscapes").mkdir()
+    log.info("demo dataset: generating %d recordings and %d soundscapes in %s", len(tasks), len(test) + len(unlabeled),
+             folder)
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(_recording_task, tasks, chunksize=4))
+        truths = list(pool.map(_soundscape_task, test + unlabeled))
+    pd.DataFrame(rows, columns=METADATA_COLUMNS).to_csv(folder / "train_metadata.csv", index=False)
+    pd.DataFrame([{"TAXON_ORDER": j + 1, "CATEGORY": "species", "SPECIES_CODE": sp.code,
+                   "PRIMARY_COM_NAME": sp.common_name, "SCI_NAME": f"Synthetica {sp.code}",
+                   "ORDER1": "Passeriformes", "FAMILY": "Synthetidae (Demo Birds)", "SPECIES_GROUP": "Demo birds",
+                   "REPORT_AS": ""} for j, sp in enumerate(SPECIES)],
+                 columns=TAXONOMY_COLUMNS).to_csv(folder / "eBird_Taxonomy_v2021.csv", index=False)
+    order = [labels.index(sp.code) for sp in SPECIES]  # species index -> sorted column
+    truth_rows = []
+    for (path, length, _, _), truth in zip(test, truths):
+        stem = Path(path).stem
+        for w, row in enumerate(truth):
+            values = np.zeros(len(labels), dtype=np.int8)
+            values[order] = row
+            truth_rows.append([f"{stem}_{(w + 1) * 5}", *values.tolist()])
+    pd.DataFrame(truth_rows, columns=["row_id", *labels]).to_csv(folder / GROUND_TRUTH_FILE, index=False)
+    first = Path(test[0][0]).stem
+    sample = pd.DataFrame({"row_id": [f"{first}_{5 * (j + 1)}" for j in range(3)]})
+    for label in labels:
+        sample[label] = 1.0 / len(labels)
+    sample.to_csv(folder / "sample_submission.csv", index=False)
+    (folder / COMPLETE_MARKER).write_text(json.dumps({"version": DEMO_VERSION, "seed": seed, "scale": scale}))
+    return folder

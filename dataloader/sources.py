@@ -1,0 +1,96 @@
+"""Recordings tables from a Kaggle-layout data folder (BirdCLEF 2024, or the demo in the same layout)."""
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("primary_label", "secondary_labels", "filename")
+
+
+class DataSourceError(RuntimeError):
+    """The data folder cannot be used (missing files or columns); the message says what to do."""
+
+
+def _parse_list(value: object, column: str, row: int) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
+        return []
+    try:
+        parsed = ast.literal_eval(str(value))
+    except (ValueError, SyntaxError):
+        raise DataSourceError(f"train_metadata.csv row {row}: column {column} = {value!r} is not a list "
+                              f"string like \"['call']\"") from None
+    if not isinstance(parsed, (list, tuple)):
+        raise DataSourceError(f"train_metadata.csv row {row}: column {column} = {value!r} is not a list")
+    return [str(v) for v in parsed]
+
+
+def load_recordings(data_dir: str | Path) -> pd.DataFrame:
+    """Read ``train_metadata.csv`` into a recordings table.
+
+    Columns: ``path`` (absolute), ``filename``, ``primary_label``, ``secondary_labels`` (list of str),
+    ``group`` (the recording id; a recording never sits in two splits).
+    """
+    data_dir = Path(data_dir)
+    meta_path = data_dir / "train_metadata.csv"
+    if not meta_path.is_file():
+        raise DataSourceError(f"{meta_path} not found: run ./download_data.sh (Kaggle data) or set "
+                              f"[data] source = demo")
+    meta = pd.read_csv(meta_path, dtype={"primary_label": str, "filename": str})
+    missing = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
+    if missing:
+        raise DataSourceError(f"{meta_path}: missing required column(s) {', '.join(missing)}; "
+                              f"present: {', '.join(meta.columns)}")
+    table = pd.DataFrame({
+        "filename": meta["filename"].astype(str),
+        "primary_label": meta["primary_label"].astype(str),
+        "secondary_labels": [_parse_list(v, "secondary_labels", i) for i, v in enumerate(meta["secondary_labels"])],
+    })
+    table["path"] = [str(data_dir / "train_audio" / f) for f in table["filename"]]
+    table["group"] = [Path(f).stem for f in table["filename"]]
+    return table
+
+
+def submission_labels(data_dir: str | Path) -> list[str]:
+    """Species columns of ``sample_submission.csv``, in its order (the submission's column order)."""
+    path = Path(data_dir) / "sample_submission.csv"
+    if not path.is_file():
+        raise DataSourceError(f"{path} not found; the submission's columns come from it")
+    columns = list(pd.read_csv(path, nrows=0).columns)
+    if not columns or columns[0] != "row_id":
+        raise DataSourceError(f"{path}: first column must be row_id, found {columns[:1]}")
+    return columns[1:]
+
+
+def is_kaggle_layout(data_dir: str | Path) -> bool:
+    """True when ``data_dir`` holds a BirdCLEF-style ``train_metadata.csv``."""
+    return (Path(data_dir) / "train_metadata.csv").is_file()
+
+
+def resolve_data_dir(source: str, data_dir: str | Path, demo_dir: str | Path, demo_seed: int,
+                     workers: int = 2) -> tuple[Path, bool]:
+    """The folder to train on and whether it is the demo.
+
+    ``auto`` takes the Kaggle data when ``data_dir/train_metadata.csv`` exists, otherwise generates (or
+    reuses) the demo and says so; ``birdclef`` insists on Kaggle data; ``demo`` always uses the demo.
+    """
+    if source in ("auto", "birdclef") and is_kaggle_layout(data_dir):
+        return Path(data_dir), False
+    if source == "birdclef":
+        raise DataSourceError(f"[data] source = birdclef but {Path(data_dir) / 'train_metadata.csv'} does not exist: "
+                              f"run ./download_data.sh first (Kaggle credentials needed), or set [data] source = auto")
+    from dataloader.demo import generate_demo  # noqa: PLC0415
+
+    if source == "auto":
+        log.warning("=" * 78)
+        log.warning("No Kaggle data in %s: using the EMBEDDED DEMO DATASET (synthetic species) in %s.", data_dir,
+                    demo_dir)
+        log.warning("Run ./download_data.sh for BirdCLEF 2024, or set [data] source = demo to silence this.")
+        log.warning("=" * 78)
+    return generate_demo(demo_dir, seed=demo_seed, workers=workers), True

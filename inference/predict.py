@@ -1,0 +1,111 @@
+"""Soundscape inference: decode once, one mel per file (the training front end), 5-s windows, every model.
+
+Imports nothing from training (no trainer, optimizers, neptune or kaggle), so it runs in an offline
+Kaggle notebook.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from dataloader.audio import AudioError, load_audio
+from dataloader.dataset import fit_window
+from dataloader.features import MelFrontEnd, Standardizer
+from factory.models import create_model
+from inference.submission import n_windows, row_ids, to_submission_frame
+from utils.checkpoints import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class _Settings:
+    def __init__(self, d: dict[str, Any]):
+        self.__dict__.update(d)
+
+
+class SoundscapePredictor:
+    """An ensemble of checkpoints sharing one front end; ``predict_file`` gives per-window probabilities."""
+
+    def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = 64):
+        payloads = [load_checkpoint(p) for p in checkpoints]
+        if not payloads:
+            raise ValueError("at least one checkpoint is needed")
+        first = payloads[0]
+        for p, payload in zip(checkpoints, payloads):
+            if payload["data_process"] != first["data_process"] or payload["window_s"] != first["window_s"]:
+                raise ValueError(f"{p}: front-end settings differ from {checkpoints[0]}; an ensemble shares one mel")
+        self.dp = _Settings(first["data_process"])
+        self.window_s = float(first["window_s"])
+        self.pad_mode = first.get("pad_mode", "repeat")
+        self.frontend = MelFrontEnd.from_config(self.dp)
+        self.standardizer = Standardizer.from_dict(first["standardizer"])
+        self.silence = self.standardizer.silence()
+        self.frames = self.frontend.frames_for(self.window_s)
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.labels: list[str] = []
+        self.models: list[tuple[torch.nn.Module, np.ndarray]] = []
+        for payload in payloads:
+            self.labels.extend(label for label in payload["labels"] if label not in self.labels)
+        for payload in payloads:
+            model = create_model(payload["model_name"], num_classes=len(payload["labels"]), in_chans=1)
+            model.load_state_dict(payload["model"])
+            model = model.to(self.device, memory_format=torch.channels_last).eval()
+            self.models.append((model, np.array([self.labels.index(lbl) for lbl in payload["labels"]])))
+
+    def windows(self, path: str | Path) -> np.ndarray:
+        """(n_windows, 1, n_mels, frames) float32 for a soundscape; the last partial window is padded."""
+        audio = load_audio(path, self.dp.sample_rate)
+        mel = self.standardizer(self.frontend(audio))
+        count = n_windows(audio.size / self.dp.sample_rate, self.window_s)
+        out = np.empty((count, 1, mel.shape[0], self.frames), dtype=np.float32)
+        for k in range(count):
+            out[k, 0] = fit_window(mel[:, k * self.frames:], 0, self.frames, self.pad_mode, self.silence)
+        return out
+
+    @torch.inference_mode()
+    def predict_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Mean sigmoid probability over the ensemble, (n_windows, len(self.labels))."""
+        total = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
+        counts = np.zeros(len(self.labels), dtype=np.float32)
+        for model, columns in self.models:
+            for i in range(0, len(windows), self.batch_size):
+                x = torch.from_numpy(windows[i:i + self.batch_size]).to(self.device)
+                x = x.contiguous(memory_format=torch.channels_last)
+                total[i:i + len(x), columns] += torch.sigmoid(model(x)).float().cpu().numpy()
+            counts[columns] += 1
+        return total / np.maximum(counts, 1)
+
+    def predict_file(self, path: str | Path) -> tuple[list[str], np.ndarray]:
+        """Row ids and probabilities for every window of ``path``."""
+        probs = self.predict_windows(self.windows(path))
+        return row_ids(Path(path).stem, len(probs), self.window_s), probs
+
+
+def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, columns: Sequence[str],
+                   fill_value: float = 0.0) -> pd.DataFrame:
+    """Submission frame for every ``.ogg`` in ``audio_dir`` (sorted); an unreadable file gets ``fill_value`` rows."""
+    files = sorted(Path(audio_dir).glob("*.ogg"))
+    frames = []
+    for path in tqdm(files, desc="predict soundscapes", unit="file"):
+        try:
+            ids, probs = predictor.predict_file(path)
+        except AudioError as exc:
+            log.warning("%s: %s -- its rows get %s", path.name, exc, fill_value)
+            try:
+                import soundfile as sf  # noqa: PLC0415
+
+                count = n_windows(sf.info(str(path)).duration, predictor.window_s)
+            except Exception:  # noqa: BLE001 - the header is unreadable too
+                count = n_windows(240.0, predictor.window_s)
+            ids = row_ids(path.stem, count, predictor.window_s)
+            probs = np.full((count, len(predictor.labels)), fill_value, dtype=np.float32)
+        frames.append(to_submission_frame(ids, probs, predictor.labels, columns))
+    if not frames:
+        return pd.DataFrame(columns=["row_id", *columns])
+    return pd.concat(frames, ignore_index=True)

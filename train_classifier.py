@@ -1,0 +1,238 @@
+"""BirdCLEF pipeline entry point: config.ini -> cached mels -> trained timm CNN -> submission CSV.
+
+    python train_classifier.py [--config config.ini] [--set section.key=value ...]
+                               [--stage preprocess|train|predict|all] [--checkpoint best.pt ...]
+
+With no Kaggle data in [paths] data_dir, the embedded demo dataset is generated and used.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from utils.config import Config, ConfigError, load_config, to_ini
+from utils.run_folder import create_run_dir, make_run_id, seed_everything, setup_logging, write_summary
+
+log = logging.getLogger("train_classifier")
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(HERE / "config.ini"), help="INI file (default: config.ini)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set trainer.n_epochs=3")
+    p.add_argument("--stage", choices=("preprocess", "train", "predict", "all"), default="all")
+    p.add_argument("--checkpoint", nargs="+", help="checkpoint(s) for --stage predict")
+    return p.parse_args(argv)
+
+
+def prepare_data(cfg: Config) -> dict[str, Any]:
+    """Resolve the data source, list recordings, build (or reuse) the mel cache."""
+    from dataloader.preprocess import build_cache  # noqa: PLC0415
+    from dataloader.sources import load_recordings, resolve_data_dir  # noqa: PLC0415
+    from dataloader.splits import seeded_sample  # noqa: PLC0415
+
+    data_dir, is_demo = resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir,
+                                         cfg.data.demo_seed, cfg.data.num_workers)
+    recordings = load_recordings(data_dir)
+    population = list(recordings["path"])
+    if cfg.testing.testing:
+        recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
+        log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
+    cache = build_cache(recordings, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers,
+                        stats_population=population)
+    return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache}
+
+
+def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Split, build datasets/model/optimizer, train; returns the training results."""
+    import torch  # noqa: PLC0415
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+
+    from dataloader.augment import BatchAugment  # noqa: PLC0415
+    from dataloader.dataset import MelWindowDataset, multi_hot  # noqa: PLC0415
+    from dataloader.splits import filter_rare_classes, train_val_split  # noqa: PLC0415
+    from factory.losses import create_loss  # noqa: PLC0415
+    from factory.models import create_model  # noqa: PLC0415
+    from factory.optimizers import create_optimizer  # noqa: PLC0415
+    from factory.schedulers import create_scheduler  # noqa: PLC0415
+    from utils.callbacks import CSVLogger, ModelCheckpoint, NeptuneLogger  # noqa: PLC0415
+    from utils.trainer import Trainer  # noqa: PLC0415
+
+    cache = data["cache"]
+    table = filter_rare_classes(cache.table, cfg.data.min_samples_in_class)
+    train_df, val_df = train_val_split(table, cfg.data.n_folds, cfg.data.fold, cfg.trainer.seed)
+    if len(val_df) == 0:
+        raise RuntimeError("the validation fold is empty: too few recordings per class for n_folds")
+    labels = sorted(table["primary_label"].unique())
+    frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
+    silence = cache.standardizer.silence()
+    sw = cfg.data.secondary_label_weight
+    train_ds = MelWindowDataset(train_df["entry"], multi_hot(train_df, labels, sw), frames, cfg.data.crop,
+                                cfg.data.pad_mode, silence)
+    val_ds = MelWindowDataset(val_df["entry"], multi_hot(val_df, labels, sw), frames, "first", cfg.data.pad_mode,
+                              silence)
+    gen = torch.Generator().manual_seed(cfg.trainer.seed)
+    loader_kw = dict(num_workers=cfg.trainer.num_workers, persistent_workers=cfg.trainer.num_workers > 0)
+    train_loader = DataLoader(train_ds, batch_size=cfg.trainer.batch_size, shuffle=cfg.data.shuffle, drop_last=False,
+                              generator=gen, **loader_kw)
+    val_loader = DataLoader(val_ds, batch_size=cfg.trainer.batch_size * 2, shuffle=False, **loader_kw)
+    log.info("split fold %d/%d: %d train, %d validation recordings, %d classes", cfg.data.fold, cfg.data.n_folds,
+             len(train_df), len(val_df), len(labels))
+
+    model_name = cfg.testing.testing_model if cfg.testing.testing else cfg.model.type
+    n_epochs = cfg.testing.testing_epochs if cfg.testing.testing else cfg.trainer.n_epochs
+    model = create_model(model_name, num_classes=len(labels), in_chans=1, transfer_learning=cfg.model.transfer_learning,
+                         pretrained_path=cfg.model.pretrained_path, drop_rate=cfg.model.drop_rate,
+                         drop_path_rate=cfg.model.drop_path_rate)
+    agent = cfg.agent
+    optimizer = create_optimizer(agent.optimizer, model, lr=agent.lr_warmup_end, weight_decay=agent.weight_decay)
+    steps_per_epoch = len(train_loader)
+    scheduler = create_scheduler(agent.lr_decay_type if agent.lr_decay else "none", optimizer,
+                                 total_steps=steps_per_epoch * n_epochs,
+                                 warmup_steps=int(round(agent.warmup_epochs * steps_per_epoch)),
+                                 steps_per_epoch=steps_per_epoch, lr_start=agent.lr_start, lr_peak=agent.lr_warmup_end,
+                                 lr_end=agent.lr_end, gamma=agent.exp_gamma)
+    device = torch.device("cuda" if cfg.trainer.device == "cuda" or (
+        cfg.trainer.device == "auto" and torch.cuda.is_available()) else "cpu")
+    extra = {"config": cfg.to_dict(), "model_name": model_name, "data_process": cfg.to_dict()["data_process"],
+             "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode,
+             "standardizer": cache.standardizer.to_dict()}
+    callbacks: list = [CSVLogger(run_dir)]
+    checkpoint = ModelCheckpoint(run_dir / "checkpoints", cfg.callbacks.model_checkpoint_type,
+                                 cfg.callbacks.model_checkpoint_verbose) if cfg.callbacks.model_checkpoint else None
+    if checkpoint:
+        callbacks.append(checkpoint)
+    if cfg.callbacks.neptune_logger:
+        callbacks.append(NeptuneLogger(cfg.callbacks.neptune_project, cfg.callbacks.neptune_mode, run_dir,
+                                       cfg.to_dict(), name=run_dir.name))
+    trainer = Trainer(model, create_loss(agent.loss), optimizer, scheduler, device, labels, callbacks,
+                      augment=BatchAugment(cfg.augmentation), channels_last=cfg.trainer.channels_last,
+                      checkpoint_extra=extra, lr_verbose=agent.lr_verbose)
+    history = trainer.fit(train_loader, val_loader, n_epochs)
+    probs, targets = trainer.last_val
+    val_pred = pd.DataFrame(probs, columns=labels)
+    val_pred.insert(0, "filename", list(val_df["filename"]))
+    val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
+    val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
+    monitor = cfg.callbacks.model_checkpoint_type
+    best = (max if monitor == "val_score" else min)(history, key=lambda m: (np.nan_to_num(m[monitor], nan=-np.inf)
+                                                                          if monitor == "val_score" else m[monitor]))
+    return {"history": history, "best": best, "n_train": len(train_df), "n_val": len(val_df), "labels": labels,
+            "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
+            "model_name": model_name}
+
+
+def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Predict the test soundscapes (or, when there are none, a few unlabeled ones as a dry run)."""
+    import torch  # noqa: PLC0415
+
+    from dataloader.demo import GROUND_TRUTH_FILE  # noqa: PLC0415
+    from dataloader.sources import submission_labels  # noqa: PLC0415
+    from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
+    from inference.submission import write_submission  # noqa: PLC0415
+    from utils.metrics import competition_score  # noqa: PLC0415
+
+    columns = submission_labels(data_dir)
+    audio_dir = data_dir / "test_soundscapes"
+    if not any(audio_dir.glob("*.ogg")):
+        log.info("%s holds no soundscape (as outside Kaggle scoring): dry run on unlabeled_soundscapes", audio_dir)
+        audio_dir = data_dir / "unlabeled_soundscapes"
+    device = "cuda" if cfg.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+    predictor = SoundscapePredictor(checkpoints, device=device, batch_size=cfg.trainer.batch_size * 2)
+    t0 = time.perf_counter()
+    frame = predict_folder(predictor, audio_dir, columns)
+    seconds = time.perf_counter() - t0
+    out = write_submission(frame, columns, Path(cfg.paths.submissions_dir) / f"{run_id}.csv")
+    frame.to_csv(run_dir / "submission.csv", index=False, float_format="%.6f")
+    result: dict[str, Any] = {"submission": str(out), "submission_rows": len(frame),
+                              "predict_windows_per_s": round(len(frame) / max(seconds, 1e-9), 1)}
+    truth_path = data_dir / GROUND_TRUTH_FILE
+    if truth_path.is_file() and audio_dir.name == "test_soundscapes":
+        truth = pd.read_csv(truth_path)
+        result["soundscape_score"] = round(competition_score(truth, frame[frame["row_id"].isin(truth["row_id"])],
+                                                             "row_id"), 6)
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        return 2
+    if args.stage == "predict" and not args.checkpoint:
+        log.error("--stage predict needs --checkpoint PATH [PATH ...]")
+        return 2
+    t0 = time.perf_counter()
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(cfg.trainer.threads or len(os.sched_getaffinity(0)))
+    seed_everything(cfg.trainer.seed)
+    model_name = cfg.testing.testing_model if cfg.testing.testing else cfg.model.type
+    run_id = make_run_id(model_name, cfg.testing.testing)
+    run_dir = create_run_dir(cfg.paths.runs_dir, run_id)
+    run_id = run_dir.name
+    setup_logging(run_dir / "train.log")
+    (run_dir / "config.ini").write_text(to_ini(cfg))
+    log.info("run %s: stage %s, folder %s", run_id, args.stage, run_dir)
+    summary: dict[str, Any] = {"run_id": run_id, "run_dir": str(run_dir), "stage": args.stage,
+                               "testing": cfg.testing.testing}
+    data = prepare_data(cfg) if args.stage != "predict" else None
+    if data is not None:
+        cache = data["cache"]
+        cache.skipped.to_csv(run_dir / "skipped_files.csv", index=False)
+        summary.update(data_dir=str(data["data_dir"]), data_source="demo" if data["is_demo"] else "birdclef",
+                       cache=str(cache.folder), decoded=cache.decoded, reused=cache.reused,
+                       skipped=len(cache.skipped), recordings=len(cache.table))
+        print(f"preprocess: decoded {cache.decoded}, reused {cache.reused}, skipped {len(cache.skipped)} "
+              f"(cache {cache.folder})")
+    checkpoints = args.checkpoint
+    if args.stage in ("train", "all"):
+        result = train(cfg, data, run_dir)
+        summary.update(val_score=result["best"]["val_score"], best_epoch=result["best"]["epoch"],
+                       n_train=result["n_train"], n_val=result["n_val"], epochs=len(result["history"]),
+                       model=result["model_name"], checkpoint=result["checkpoint"])
+        checkpoints = [result["checkpoint"]] if result["checkpoint"] else None
+    if args.stage in ("predict", "all"):
+        if not checkpoints:
+            log.error("no checkpoint to predict with ([callbacks] model_checkpoint = false?)")
+            return 1
+        data_dir = data["data_dir"] if data else _data_dir_for_predict(cfg)
+        summary.update(predict(checkpoints, Path(data_dir), run_id, cfg, run_dir))
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    write_summary(run_dir, summary)
+    _print_summary(summary)
+    return 0
+
+
+def _data_dir_for_predict(cfg: Config) -> Path:
+    from dataloader.sources import resolve_data_dir  # noqa: PLC0415
+
+    return resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir, cfg.data.demo_seed,
+                            cfg.data.num_workers)[0]
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    lines = ["", "=" * 70, f"run {s['run_id']} ({s['stage']}) finished in {s['wall_seconds']:.0f} s"]
+    for key in ("data_source", "recordings", "skipped", "n_train", "n_val", "epochs", "val_score",
+                "soundscape_score", "run_dir", "checkpoint", "submission"):
+        if s.get(key) is not None:
+            lines.append(f"  {key:<17} {s[key]}")
+    lines.append("=" * 70)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Trainer callbacks: local metrics log (always on), checkpoints, and a Neptune logger that never breaks a run."""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from utils.checkpoints import save_checkpoint
+
+if TYPE_CHECKING:
+    from utils.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+class Callback:
+    """Hooks called by :class:`utils.trainer.Trainer`; every method is optional."""
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        pass
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        pass
+
+
+class CSVLogger(Callback):
+    """``metrics.csv`` (one row per epoch) and ``training_curves.png`` in the run folder."""
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / "metrics.csv"
+        self.rows: list[dict[str, float]] = []
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        self.rows.append(metrics)
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(metrics))
+            if new:
+                writer.writeheader()
+            writer.writerow(metrics)
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        if not self.rows:
+            return
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        epochs = [r["epoch"] for r in self.rows]
+        fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
+        for key in ("train_loss", "val_loss"):
+            ax_loss.plot(epochs, [r[key] for r in self.rows], marker="o", label=key)
+        ax_loss.set_xlabel("epoch"), ax_loss.set_title("loss"), ax_loss.legend()
+        ax_score.plot(epochs, [r["val_score"] for r in self.rows], marker="o", color="tab:green")
+        ax_score.set_xlabel("epoch"), ax_score.set_title("validation score (macro ROC-AUC)")
+        fig.tight_layout()
+        fig.savefig(self.path.with_name("training_curves.png"), dpi=100)
+        plt.close(fig)
+
+
+class ModelCheckpoint(Callback):
+    """``last.pt`` every epoch and ``best.pt`` when the monitored metric improves (atomic writes)."""
+
+    def __init__(self, folder: str | Path, monitor: str = "val_score", verbose: bool = True):
+        self.folder = Path(folder)
+        self.monitor = monitor
+        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.verbose = verbose
+        self.best: Optional[float] = None
+        self.best_path = self.folder / "best.pt"
+        self.last_path = self.folder / "last.pt"
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        return self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        payload = trainer.checkpoint_payload(epoch, metrics)
+        save_checkpoint(self.last_path, payload)
+        value = metrics[self.monitor]
+        if self._improved(value):
+            self.best = value
+            save_checkpoint(self.best_path, payload)
+            if self.verbose:
+                log.info("checkpoint: new best %s = %.4f at epoch %d -> %s", self.monitor, value, epoch,
+                         self.best_path)
+
+
+class NeptuneLogger(Callback):
+    """Logs config and per-epoch metrics to Neptune; any failure turns it off with one warning.
+
+    The token comes only from ``NEPTUNE_API_TOKEN``.  Without it, ``async``/``sync`` fall back to
+    ``offline`` (files under the run folder), so the run goes on.
+    """
+
+    def __init__(self, project: str, mode: str, folder: str | Path, config: dict[str, Any], name: str = ""):
+        self.project, self.mode, self.folder, self.config, self.name = project, mode, Path(folder), config, name
+        self.run: Any = None
+
+    def _disable(self, what: str, exc: BaseException) -> None:
+        log.warning("Neptune logger off (%s failed: %s); the run goes on with the local logs", what, exc)
+        self.run = None
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        mode = self.mode
+        if mode in ("async", "sync") and not os.environ.get("NEPTUNE_API_TOKEN"):
+            log.warning("NEPTUNE_API_TOKEN is not set: Neptune logs offline to %s", self.folder / ".neptune")
+            mode = "offline"
+        try:
+            os.environ.setdefault("NEPTUNE_DATA_DIRECTORY", str(self.folder / ".neptune"))
+            import neptune  # noqa: PLC0415 - slow import, only when the logger is on
+            from neptune.utils import stringify_unsupported  # noqa: PLC0415
+
+            self.run = neptune.init_run(project=self.project or None, mode=mode, name=self.name or None,
+                                        capture_hardware_metrics=False, capture_stdout=False,
+                                        capture_stderr=False, git_ref=False)
+            self.run["config"] = stringify_unsupported(self.config)
+        except Exception as exc:  # noqa: BLE001 - a tracker must never break training
+            self._disable("start", exc)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        if self.run is None:
+            return
+        try:
+            for key, value in metrics.items():
+                if key != "epoch":
+                    self.run[f"train/{key}"].append(value, step=epoch)
+        except Exception as exc:  # noqa: BLE001
+            self._disable("logging", exc)
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.stop()
+        except Exception as exc:  # noqa: BLE001
+            self._disable("stop", exc)

@@ -1,0 +1,63 @@
+"""Run folders: ``runs/<run id>/`` with the resolved config, a log file and ``summary.json``; seeding."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def make_run_id(model_name: str, testing: bool) -> str:
+    """``YYYYmmdd-HHMMSS-<model>[-testing]``, unique within the runs folder by a suffix when needed."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name}{'-testing' if testing else ''}"
+
+
+def create_run_dir(runs_dir: str | Path, run_id: str) -> Path:
+    """Create ``runs_dir/run_id`` (adding ``-2``, ``-3`` ... if it exists)."""
+    base = Path(runs_dir) / run_id
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr and (when given) to ``log_file``."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in list(root.handlers):
+        if getattr(h, "_birdclef", False):
+            root.removeHandler(h)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file))
+    for h in handlers:
+        h.setFormatter(fmt)
+        h._birdclef = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (DataLoader workers derive their seeds from torch's)."""
+    import torch  # noqa: PLC0415
+
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """``summary.json`` in the run folder."""
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    return path
