@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from utils.config import Config, ConfigError, load_config, to_ini
+from utils.runtime import configure_cpu
 from utils.run_folder import create_run_dir, make_run_id, seed_everything, setup_logging, write_summary
 
 log = logging.getLogger("train_classifier")
@@ -176,9 +176,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("--stage predict needs --checkpoint PATH [PATH ...]")
         return 2
     t0 = time.perf_counter()
-    import torch  # noqa: PLC0415
-
-    torch.set_num_threads(cfg.trainer.threads or len(os.sched_getaffinity(0)))
+    configure_cpu(cfg.trainer.threads)
     seed_everything(cfg.trainer.seed)
     model_name = cfg.testing.testing_model if cfg.testing.testing else cfg.model.type
     run_id = make_run_id(model_name, cfg.testing.testing)

@@ -33,7 +33,7 @@ import soundfile as sf
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 32000
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 COMPLETE_MARKER = ".demo_complete.json"
 METADATA_COLUMNS = ["primary_label", "secondary_labels", "type", "latitude", "longitude", "scientific_name",
                     "common_name", "author", "license", "rating", "url", "filename"]
@@ -295,12 +295,12 @@ def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, work
             })
             tasks.append((str(folder / "train_audio" / filename), i, secondary, round(length, 3), [seed, k]))
             k += 1
-    n_test = max(2, int(round(4 * min(1.0, scale * 2))))
+    n_test = max(2, int(round(6 * min(1.0, scale * 2))))
     test_lengths = [60.0, 123.4, 180.0, 240.0, 97.3, 150.0][:n_test]
     test = [(str(folder / "test_soundscapes" / f"soundscape_{100000 + j}.ogg"), length, [seed, 50000 + j], True)
             for j, length in enumerate(test_lengths)]
     unlabeled = [(str(folder / "unlabeled_soundscapes" / f"{200000 + j}.ogg"), length, [seed, 60000 + j], False)
-                 for j, length in enumerate([39.25, 90.0, 60.0][: n_test - 1])]
+                 for j, length in enumerate([39.25, 90.0, 60.0][: max(1, n_test // 2)])]
     (folder / "test_soundscapes").mkdir()
     (folder / "unlabeled_soundscapes").mkdir()
     log.info("demo dataset: generating %d recordings and %d soundscapes in %s", len(tasks), len(test) + len(unlabeled),

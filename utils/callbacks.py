@@ -115,7 +115,7 @@ class NeptuneLogger(Callback):
             log.warning("NEPTUNE_API_TOKEN is not set: Neptune logs offline to %s", self.folder / ".neptune")
             mode = "offline"
         try:
-            os.environ.setdefault("NEPTUNE_DATA_DIRECTORY", str(self.folder / ".neptune"))
+            os.environ["NEPTUNE_DATA_DIRECTORY"] = str(self.folder / ".neptune")  # offline files stay with the run
             import neptune  # noqa: PLC0415 - slow import, only when the logger is on
             from neptune.utils import stringify_unsupported  # noqa: PLC0415
 

@@ -174,6 +174,10 @@ class AugmentationConfig:
     freq_mask_max: int = opt(16, "Widest frequency mask (mel bins).", minimum=0)
     time_mask_max: int = opt(32, "Widest time mask (frames).", minimum=0)
     n_masks: int = opt(2, "Masks of each kind per example.", minimum=0)
+    augment_mixup: bool = opt(True, "Mixup within the batch; targets become the union of both examples' labels "
+                              "(overlapping species, as in soundscapes).")
+    mixup_prob: float = opt(0.5, "Share of the batch that is mixed.", minimum=0.0, maximum=1.0)
+    mixup_alpha: float = opt(2.0, "Beta(alpha, alpha) distribution of the mixing weight.", minimum=0.01)
 
 
 SECTIONS: dict[str, type] = {

@@ -35,7 +35,7 @@ class Trainer:
     def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], device: torch.device,
                  labels: Sequence[str], callbacks: Sequence[Callback] = (),
-                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, channels_last: bool = True,
+                 augment: Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None, channels_last: bool = True,
                  checkpoint_extra: Optional[dict[str, Any]] = None, lr_verbose: bool = False):
         self.model = model.to(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -53,11 +53,11 @@ class Trainer:
         """One pass over ``loader``; returns the mean training loss."""
         self.model.train()
         total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=None)
         for x, y in bar:
             x, y = self._to_device(x), y.to(self.device)
             if self.augment is not None:
-                x = self.augment(x)
+                x, y = self.augment(x, y)
             loss = self.loss_fn(self.model(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -74,7 +74,7 @@ class Trainer:
         """(sigmoid probabilities, targets, mean loss) over ``loader``."""
         self.model.eval()
         probs, targets, total, count = [], [], 0.0, 0
-        for x, y in tqdm(loader, desc="validate", unit="batch", leave=False):
+        for x, y in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None):
             logits = self.model(self._to_device(x))
             y = y.to(self.device)
             total += self.loss_fn(logits, y).item() * len(x)

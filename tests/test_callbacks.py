@@ -1,0 +1,63 @@
+"""Callbacks: checkpoints keep the best, metrics.csv is always written, Neptune never breaks a run."""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from utils.callbacks import CSVLogger, ModelCheckpoint, NeptuneLogger
+from utils.checkpoints import load_checkpoint
+
+
+class FakeTrainer:
+    def checkpoint_payload(self, epoch, metrics):
+        return {"epoch": epoch, "metrics": dict(metrics)}
+
+
+def feed(callback, scores):
+    trainer = FakeTrainer()
+    callback.on_train_start(trainer)
+    for epoch, score in enumerate(scores, 1):
+        callback.on_epoch_end(trainer, epoch, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1 - score,
+                                               "val_score": score, "lr": 1e-3, "seconds": 1.0})
+    callback.on_train_end(trainer)
+
+
+def test_checkpoint_keeps_the_best_and_the_last(tmp_path):
+    cb = ModelCheckpoint(tmp_path, monitor="val_score")
+    feed(cb, [0.5, 0.8, 0.7])
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_checkpoint_on_loss_keeps_the_lowest(tmp_path):
+    cb = ModelCheckpoint(tmp_path, monitor="val_loss")
+    feed(cb, [0.5, 0.8, 0.7])  # val_loss = 1 - score: lowest at epoch 2
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+
+
+def test_csv_logger_writes_every_epoch_and_a_plot(tmp_path):
+    feed(CSVLogger(tmp_path), [0.5, 0.8])
+    assert pd.read_csv(tmp_path / "metrics.csv")["val_score"].tolist() == [0.5, 0.8]
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+
+
+def test_neptune_offline_logs_to_the_run_folder_without_network_or_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+    feed(NeptuneLogger("", "async", tmp_path, {"trainer": {"seed": 1}}), [0.5])
+    assert list((tmp_path / ".neptune").rglob("*")), "async without a token falls back to offline files"
+
+
+def test_a_failing_neptune_turns_itself_off_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    import neptune
+
+    def refuse(**_):
+        raise ConnectionError("service unreachable")
+
+    monkeypatch.setattr(neptune, "init_run", refuse)
+    with caplog.at_level(logging.WARNING):
+        feed(NeptuneLogger("ws/proj", "offline", tmp_path, {}), [0.5, 0.6])
+    assert "Neptune logger off" in caplog.text
+    assert caplog.text.count("Neptune logger off") == 1

@@ -1,0 +1,71 @@
+"""The embedded demo dataset: exact BirdCLEF 2024 layout, deterministic, idempotent."""
+from __future__ import annotations
+
+import ast
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from dataloader.demo import GROUND_TRUTH_FILE, METADATA_COLUMNS, SPECIES, generate_demo
+from inference.submission import n_windows
+
+BIRDCLEF_HEADER = ("primary_label,secondary_labels,type,latitude,longitude,scientific_name,common_name,author,"
+                   "license,rating,url,filename")
+
+
+def test_layout_matches_birdclef_2024(small_demo):
+    assert (small_demo / "train_metadata.csv").read_text().splitlines()[0] == BIRDCLEF_HEADER
+    assert list(METADATA_COLUMNS) == BIRDCLEF_HEADER.split(",")
+    for name in ("sample_submission.csv", "eBird_Taxonomy_v2021.csv", GROUND_TRUTH_FILE):
+        assert (small_demo / name).is_file()
+    meta = pd.read_csv(small_demo / "train_metadata.csv")
+    assert meta["primary_label"].nunique() == len(SPECIES) >= 10
+    for _, row in meta.iterrows():
+        assert row["filename"].startswith(f"{row['primary_label']}/XC") and row["filename"].endswith(".ogg")
+        assert isinstance(ast.literal_eval(row["secondary_labels"]), list)
+        assert isinstance(ast.literal_eval(row["type"]), list)
+        assert (small_demo / "train_audio" / row["filename"]).is_file()
+    assert (meta["secondary_labels"] != "[]").any(), "some recordings have a secondary species"
+    sample = pd.read_csv(small_demo / "sample_submission.csv")
+    assert list(sample.columns) == ["row_id", *sorted(meta["primary_label"].unique())]
+    assert list(small_demo.glob("unlabeled_soundscapes/*.ogg"))
+
+
+def test_audio_is_32k_mono_vorbis_of_varied_length(small_demo):
+    durations = []
+    for path in sorted(small_demo.glob("train_audio/*/*.ogg")):
+        info = sf.info(str(path))
+        assert (info.samplerate, info.channels, info.format, info.subtype) == (32000, 1, "OGG", "VORBIS")
+        durations.append(info.duration)
+    assert min(durations) >= 0.9 and max(durations) <= 60.5 and max(durations) / min(durations) > 5
+
+
+def test_ground_truth_covers_every_window_with_calls_and_empty_windows(small_demo):
+    truth = pd.read_csv(small_demo / GROUND_TRUTH_FILE)
+    for path in small_demo.glob("test_soundscapes/*.ogg"):
+        rows = truth[truth["row_id"].str.startswith(path.stem + "_")]
+        assert len(rows) == n_windows(sf.info(str(path)).duration)
+    calls = truth.drop(columns="row_id").sum(axis=1)
+    assert (calls == 0).any() and (calls >= 2).any(), "empty windows and overlapping species"
+
+
+def test_generation_is_deterministic_and_reused(tmp_path, small_demo):
+    again = generate_demo(tmp_path / "again", seed=7, scale=0.25)
+    for name in ("train_metadata.csv", "sample_submission.csv", GROUND_TRUTH_FILE, "eBird_Taxonomy_v2021.csv"):
+        assert (again / name).read_bytes() == (small_demo / name).read_bytes()
+    for rel in [p.relative_to(small_demo) for p in sorted(small_demo.glob("**/*.ogg"))[:5]]:
+        a, _ = sf.read(str(small_demo / rel))
+        b, _ = sf.read(str(again / rel))
+        np.testing.assert_array_equal(a, b)
+    stamp = (again / "train_metadata.csv").stat().st_mtime_ns
+    generate_demo(again, seed=7, scale=0.25)
+    assert (again / "train_metadata.csv").stat().st_mtime_ns == stamp, "a complete demo is reused"
+
+
+def test_an_incomplete_demo_is_regenerated(tmp_path):
+    folder = generate_demo(tmp_path / "d", seed=3, scale=0.05)
+    (folder / ".demo_complete.json").unlink()
+    (folder / "train_metadata.csv").write_text("broken")
+    generate_demo(folder, seed=3, scale=0.05)
+    assert (folder / "train_metadata.csv").read_text().startswith("primary_label")

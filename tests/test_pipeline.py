@@ -1,0 +1,83 @@
+"""End to end: train_classifier.py in testing mode on a small demo produces a valid, scored submission."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import train_classifier
+from dataloader.demo import GROUND_TRUTH_FILE
+from inference.predict import SoundscapePredictor
+from inference.submission import n_windows, validate_submission
+from utils.checkpoints import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def run(small_demo, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    overrides = [f"paths.demo_dir={small_demo}", f"paths.data_dir={work / 'no-kaggle-data'}",
+                 f"paths.cache_dir={work / 'cache'}", f"paths.runs_dir={work / 'runs'}",
+                 f"paths.submissions_dir={work / 'submissions'}", "testing.testing=true",
+                 "testing.data_samples_for_testing=24", "testing.testing_epochs=1", "data.num_workers=1",
+                 "data.demo_seed=7", "model.transfer_learning=false", "trainer.batch_size=8"]
+    args = ["--set=" + o for o in overrides]
+    assert train_classifier.main(args) == 0
+    run_dir = next((work / "runs").iterdir())
+    return {"work": work, "run_dir": run_dir, "args": args, "demo": small_demo,
+            "summary": json.loads((run_dir / "summary.json").read_text())}
+
+
+def test_run_folder_holds_config_log_metrics_checkpoints_and_summary(run):
+    run_dir, summary = run["run_dir"], run["summary"]
+    for name in ("config.ini", "train.log", "metrics.csv", "val_predictions.csv", "checkpoints/best.pt",
+                 "checkpoints/last.pt", "training_curves.png", "skipped_files.csv"):
+        assert (run_dir / name).is_file(), name
+    for key in ("val_score", "soundscape_score", "n_train", "n_val", "epochs", "checkpoint", "submission",
+                "wall_seconds"):
+        assert key in summary, key
+    assert summary["data_source"] == "demo" and summary["epochs"] == 1
+    assert summary["n_train"] + summary["n_val"] == 24
+    assert 0.0 <= summary["soundscape_score"] <= 1.0
+
+
+def test_submission_is_valid_with_every_window_and_sample_columns(run):
+    demo = run["demo"]
+    sub = pd.read_csv(run["summary"]["submission"])
+    columns = list(pd.read_csv(demo / "sample_submission.csv", nrows=0).columns)[1:]
+    validate_submission(sub, columns)
+    expected = sum(n_windows(sf.info(str(p)).duration) for p in demo.glob("test_soundscapes/*.ogg"))
+    assert len(sub) == expected
+    truth = pd.read_csv(demo / GROUND_TRUTH_FILE)
+    assert set(sub["row_id"]) == set(truth["row_id"])
+
+
+def test_checkpoint_is_plain_data_with_labels_and_statistics(run):
+    ckpt = load_checkpoint(run["summary"]["checkpoint"])
+    assert {"model", "optimizer", "labels", "standardizer", "data_process", "config", "epoch"} <= set(ckpt)
+    assert len(ckpt["standardizer"]["mean"]) == ckpt["data_process"]["n_mels"]
+
+
+def test_predict_stage_reuses_a_checkpoint_and_pads_a_short_last_window(run, tmp_path):
+    predictor = SoundscapePredictor([run["summary"]["checkpoint"]])
+    sr = 32000
+    sf.write(tmp_path / "short.ogg", np.zeros(int(12.3 * sr), dtype=np.float32) + 1e-3, sr, format="OGG")
+    ids, probs = predictor.predict_file(tmp_path / "short.ogg")
+    assert ids == ["short_5", "short_10", "short_15"] and probs.shape == (3, len(predictor.labels))
+    assert np.isfinite(probs).all()
+    args = run["args"] + ["--stage", "predict", "--checkpoint", run["summary"]["checkpoint"]]
+    assert train_classifier.main(args) == 0
+
+
+def test_second_run_reuses_the_cache(run):
+    assert train_classifier.main(run["args"] + ["--stage", "preprocess"]) == 0
+    latest = sorted((run["work"] / "runs").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+    summary = json.loads((latest / "summary.json").read_text())
+    assert summary["decoded"] == 0 and summary["reused"] == 24
+
+
+def test_a_bad_config_stops_before_any_work(run, tmp_path):
+    assert train_classifier.main(["--set", "trainer.n_epochs=zero", "--set", f"paths.runs_dir={tmp_path}"]) == 2
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,44 @@
+"""Submission format: row ids, column order by name, the short final window, validation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inference.submission import (SubmissionError, n_windows, row_ids, to_submission_frame, validate_submission,
+                                  write_submission)
+
+
+@pytest.mark.parametrize("seconds, rows", [(240.0, 48), (240.05, 48), (39.25, 8), (4.0, 1), (0.05, 1), (12.3, 3)])
+def test_rows_per_file_pad_the_last_window_and_ignore_decoder_padding(seconds, rows):
+    assert n_windows(seconds) == rows
+
+
+def test_row_ids_are_stem_and_end_second():
+    assert row_ids("soundscape_1446779", 3) == ["soundscape_1446779_5", "soundscape_1446779_10", "soundscape_1446779_15"]
+
+
+def test_columns_follow_the_sample_order_and_unseen_species_get_zero():
+    probs = np.array([[0.1, 0.9], [0.3, 0.4]], dtype=np.float32)
+    frame = to_submission_frame(["x_5", "x_10"], probs, model_labels=["zebfin", "asbfly"],
+                                columns=["asbfly", "barswa", "zebfin"])
+    assert list(frame.columns) == ["row_id", "asbfly", "barswa", "zebfin"]
+    assert frame["asbfly"].tolist() == pytest.approx([0.9, 0.4])
+    assert frame["barswa"].tolist() == [0.0, 0.0]
+    assert frame["zebfin"].tolist() == pytest.approx([0.1, 0.3])
+    validate_submission(frame, ["asbfly", "barswa", "zebfin"])
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda f: f[["row_id", "b", "a"]], "columns"),
+    (lambda f: f.assign(a=[np.nan, 0.1]), "NaN"),
+    (lambda f: f.assign(a=[1.5, 0.1]), "outside"),
+    (lambda f: f.assign(a=["x", "y"]), "non-numeric"),
+    (lambda f: f.assign(row_id=["s_5", "s_5"]), "duplicate"),
+])
+def test_invalid_submissions_are_refused(mutate, message, tmp_path):
+    good = pd.DataFrame({"row_id": ["s_5", "s_10"], "a": [0.2, 0.3], "b": [0.0, 1.0]})
+    validate_submission(good, ["a", "b"])
+    with pytest.raises(SubmissionError, match=message):
+        write_submission(mutate(good), ["a", "b"], tmp_path / "sub.csv")
+    assert not (tmp_path / "sub.csv").exists()
