@@ -56,10 +56,9 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
 def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Split, build datasets/model/optimizer, train; returns the training results."""
     import torch  # noqa: PLC0415
-    from torch.utils.data import DataLoader  # noqa: PLC0415
 
     from dataloader.augment import BatchAugment  # noqa: PLC0415
-    from dataloader.dataset import MelWindowDataset, multi_hot  # noqa: PLC0415
+    from dataloader.loaders import make_loaders  # noqa: PLC0415
     from dataloader.splits import filter_rare_classes, train_val_split  # noqa: PLC0415
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import create_model  # noqa: PLC0415
@@ -75,17 +74,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         raise RuntimeError("the validation fold is empty: too few recordings per class for n_folds")
     labels = sorted(table["primary_label"].unique())
     frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
-    silence = cache.standardizer.silence()
-    sw = cfg.data.secondary_label_weight
-    train_ds = MelWindowDataset(train_df["entry"], multi_hot(train_df, labels, sw), frames, cfg.data.crop,
-                                cfg.data.pad_mode, silence)
-    val_ds = MelWindowDataset(val_df["entry"], multi_hot(val_df, labels, sw), frames, "first", cfg.data.pad_mode,
-                              silence)
-    gen = torch.Generator().manual_seed(cfg.trainer.seed)
-    loader_kw = dict(num_workers=cfg.trainer.num_workers, persistent_workers=cfg.trainer.num_workers > 0)
-    train_loader = DataLoader(train_ds, batch_size=cfg.trainer.batch_size, shuffle=cfg.data.shuffle, drop_last=False,
-                              generator=gen, **loader_kw)
-    val_loader = DataLoader(val_ds, batch_size=cfg.trainer.batch_size * 2, shuffle=False, **loader_kw)
+    train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames,
+                                            cache.standardizer.silence())
     log.info("split fold %d/%d: %d train, %d validation recordings, %d classes", cfg.data.fold, cfg.data.n_folds,
              len(train_df), len(val_df), len(labels))
 
@@ -115,9 +105,10 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if cfg.callbacks.neptune_logger:
         callbacks.append(NeptuneLogger(cfg.callbacks.neptune_project, cfg.callbacks.neptune_mode, run_dir,
                                        cfg.to_dict(), name=run_dir.name))
+    augment = BatchAugment(cfg.augmentation, cache.standardizer.units_per_db())
     trainer = Trainer(model, create_loss(agent.loss), optimizer, scheduler, device, labels, callbacks,
-                      augment=BatchAugment(cfg.augmentation), channels_last=cfg.trainer.channels_last,
-                      checkpoint_extra=extra, lr_verbose=agent.lr_verbose)
+                      augment=augment, channels_last=cfg.trainer.channels_last, checkpoint_extra=extra,
+                      lr_verbose=agent.lr_verbose)
     history = trainer.fit(train_loader, val_loader, n_epochs)
     probs, targets = trainer.last_val
     val_pred = pd.DataFrame(probs, columns=labels)
@@ -125,8 +116,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
     val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
     monitor = cfg.callbacks.model_checkpoint_type
-    best = (max if monitor == "val_score" else min)(history, key=lambda m: (np.nan_to_num(m[monitor], nan=-np.inf)
-                                                                          if monitor == "val_score" else m[monitor]))
+    sign = -1.0 if monitor.endswith("loss") else 1.0
+    best = max(history, key=lambda m: -np.inf if np.isnan(m[monitor]) else sign * m[monitor])
     return {"history": history, "best": best, "n_train": len(train_df), "n_val": len(val_df), "labels": labels,
             "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
             "model_name": model_name}

@@ -33,7 +33,7 @@ import soundfile as sf
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 32000
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 COMPLETE_MARKER = ".demo_complete.json"
 METADATA_COLUMNS = ["primary_label", "secondary_labels", "type", "latitude", "longitude", "scientific_name",
                     "common_name", "author", "license", "rating", "url", "filename"]
@@ -140,14 +140,14 @@ def _colored_noise(n: int, exponent: float, rng: np.random.Generator, sr: int) -
 def _background(n: int, rng: np.random.Generator, sr: int, soundscape: bool) -> np.ndarray:
     """Pink/brown noise, plus insects, hum or (soundscapes) rain and stronger insect choruses."""
     bg = _colored_noise(n, rng.uniform(0.8, 2.0), rng, sr)
-    if rng.random() < (0.8 if soundscape else 0.3):
+    if rng.random() < (0.8 if soundscape else 0.5):
         centre = rng.uniform(3500, 8500)
         insects = _bandpass_noise(n, centre - 300, centre + 300, rng, sr)
         slow = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * np.arange(n) / sr)
-        bg += insects * slow * rng.uniform(0.2, 0.8 if soundscape else 0.4)
+        bg += insects * slow * rng.uniform(0.2, 0.8 if soundscape else 0.6)
     if rng.random() < 0.3:
         bg += 0.5 * np.sin(2 * np.pi * rng.uniform(50, 180) * np.arange(n) / sr)
-    if soundscape and rng.random() < 0.5:
+    if rng.random() < (0.5 if soundscape else 0.15):
         drops = np.zeros(n)
         idx = rng.integers(0, n, size=int(n / sr * rng.uniform(20, 80)))
         drops[idx] = rng.standard_normal(idx.size) * 8
@@ -236,12 +236,12 @@ def _soundscape_task(args: tuple) -> Optional[np.ndarray]:
         for _ in range(rng.integers(1, 4)):  # bouts: clustered calling leaves other windows empty
             start = rng.uniform(0, length_s)
             bout = rng.uniform(2, 20)
-            level = 10 ** (-rng.uniform(0, 12) / 20)
+            level = 10 ** (-rng.uniform(0, 9) / 20)
             events.setdefault(int(sp), []).extend(_place_calls(
                 sig, SPECIES[sp], start, min(length_s, start + bout), rng, SAMPLE_RATE, (0.5 * level, level),
                 cutoff=rng.uniform(4000, 12000)))
     bg = _background(n, rng, SAMPLE_RATE, soundscape=True)
-    write_ogg(Path(path), _mix(sig, bg, rng.uniform(0, 12), rng))
+    write_ogg(Path(path), _mix(sig, bg, rng.uniform(3, 15), rng))
     return window_labels(events, length_s) if labelled else None
 
 
@@ -259,7 +259,7 @@ def _is_complete(folder: Path, seed: int, scale: float) -> bool:
 def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, workers: int = 2) -> Path:
     """Generate (or reuse, when complete and of the same seed/scale) the demo dataset in ``folder``.
 
-    ``scale`` multiplies the number of recordings per species (1.0 ≈ 250 recordings, ~1 hour of audio).
+    ``scale`` multiplies the number of recordings per species (1.0 ≈ 390 recordings, ~1.5 hours of audio).
     """
     folder = Path(folder)
     if _is_complete(folder, seed, scale):
@@ -274,7 +274,7 @@ def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, work
     xc_ids = rng.choice(np.arange(100000, 999999), size=10000, replace=False)
     k = 0
     for i, sp in enumerate(SPECIES):
-        for _ in range(max(3, int(round(rng.integers(12, 34) * scale)))):
+        for _ in range(max(3, int(round(rng.integers(20, 46) * scale)))):
             length = float(np.exp(rng.uniform(np.log(1.0), np.log(60.0))))
             secondary = int(rng.choice([j for j in range(len(SPECIES)) if j != i])) if rng.random() < 0.3 else None
             xc = int(xc_ids[k])

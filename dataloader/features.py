@@ -99,6 +99,14 @@ class Standardizer:
             return ((mel_db - mel_db.mean()) / max(float(mel_db.std()), _MIN_STD)).astype(np.float32)
         return ((mel_db - self.mean[:, None]) / self.std[:, None]).astype(np.float32)
 
+    def units_per_db(self) -> np.ndarray:
+        """(n_mels,) change of the standardised value per dB of level change (0 for level-invariant per_clip)."""
+        if self.mode == "per_clip":
+            return np.zeros_like(self.mean)
+        if self.mode == "none":
+            return np.ones_like(self.mean)
+        return (1.0 / self.std).astype(np.float32)
+
     def silence(self) -> np.ndarray:
         """(n_mels,) value of digital silence (the dB floor) after standardisation, for padding."""
         floor = np.full(self.mean.shape, 10.0 * np.log10(DB_FLOOR_POWER), dtype=np.float32)

@@ -86,7 +86,7 @@ class TrainerConfig:
     batch_size: int = opt(32, "Training batch size (validation uses twice this).", minimum=1)
     num_workers: int = opt(0, "DataLoader worker processes (crops are memory-mapped slices, 0 is usually "
                            "fastest on CPU).", minimum=0)
-    n_epochs: int = opt(12, "Training epochs.", minimum=1)
+    n_epochs: int = opt(30, "Training epochs.", minimum=1)
     device: str = opt("auto", "Where to train: auto picks cuda when available.", choices=("auto", "cpu", "cuda"))
     channels_last: bool = opt(True, "channels_last memory format (faster for CNNs on CPU as well as GPU).")
     threads: int = opt(0, "torch intra-op threads; 0 = one per available core.", minimum=0)
@@ -168,16 +168,18 @@ class DataProcessConfig:
 @dataclass
 class AugmentationConfig:
     data_augmentation: bool = opt(True, "Master switch for training augmentations.")
+    augment_gain: bool = opt(True, "Random level change of each example (the dB front end keeps levels).")
+    gain_db: float = opt(12.0, "Largest level change, in dB (uniform in -gain_db..+gain_db).", minimum=0.0)
     augment_add_noise: bool = opt(True, "Add Gaussian noise to the standardised mel.")
     noise_std: float = opt(0.05, "Standard deviation of that noise (in standardised units).", minimum=0.0)
     augment_spec_augment: bool = opt(True, "SpecAugment: random time and frequency masks.")
     freq_mask_max: int = opt(16, "Widest frequency mask (mel bins).", minimum=0)
     time_mask_max: int = opt(32, "Widest time mask (frames).", minimum=0)
     n_masks: int = opt(2, "Masks of each kind per example.", minimum=0)
-    augment_mixup: bool = opt(True, "Mixup within the batch; targets become the union of both examples' labels "
-                              "(overlapping species, as in soundscapes).")
-    mixup_prob: float = opt(0.5, "Share of the batch that is mixed.", minimum=0.0, maximum=1.0)
-    mixup_alpha: float = opt(2.0, "Beta(alpha, alpha) distribution of the mixing weight.", minimum=0.01)
+    augment_mixup: bool = opt(True, "Overlay another example of the batch (element-wise max of the dB mels, "
+                              "i.e. the two sounds added); targets become the union, as species overlap in "
+                              "soundscapes.")
+    mixup_prob: float = opt(0.5, "Share of the batch that gets a partner overlaid.", minimum=0.0, maximum=1.0)
 
 
 SECTIONS: dict[str, type] = {

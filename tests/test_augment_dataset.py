@@ -1,0 +1,93 @@
+"""Dataset crops and batch augmentation."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dataloader.augment import BatchAugment
+from dataloader.dataset import MelWindowDataset, fit_window, multi_hot
+from utils.config import AugmentationConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_targets_are_primary_one_and_secondary_weighted():
+    table = pd.DataFrame({"primary_label": ["a", "b"], "secondary_labels": [["b", "zz"], []]})
+    y = multi_hot(table, ["a", "b", "c"], secondary_weight=0.5)
+    assert y.tolist() == [[1.0, 0.5, 0.0], [0.0, 1.0, 0.0]]
+    assert multi_hot(table, ["a", "b", "c"], 0.0).tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+
+
+def test_short_recordings_are_repeated_or_padded_with_silence():
+    mel = np.arange(6, dtype=np.float16).reshape(2, 3)
+    silence = np.array([-9.0, -8.0], dtype=np.float32)
+    assert fit_window(mel, 0, 7, "repeat", silence).tolist() == [[0, 1, 2, 0, 1, 2, 0], [3, 4, 5, 3, 4, 5, 3]]
+    assert fit_window(mel, 0, 5, "silence", silence).tolist() == [[0, 1, 2, -9, -9], [3, 4, 5, -8, -8]]
+
+
+def test_random_crops_are_whole_windows_from_anywhere_and_first_is_fixed(tmp_path):
+    mel = np.tile(np.arange(1000, dtype=np.float16), (4, 1))
+    np.save(tmp_path / "m.npy", mel)
+    targets = np.ones((1, 2), dtype=np.float32)
+    rand = MelWindowDataset([str(tmp_path / "m.npy")], targets, 320, "random", "repeat", np.zeros(4, np.float32))
+    starts = {int(rand[0][0][0, 0, 0]) for _ in range(30)}
+    assert len(starts) > 10 and max(starts) <= 680
+    x, y = rand[0]
+    assert x.shape == (1, 4, 320) and x.dtype == torch.float32 and y.tolist() == [1.0, 1.0]
+    first = MelWindowDataset([str(tmp_path / "m.npy")], targets, 320, "first", "repeat", np.zeros(4, np.float32))
+    assert {int(first[0][0][0, 0, 0]) for _ in range(5)} == {0}
+
+
+def test_overlay_keeps_both_calls_and_unites_labels():
+    torch.manual_seed(0)
+    aug = BatchAugment(AugmentationConfig(augment_add_noise=False, augment_spec_augment=False, augment_mixup=True,
+                                          mixup_prob=1.0))
+    x = torch.full((4, 1, 8, 10), -1.0)
+    x[0, 0, 2] = 3.0  # a call in row 2 of example 0
+    y = torch.eye(4)
+    mx, my = aug(x.clone(), y.clone())
+    partner_of_0 = [i for i in range(4) if mx[i, 0, 2].eq(3.0).all() and i != 0]
+    for i in partner_of_0:
+        assert my[i, 0] == 1.0 and my[i, i] == 1.0  # the overlaid call and the label arrive together
+    assert (mx >= x).all() and (my >= y).all()
+
+
+def test_spec_augment_masks_bands_and_disabled_is_identity():
+    torch.manual_seed(0)
+    cfg = AugmentationConfig(augment_add_noise=False, augment_mixup=False, freq_mask_max=4, time_mask_max=8,
+                             n_masks=2)
+    x = torch.randn(8, 1, 32, 64)
+    out, _ = BatchAugment(cfg)(x.clone(), torch.zeros(8, 3))
+    changed = (out != x)
+    assert changed.any() and not changed.all()
+    off = AugmentationConfig(data_augmentation=False)
+    same, _ = BatchAugment(off)(x.clone(), torch.zeros(8, 3))
+    assert torch.equal(same, x)
+
+
+def test_inference_path_imports_nothing_from_training():
+    code = ("import sys, inference.predict, inference.submission; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('neptune', 'kaggle') "
+            "or m in ('utils.trainer', 'utils.callbacks', 'factory.optimizers', 'factory.schedulers', "
+            "'factory.losses')]; print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gain_shifts_each_bin_by_its_units_per_db():
+    cfg = AugmentationConfig(augment_add_noise=False, augment_spec_augment=False, augment_mixup=False,
+                             augment_gain=True, gain_db=6.0)
+    units = np.array([0.5, 0.1, 0.0], dtype=np.float32)  # per-bin 1/std; 0 = level-invariant bin
+    x = torch.zeros(16, 1, 3, 5)
+    out, _ = BatchAugment(cfg, units)(x, torch.zeros(16, 2))
+    shift = out[:, 0, :, 0]  # (batch, bins): constant over time
+    assert torch.allclose(out, shift[:, None, :, None].expand_as(out))
+    db = shift[:, 0] / 0.5
+    assert db.abs().max() <= 6.0 and db.std() > 1.0
+    torch.testing.assert_close(shift[:, 1], db * 0.1)
+    assert shift[:, 2].eq(0).all()
