@@ -42,7 +42,7 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
     from dataloader.splits import seeded_sample  # noqa: PLC0415
 
     data_dir, is_demo = resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir,
-                                         cfg.data.demo_seed, cfg.data.num_workers)
+                                         cfg.data.demo_seed, cfg.data.demo_scale, cfg.data.num_workers)
     recordings = load_recordings(data_dir)
     population = list(recordings["path"])
     if cfg.testing.testing:
@@ -210,7 +210,7 @@ def _data_dir_for_predict(cfg: Config) -> Path:
     from dataloader.sources import resolve_data_dir  # noqa: PLC0415
 
     return resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir, cfg.data.demo_seed,
-                            cfg.data.num_workers)[0]
+                            cfg.data.demo_scale, cfg.data.num_workers)[0]
 
 
 def _print_summary(s: dict[str, Any]) -> None:

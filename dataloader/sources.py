@@ -74,7 +74,7 @@ def is_kaggle_layout(data_dir: str | Path) -> bool:
 
 
 def resolve_data_dir(source: str, data_dir: str | Path, demo_dir: str | Path, demo_seed: int,
-                     workers: int = 2) -> tuple[Path, bool]:
+                     demo_scale: float = 1.0, workers: int = 2) -> tuple[Path, bool]:
     """The folder to train on and whether it is the demo.
 
     ``auto`` takes the Kaggle data when ``data_dir/train_metadata.csv`` exists, otherwise generates (or
@@ -93,4 +93,4 @@ def resolve_data_dir(source: str, data_dir: str | Path, demo_dir: str | Path, de
                     demo_dir)
         log.warning("Run ./download_data.sh for BirdCLEF 2024, or set [data] source = demo to silence this.")
         log.warning("=" * 78)
-    return generate_demo(demo_dir, seed=demo_seed, workers=workers), True
+    return generate_demo(demo_dir, seed=demo_seed, scale=demo_scale, workers=workers), True

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +23,25 @@ def filter_rare_classes(table: pd.DataFrame, min_samples_in_class: int) -> pd.Da
 def assign_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     """Fold number per row, stratified by ``primary_label`` and grouped by ``group``.
 
-    Classes with fewer recordings than ``n_folds`` cannot appear in every fold; their recordings get
-    fold -1 (always training), so no class is missing from training.
+    Each class's recordings (groups) are shuffled with ``seed`` and dealt round-robin over the folds from a
+    random starting fold, so every class is spread as evenly as its size allows and fold sizes stay balanced,
+    for any class size (scikit-learn's StratifiedGroupKFold refuses data whose classes are all smaller than
+    ``n_folds``, as in testing mode). A class with a single recording cannot be both trained on and
+    validated: that recording gets fold -1 (always training).
     """
-    folds = np.full(len(table), -1, dtype=int)
-    per_class = table.groupby("primary_label")["group"].transform("nunique").to_numpy()
-    # a group whose label is rare anywhere stays in training as a whole
-    rare_groups = set(table.loc[per_class < n_folds, "group"])
-    common = ~table["group"].isin(rare_groups).to_numpy()
-    idx = np.flatnonzero(common)
-    if idx.size and table.loc[common, "group"].nunique() >= n_folds:
-        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "least populated class" notes
-            for k, (_, val) in enumerate(splitter.split(idx, table["primary_label"].to_numpy()[idx],
-                                                        table["group"].to_numpy()[idx])):
-                folds[idx[val]] = k
-    return folds
+    rng = np.random.default_rng(seed)
+    label_of_group = table.groupby("group", sort=True)["primary_label"].first()
+    fold_of_group: dict[str, int] = {}
+    for _, members in label_of_group.groupby(label_of_group, sort=True):
+        groups = list(members.index)
+        rng.shuffle(groups)
+        if len(groups) < 2:
+            fold_of_group[groups[0]] = -1
+            continue
+        start = int(rng.integers(n_folds))
+        for i, group in enumerate(groups):
+            fold_of_group[group] = (start + i) % n_folds
+    return table["group"].map(fold_of_group).to_numpy(dtype=int)
 
 
 def train_val_split(table: pd.DataFrame, n_folds: int, fold: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

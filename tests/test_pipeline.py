@@ -22,7 +22,7 @@ def run(small_demo, tmp_path_factory):
                  f"paths.cache_dir={work / 'cache'}", f"paths.runs_dir={work / 'runs'}",
                  f"paths.submissions_dir={work / 'submissions'}", "testing.testing=true",
                  "testing.data_samples_for_testing=24", "testing.testing_epochs=1", "data.num_workers=1",
-                 "data.demo_seed=7", "model.transfer_learning=false", "trainer.batch_size=8"]
+                 "data.demo_seed=7", "data.demo_scale=0.25", "model.transfer_learning=false", "trainer.batch_size=8"]
     args = ["--set=" + o for o in overrides]
     assert train_classifier.main(args) == 0
     run_dir = next((work / "runs").iterdir())

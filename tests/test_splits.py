@@ -46,3 +46,15 @@ def test_testing_sample_is_seeded_and_keeps_several_classes():
     assert len(s) == 14 and s["primary_label"].nunique() == 7
     assert s["path"].tolist() == seeded_sample(t, 14, seed=3)["path"].tolist()
     assert s["path"].tolist() != t["path"].head(14).tolist()
+
+
+def test_classes_are_spread_evenly_over_folds_even_when_tiny():
+    t = table(n_classes=4, per_class=20)  # 10 groups per class
+    folds = assign_folds(t, 5, seed=0)
+    per_fold = pd.crosstab(t["primary_label"], folds)
+    assert set(per_fold.columns) == {-1, 0, 1, 2, 3, 4}
+    assert (per_fold.drop(index="rare", columns=-1).to_numpy() == 4).all()  # 2 groups x 2 rows per fold
+    tiny = table(n_classes=3, per_class=4)  # 2 groups per class, fewer than folds
+    _, val = train_val_split(tiny, 5, 0, seed=0)
+    train, _ = train_val_split(tiny, 5, 0, seed=0)
+    assert set(train["primary_label"]) >= {"c0", "c1", "c2"}

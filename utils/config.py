@@ -131,6 +131,8 @@ class DataConfig:
                       "birdclef = insist on Kaggle data; demo = always the embedded demo.",
                       choices=("auto", "birdclef", "demo"))
     demo_seed: int = opt(2024, "Seed of the generated demo dataset.")
+    demo_scale: float = opt(1.0, "Size of the demo: recordings per species x this (1.0 = ~390 recordings).",
+                            minimum=0.05, maximum=10.0)
     n_folds: int = opt(5, "Grouped, stratified folds.", minimum=2)
     fold: int = opt(0, "Fold used for validation (0 .. n_folds-1).", minimum=0)
     min_samples_in_class: int = opt(1, "Classes with fewer recordings are left out of training.", minimum=1)
