@@ -23,6 +23,7 @@ from utils.run_folder import create_run_dir, make_run_id, seed_everything, setup
 
 log = logging.getLogger("train_classifier")
 HERE = Path(__file__).resolve().parent
+DRY_RUN_FILES = 3  # unlabeled soundscapes predicted when test_soundscapes/ is empty
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -134,14 +135,14 @@ def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, ru
     from utils.metrics import competition_score  # noqa: PLC0415
 
     columns = submission_labels(data_dir)
-    audio_dir = data_dir / "test_soundscapes"
+    audio_dir, limit = data_dir / "test_soundscapes", None
     if not any(audio_dir.glob("*.ogg")):
-        log.info("%s holds no soundscape (as outside Kaggle scoring): dry run on unlabeled_soundscapes", audio_dir)
-        audio_dir = data_dir / "unlabeled_soundscapes"
+        audio_dir, limit = data_dir / "unlabeled_soundscapes", DRY_RUN_FILES
+        log.info("test_soundscapes/ is empty (as outside Kaggle scoring): dry run on %d files of %s", limit, audio_dir)
     device = "cuda" if cfg.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
     predictor = SoundscapePredictor(checkpoints, device=device, batch_size=cfg.trainer.batch_size * 2)
     t0 = time.perf_counter()
-    frame = predict_folder(predictor, audio_dir, columns)
+    frame = predict_folder(predictor, audio_dir, columns, limit=limit)
     seconds = time.perf_counter() - t0
     out = write_submission(frame, columns, Path(cfg.paths.submissions_dir) / f"{run_id}.csv")
     frame.to_csv(run_dir / "submission.csv", index=False, float_format="%.6f")

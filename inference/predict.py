@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,9 +88,10 @@ class SoundscapePredictor:
 
 
 def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, columns: Sequence[str],
-                   fill_value: float = 0.0) -> pd.DataFrame:
-    """Submission frame for every ``.ogg`` in ``audio_dir`` (sorted); an unreadable file gets ``fill_value`` rows."""
-    files = sorted(Path(audio_dir).glob("*.ogg"))
+                   fill_value: float = 0.0, limit: Optional[int] = None) -> pd.DataFrame:
+    """Submission frame for the ``.ogg`` files of ``audio_dir`` (sorted; the first ``limit`` when given);
+    an unreadable file gets rows of ``fill_value`` and a warning instead of stopping the submission."""
+    files = sorted(Path(audio_dir).glob("*.ogg"))[:limit]
     frames = []
     for path in tqdm(files, desc="predict soundscapes", unit="file"):
         try:

@@ -44,10 +44,17 @@ def test_csv_logger_writes_every_epoch_and_a_plot(tmp_path):
     assert (tmp_path / "training_curves.png").stat().st_size > 1000
 
 
-def test_neptune_offline_logs_to_the_run_folder_without_network_or_token(tmp_path, monkeypatch):
+def test_neptune_offline_logs_to_the_run_folder_without_network_or_token(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
-    feed(NeptuneLogger("", "async", tmp_path, {"trainer": {"seed": 1}}), [0.5])
+    logger = NeptuneLogger("", "async", tmp_path, {"trainer": {"seed": 1}})
+    feed(logger, [0.5])
     assert list((tmp_path / ".neptune").rglob("*")), "async without a token falls back to offline files"
+    assert "Neptune logger off" not in caplog.text
+
+
+def test_neptune_debug_mode_runs_without_network(tmp_path, caplog):
+    feed(NeptuneLogger("ws/proj", "debug", tmp_path, {"a": 1}), [0.5, 0.6])
+    assert "Neptune logger off" not in caplog.text
 
 
 def test_a_failing_neptune_turns_itself_off_and_the_run_goes_on(tmp_path, monkeypatch, caplog):

@@ -81,3 +81,20 @@ def test_second_run_reuses_the_cache(run):
 def test_a_bad_config_stops_before_any_work(run, tmp_path):
     assert train_classifier.main(["--set", "trainer.n_epochs=zero", "--set", f"paths.runs_dir={tmp_path}"]) == 2
     assert not any(tmp_path.iterdir())
+
+
+def test_empty_test_folder_gives_a_dry_run_on_unlabeled_soundscapes(run, tmp_path):
+    import shutil
+
+    data = tmp_path / "kaggle"
+    shutil.copytree(run["demo"], data, ignore=shutil.ignore_patterns("test_soundscapes"))
+    (data / "test_soundscapes").mkdir()
+    args = run["args"] + [f"--set=paths.data_dir={data}", "--set=data.source=birdclef", "--stage", "predict",
+                          "--checkpoint", run["summary"]["checkpoint"]]
+    assert train_classifier.main(args) == 0
+    latest = sorted((run["work"] / "runs").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+    summary = json.loads((latest / "summary.json").read_text())
+    sub = pd.read_csv(summary["submission"])
+    stems = {r.rsplit("_", 1)[0] for r in sub["row_id"]}
+    assert stems == {p.stem for p in (data / "unlabeled_soundscapes").glob("*.ogg")}
+    assert "soundscape_score" not in summary
