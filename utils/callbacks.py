@@ -20,13 +20,13 @@ class Callback:
     """Hooks called by :class:`utils.trainer.Trainer`; every method is optional."""
 
     def on_train_start(self, trainer: "Trainer") -> None:
-        pass
+        """Before the first epoch (no-op by default)."""
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
-        pass
+        """After each epoch's validation, with that epoch's metrics (no-op by default)."""
 
     def on_train_end(self, trainer: "Trainer") -> None:
-        pass
+        """After the last epoch (no-op by default)."""
 
 
 class CSVLogger(Callback):
