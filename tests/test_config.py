@@ -27,6 +27,11 @@ def test_every_key_of_the_shipped_config_is_commented():
             assert lines[i - 1].startswith("#"), f"key without a comment: {line}"
 
 
+def test_choices_accept_any_case(tmp_path):
+    cfg = load_config(write(tmp_path, "[model]\ntransfer_learning = True\n[data]\nsource = Demo\n"))
+    assert cfg.model.transfer_learning == "true" and cfg.data.source == "demo"
+
+
 def test_values_are_converted_to_the_field_types(tmp_path):
     cfg = load_config(write(tmp_path, "[trainer]\nn_epochs = 3\n[testing]\ntesting = yes\n[agent]\nlr_start = 1e-3\n"))
     assert cfg.trainer.n_epochs == 3 and cfg.testing.testing is True and cfg.agent.lr_start == pytest.approx(1e-3)

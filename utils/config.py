@@ -257,6 +257,8 @@ def _convert(section: str, key: str, raw: str, f: dataclasses.Field) -> Any:
             raise fail("expected a number") from None
     else:
         value = text
+        if meta.get("choices") and value not in meta["choices"] and value.lower() in meta["choices"]:
+            value = value.lower()  # transfer_learning = True works like true
     if meta.get("choices") and value not in meta["choices"]:
         raise fail(f"not an allowed value; allowed: {', '.join(meta['choices'])}")
     if meta.get("min") is not None and value < meta["min"]:

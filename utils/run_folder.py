@@ -14,7 +14,7 @@ import numpy as np
 
 
 def make_run_id(model_name: str, testing: bool) -> str:
-    """``YYYYmmdd-HHMMSS-<model>[-testing]``, unique within the runs folder by a suffix when needed."""
+    """``YYYYmmdd-HHMMSS-<model>[-testing]`` (create_run_dir adds a suffix if that folder exists)."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name}{'-testing' if testing else ''}"
 
 
