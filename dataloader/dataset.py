@@ -1,6 +1,7 @@
 """torch Datasets over the mel cache: memory-mapped window crops and multi-hot targets."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -42,17 +43,30 @@ class MelWindowDataset(Dataset):
     Items are ``(mel (1, n_mels, frames) float32, target (classes,) float32)``.
     """
 
+    OPEN_MAPS = 4096  # memory maps kept open per process (opening one costs more than reading a crop)
+
     def __init__(self, entries: Sequence[str], targets: np.ndarray, frames: int, crop: str, pad_mode: str,
                  silence: np.ndarray):
         self.entries = list(entries)
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
         self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
         self.frames, self.crop, self.pad_mode, self.silence = frames, crop, pad_mode, silence
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    def _mel(self, i: int) -> np.ndarray:
+        """The memory-mapped mel of item ``i`` (a bounded LRU of open maps)."""
+        mel = self._maps.pop(i, None)
+        if mel is None:
+            mel = np.load(self.entries[i], mmap_mode="r")
+            if len(self._maps) >= self.OPEN_MAPS:
+                self._maps.popitem(last=False)
+        self._maps[i] = mel
+        return mel
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        mel = np.load(self.entries[i], mmap_mode="r")
+        mel = self._mel(i)
         start = 0
         if self.crop == "random" and mel.shape[1] > self.frames:
             start = int(torch.randint(0, mel.shape[1] - self.frames + 1, (1,)))
