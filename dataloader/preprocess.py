@@ -34,7 +34,7 @@ from dataloader.features import MelFrontEnd, StatsAccumulator, Standardizer
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: sample mels kept as float32, so every entry is computed the same way
 STATS_SEED = 0  # fixed: the statistics belong to the cache, not to a fold or a training seed
 _KEEP_SAMPLE_BYTES = 1 << 30  # sample mels kept in memory to avoid decoding them twice
 
@@ -100,9 +100,10 @@ def _decode_db(path: str) -> np.ndarray:
 
 
 def _task_db(path: str) -> dict[str, Any]:
-    """Stats phase: the dB mel (float16) of one file, or the reason it is unusable."""
+    """Stats phase: the dB mel (float32, so that a kept mel is written exactly as a fresh one) of one file,
+    or the reason it is unusable."""
     try:
-        mel = _decode_db(path).astype(np.float16)
+        mel = _decode_db(path)
     except AudioError as exc:
         return {"source": path, "error": str(exc)}
     return {"source": path, "mel": mel, "seconds": _seconds(mel.shape[1])}

@@ -1,0 +1,119 @@
+"""The cache under bad input and interruption: skipped with a reason, resumable after kill -9."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from dataloader.preprocess import MelCache, build_cache
+from utils.config import DataProcessConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chirp(seconds: float, sr: int, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    x = (0.3 * np.sin(2 * np.pi * (500 + 300 * t) * t)).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def table_of(paths) -> pd.DataFrame:
+    paths = [str(p) for p in paths]
+    return pd.DataFrame({"path": paths, "primary_label": "a", "secondary_labels": [[] for _ in paths],
+                         "group": [Path(p).stem for p in paths], "filename": [Path(p).name for p in paths]})
+
+
+def test_each_bad_input_is_skipped_with_its_reason_and_other_rates_are_converted(tmp_path):
+    good = []
+    for sr in (8000, 16000, 22050, 44100, 48000):
+        path = tmp_path / f"stereo_{sr}.wav"
+        sf.write(path, chirp(2.0, sr, channels=2), sr)
+        good.append(path)
+    sf.write(tmp_path / "ok.ogg", chirp(3.0, 32000), 32000, format="OGG", subtype="VORBIS")
+    good.append(tmp_path / "ok.ogg")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 32000)
+    sf.write(tmp_path / "silent.wav", np.zeros(32000, dtype=np.float32), 32000)
+    nan = chirp(1.0, 32000)
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 32000, subtype="FLOAT")
+    (tmp_path / "garbage.ogg").write_bytes(os.urandom(4000))
+    bad = {"empty.wav": "zero-length", "silent.wav": "silence", "nan.wav": "non-finite", "garbage.ogg": "unreadable",
+           "absent.ogg": "missing"}
+    result = build_cache(table_of(good + [tmp_path / n for n in bad]), DataProcessConfig(), tmp_path / "cache", 1)
+    reasons = {Path(p).name: r for p, r in zip(result.skipped["path"], result.skipped["reason"])}
+    for name, word in bad.items():
+        assert word in reasons[name], (name, reasons.get(name))
+    assert sorted(Path(p).name for p in result.table["path"]) == sorted(p.name for p in good)
+    for seconds in result.table["seconds"]:
+        assert seconds == pytest.approx(2.0, abs=0.05) or seconds == pytest.approx(3.0, abs=0.05)
+    listed = pd.read_csv(result.folder / "skipped_files.csv")
+    assert set(listed["path"].map(lambda p: Path(p).name)) == set(bad)
+
+
+def test_standardised_cache_has_zero_mean_unit_std_per_bin_on_the_fitted_recordings(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        path = tmp_path / f"r{i}.wav"
+        sf.write(path, (rng.standard_normal(32000 * 3) * 0.05 + chirp(3.0, 32000) * (i + 1) / 6).astype(np.float32),
+                 32000)
+        paths.append(path)
+    result = build_cache(table_of(paths), DataProcessConfig(n_mels=32), tmp_path / "cache", 1)
+    allmels = np.concatenate([np.load(e).astype(np.float64) for e in result.table["entry"]], axis=1)
+    assert np.abs(allmels.mean(axis=1)).max() < 0.02
+    assert np.abs(allmels.std(axis=1) - 1).max() < 0.02
+
+
+BUILD = """
+import sys, pandas as pd
+sys.path.insert(0, {root!r})
+from dataloader.preprocess import build_cache
+from utils.config import DataProcessConfig
+paths = {paths!r}
+table = pd.DataFrame({{"path": paths, "primary_label": "a", "secondary_labels": [[] for _ in paths],
+                      "group": paths, "filename": paths}})
+build_cache(table, DataProcessConfig(), {cache!r}, workers=1)
+"""
+
+
+def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_cache(tmp_path):
+    paths = []
+    for i in range(40):
+        path = tmp_path / f"r{i:02d}.ogg"
+        sf.write(path, chirp(20.0 + i % 5, 32000), 32000, format="OGG", subtype="VORBIS")
+        paths.append(str(path))
+    script = tmp_path / "build.py"
+    script.write_text(BUILD.format(root=str(ROOT), paths=paths, cache=str(tmp_path / "killed")))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = MelCache(tmp_path / "killed", DataProcessConfig())
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if cache.manifest_path.is_file() and len(cache.manifest_path.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the build finished before it could be killed; make the corpus larger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = cache.load_manifest()
+    assert 0 < len(finished) < len(paths)
+    stamps = {rec["entry"]: (cache.mels_dir / rec["entry"]).stat().st_mtime_ns for rec in finished.values()}
+
+    resumed = build_cache(table_of(paths), DataProcessConfig(), tmp_path / "killed", workers=1)
+    assert resumed.decoded <= len(paths) - len(finished) and len(resumed.table) == len(paths)
+    for entry, stamp in stamps.items():
+        assert (cache.mels_dir / entry).stat().st_mtime_ns == stamp, "finished entries are not rewritten"
+    clean = build_cache(table_of(paths), DataProcessConfig(), tmp_path / "clean", workers=1)
+    for a, b in zip(sorted(resumed.table["entry"], key=lambda p: Path(p).name),
+                    sorted(clean.table["entry"], key=lambda p: Path(p).name)):
+        np.testing.assert_array_equal(np.load(a), np.load(b))
+    assert json.loads(cache.stats_path.read_text()) == json.loads(MelCache(tmp_path / "clean", DataProcessConfig())
+                                                                  .stats_path.read_text())
