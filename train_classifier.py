@@ -39,19 +39,19 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def prepare_data(cfg: Config) -> dict[str, Any]:
     """Resolve the data source, list recordings, build (or reuse) the mel cache."""
     from dataloader.preprocess import build_cache  # noqa: PLC0415
-    from dataloader.sources import load_recordings, resolve_data_dir  # noqa: PLC0415
+    from dataloader.sources import load_recordings, merge_duplicates, resolve_data_dir  # noqa: PLC0415
     from dataloader.splits import seeded_sample  # noqa: PLC0415
 
     data_dir, is_demo = resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir,
                                          cfg.data.demo_seed, cfg.data.demo_scale, cfg.data.num_workers)
-    recordings = load_recordings(data_dir)
+    recordings, merged = merge_duplicates(load_recordings(data_dir))
     population = list(recordings["path"])
     if cfg.testing.testing:
         recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
     cache = build_cache(recordings, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers,
                         stats_population=population)
-    return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache}
+    return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged}
 
 
 def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -182,10 +182,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     data = prepare_data(cfg) if args.stage != "predict" else None
     if data is not None:
         cache = data["cache"]
-        cache.skipped.to_csv(run_dir / "skipped_files.csv", index=False)
+        pd.concat([cache.skipped, data["merged"]], ignore_index=True).to_csv(run_dir / "skipped_files.csv",
+                                                                             index=False)
         summary.update(data_dir=str(data["data_dir"]), data_source="demo" if data["is_demo"] else "birdclef",
                        cache=str(cache.folder), decoded=cache.decoded, reused=cache.reused,
-                       skipped=len(cache.skipped), recordings=len(cache.table))
+                       skipped=len(cache.skipped), merged_duplicates=len(data["merged"]),
+                       recordings=len(cache.table))
         print(f"preprocess: decoded {cache.decoded}, reused {cache.reused}, skipped {len(cache.skipped)} "
               f"(cache {cache.folder})")
     checkpoints = args.checkpoint

@@ -11,16 +11,19 @@ from torch.utils.data import Dataset
 
 
 def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: float) -> np.ndarray:
-    """(rows, classes) float32: 1 for the primary label, ``secondary_weight`` for known secondary labels."""
+    """(rows, classes) float32: 1 for the primary label (and the ``extra_labels`` of merged duplicates),
+    ``secondary_weight`` for known secondary labels."""
     index = {label: i for i, label in enumerate(labels)}
     y = np.zeros((len(table), len(labels)), dtype=np.float32)
-    for r, (primary, secondary) in enumerate(zip(table["primary_label"], table["secondary_labels"])):
+    extras = table["extra_labels"] if "extra_labels" in table else [[]] * len(table)
+    for r, (primary, secondary, extra) in enumerate(zip(table["primary_label"], table["secondary_labels"], extras)):
         if secondary_weight > 0:
             for s in secondary:
-                if s in index and s != primary:
+                if s in index:
                     y[r, index[s]] = secondary_weight
-        if primary in index:
-            y[r, index[primary]] = 1.0
+        for p in (primary, *extra):
+            if p in index:
+                y[r, index[p]] = 1.0
     return y
 
 

@@ -58,3 +58,24 @@ def test_classes_are_spread_evenly_over_folds_even_when_tiny():
     _, val = train_val_split(tiny, 5, 0, seed=0)
     train, _ = train_val_split(tiny, 5, 0, seed=0)
     assert set(train["primary_label"]) >= {"c0", "c1", "c2"}
+
+
+def test_identical_audio_under_two_labels_is_merged_into_one_recording(tmp_path):
+    from dataloader.dataset import multi_hot
+    from dataloader.sources import merge_duplicates
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "XC1.ogg").write_bytes(b"same audio bytes")
+    (tmp_path / "b" / "XC9.ogg").write_bytes(b"same audio bytes")
+    (tmp_path / "b" / "XC2.ogg").write_bytes(b"other audio byte")  # same size, different content
+    t = pd.DataFrame({"filename": ["b/XC9.ogg", "a/XC1.ogg", "b/XC2.ogg"], "primary_label": ["b", "a", "b"],
+                      "secondary_labels": [["c"], [], []]})
+    t["path"] = [str(tmp_path / f) for f in t["filename"]]
+    t["group"] = [f.split("/")[1][:-4] for f in t["filename"]]
+    merged, report = merge_duplicates(t)
+    assert merged["filename"].tolist() == ["a/XC1.ogg", "b/XC2.ogg"]
+    assert merged.loc[0, "extra_labels"] == ["b"] and merged.loc[0, "secondary_labels"] == ["c"]
+    assert report["path"].tolist() == [str(tmp_path / "b/XC9.ogg")]
+    assert report["reason"].iloc[0] == "duplicate, merged into a/XC1.ogg"
+    assert multi_hot(merged, ["a", "b", "c"], 0.5).tolist() == [[1.0, 1.0, 0.5], [0.0, 1.0, 0.0]]
