@@ -7,7 +7,7 @@ on sample ``i * hop_length``, and a window of ``window_s`` seconds is ``window_s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -42,9 +42,35 @@ class MelFrontEnd:
         with torch.inference_mode():
             spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode=pad_mode,
                               return_complex=True)
-            power = spec.real.square_() + spec.imag.square_()
-            mel = self.fbank @ power
-            return (10.0 * torch.log10(mel.clamp_(min=DB_FLOOR_POWER))).numpy()
+            return self._power_to_db(spec)
+
+    def _power_to_db(self, spec: torch.Tensor) -> np.ndarray:
+        power = spec.real.square_() + spec.imag.square_()
+        mel = self.fbank @ power
+        return (10.0 * torch.log10(mel.clamp_(min=DB_FLOOR_POWER))).numpy()
+
+    def blockwise(self, read: Callable[[int, int], np.ndarray], total: int, block_frames: int) -> np.ndarray:
+        """The same mel as ``self(audio)`` for ``total`` samples, computed ``block_frames`` frames at a time.
+
+        ``read(start, stop)`` returns those samples; each block reads exactly the samples its frames see
+        (half a window either side), with the file's ends reflected as ``center=True`` does, so memory stays
+        bounded for any length. Needs ``total > n_fft // 2``.
+        """
+        half, hop = self.n_fft // 2, self.hop_length
+        n_frames = 1 + total // hop
+        out = np.empty((self.n_mels, n_frames), dtype=np.float32)
+        for f0 in range(0, n_frames, block_frames):
+            f1 = min(n_frames, f0 + block_frames)
+            start, stop = f0 * hop - half, (f1 - 1) * hop + half
+            seg = read(max(0, start), min(total, stop))
+            left, right = max(0, -start), max(0, stop - total)
+            if left or right:
+                seg = np.pad(seg, (left, right), mode="reflect")
+            with torch.inference_mode():
+                spec = torch.stft(torch.from_numpy(seg), self.n_fft, hop, window=self.window, center=False,
+                                  return_complex=True)
+                out[:, f0:f1] = self._power_to_db(spec)
+        return out
 
 
 class StatsAccumulator:

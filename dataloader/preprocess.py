@@ -29,14 +29,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dataloader.audio import AudioError, load_audio
-from dataloader.features import MelFrontEnd, StatsAccumulator, Standardizer
+from dataloader.audio import AudioError, MonoReader, load_audio
+from dataloader.features import DB_FLOOR_POWER, MelFrontEnd, StatsAccumulator, Standardizer
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 2  # 2: sample mels kept as float32, so every entry is computed the same way
 STATS_SEED = 0  # fixed: the statistics belong to the cache, not to a fold or a training seed
 _KEEP_SAMPLE_BYTES = 1 << 30  # sample mels kept in memory to avoid decoding them twice
+LONG_FILE_S = 300.0  # longer files (at the target rate) are decoded and transformed in blocks ...
+BLOCK_S = 60.0  # ... of this many seconds, so memory does not grow with a file's length
+DB_FLOOR = 10.0 * float(np.log10(DB_FLOOR_POWER))
 
 
 def cache_key(dp: Any) -> str:
@@ -92,8 +95,17 @@ def _seconds(frames: int) -> float:
 
 
 def _decode_db(path: str) -> np.ndarray:
+    """dB mel of one file; files longer than LONG_FILE_S at the target rate are decoded in blocks."""
     dp = _WORKER["dp"]
-    audio = load_audio(path, dp["sample_rate"], dp["max_length_s"] if dp["mode"] == "single" else None)
+    max_s = dp["max_length_s"] if dp["mode"] == "single" else None
+    with MonoReader(path) as reader:
+        total = reader.frames if max_s is None else min(reader.frames, int(np.ceil(max_s * reader.samplerate)))
+        if reader.samplerate == dp["sample_rate"] and total > LONG_FILE_S * reader.samplerate:
+            mel = _WORKER["frontend"].blockwise(reader.read, total, int(BLOCK_S * dp["sample_rate"] / dp["hop_length"]))
+            if mel.max() <= DB_FLOOR:
+                raise AudioError("silence only (all samples zero)")
+            return mel
+    audio = load_audio(path, dp["sample_rate"], max_s)
     if not np.any(audio):
         raise AudioError("silence only (all samples zero)")
     return _WORKER["frontend"](audio)

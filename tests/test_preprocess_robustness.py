@@ -1,6 +1,7 @@
 """The cache under bad input and interruption: skipped with a reason, resumable after kill -9."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -117,3 +118,23 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_cache(tmp_path):
         np.testing.assert_array_equal(np.load(a), np.load(b))
     assert json.loads(cache.stats_path.read_text()) == json.loads(MelCache(tmp_path / "clean", DataProcessConfig())
                                                                   .stats_path.read_text())
+
+
+def test_a_long_file_is_processed_in_blocks_exactly_as_whole(tmp_path, monkeypatch):
+    import dataloader.preprocess as pre
+    from dataloader.audio import load_audio
+    from dataloader.features import MelFrontEnd
+
+    rng = np.random.default_rng(1)
+    audio = (rng.standard_normal(32000 * 20 + 77) * 0.05 + chirp(20.0 + 77 / 32000, 32000)).astype(np.float32)
+    sf.write(tmp_path / "long.wav", audio, 32000, subtype="FLOAT")
+    monkeypatch.setattr(pre, "LONG_FILE_S", 5.0)  # 20 s counts as long here ...
+    monkeypatch.setattr(pre, "BLOCK_S", 3.0)  # ... and is cut into 3-s blocks
+    calls = []
+    original = MelFrontEnd.blockwise
+    monkeypatch.setattr(MelFrontEnd, "blockwise", lambda self, *a: calls.append(a) or original(self, *a))
+    pre._init_worker(dataclasses.asdict(DataProcessConfig()), None, None, limit_threads=False)
+    blocked = pre._decode_db(str(tmp_path / "long.wav"))
+    assert calls, "the block path was taken"
+    whole = pre._WORKER["frontend"](load_audio(tmp_path / "long.wav", 32000))
+    np.testing.assert_allclose(blocked, whole, atol=1e-4)
