@@ -36,6 +36,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _device(cfg: Config) -> str:
+    """``[trainer] device``: cuda when asked or (auto) available, else cpu."""
+    import torch  # noqa: PLC0415
+
+    wants_cuda = cfg.trainer.device == "cuda" or (cfg.trainer.device == "auto" and torch.cuda.is_available())
+    return "cuda" if wants_cuda else "cpu"
+
+
 def prepare_data(cfg: Config) -> dict[str, Any]:
     """Resolve the data source, list recordings, build (or reuse) the mel cache."""
     from dataloader.preprocess import build_cache  # noqa: PLC0415
@@ -93,8 +101,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                                  warmup_steps=int(round(agent.warmup_epochs * steps_per_epoch)),
                                  steps_per_epoch=steps_per_epoch, lr_start=agent.lr_start, lr_peak=agent.lr_warmup_end,
                                  lr_end=agent.lr_end, gamma=agent.exp_gamma)
-    device = torch.device("cuda" if cfg.trainer.device == "cuda" or (
-        cfg.trainer.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = torch.device(_device(cfg))
     extra = {"config": cfg.to_dict(), "model_name": model_name, "data_process": cfg.to_dict()["data_process"],
              "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode,
              "standardizer": cache.standardizer.to_dict()}
@@ -126,8 +133,6 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Predict the test soundscapes (or, when there are none, a few unlabeled ones as a dry run)."""
-    import torch  # noqa: PLC0415
-
     from dataloader.demo import GROUND_TRUTH_FILE  # noqa: PLC0415
     from dataloader.sources import submission_labels  # noqa: PLC0415
     from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
@@ -139,8 +144,7 @@ def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, ru
     if not any(audio_dir.glob("*.ogg")):
         audio_dir, limit = data_dir / "unlabeled_soundscapes", DRY_RUN_FILES
         log.info("test_soundscapes/ is empty (as outside Kaggle scoring): dry run on %d files of %s", limit, audio_dir)
-    device = "cuda" if cfg.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
-    predictor = SoundscapePredictor(checkpoints, device=device, batch_size=cfg.trainer.batch_size * 2)
+    predictor = SoundscapePredictor(checkpoints, device=_device(cfg), batch_size=cfg.trainer.batch_size * 2)
     t0 = time.perf_counter()
     frame = predict_folder(predictor, audio_dir, columns, limit=limit)
     seconds = time.perf_counter() - t0

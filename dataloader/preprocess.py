@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dataloader.audio import AudioError, MonoReader, load_audio
+from dataloader.audio import AudioError, MonoReader, resample
 from dataloader.features import DB_FLOOR_POWER, MelFrontEnd, StatsAccumulator, Standardizer
 
 log = logging.getLogger(__name__)
@@ -95,20 +95,17 @@ def _seconds(frames: int) -> float:
 
 
 def _decode_db(path: str) -> np.ndarray:
-    """dB mel of one file; files longer than LONG_FILE_S at the target rate are decoded in blocks."""
+    """dB mel of one file (decoded once); files longer than LONG_FILE_S at the target rate go in blocks."""
     dp = _WORKER["dp"]
-    max_s = dp["max_length_s"] if dp["mode"] == "single" else None
     with MonoReader(path) as reader:
-        total = reader.frames if max_s is None else min(reader.frames, int(np.ceil(max_s * reader.samplerate)))
+        total = reader.length(dp["max_length_s"] if dp["mode"] == "single" else None)
         if reader.samplerate == dp["sample_rate"] and total > LONG_FILE_S * reader.samplerate:
             mel = _WORKER["frontend"].blockwise(reader.read, total, int(BLOCK_S * dp["sample_rate"] / dp["hop_length"]))
-            if mel.max() <= DB_FLOOR:
-                raise AudioError("silence only (all samples zero)")
-            return mel
-    audio = load_audio(path, dp["sample_rate"], max_s)
-    if not np.any(audio):
+        else:
+            mel = _WORKER["frontend"](resample(reader.read(0, total), reader.samplerate, dp["sample_rate"]))
+    if mel.max() <= DB_FLOOR:  # every frame at the dB floor: all samples are zero
         raise AudioError("silence only (all samples zero)")
-    return _WORKER["frontend"](audio)
+    return mel
 
 
 def _task_db(path: str) -> dict[str, Any]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 from tqdm import tqdm
 
@@ -20,13 +21,9 @@ from dataloader.features import MelFrontEnd, Standardizer
 from factory.models import create_model
 from inference.submission import n_windows, row_ids, to_submission_frame
 from utils.checkpoints import load_checkpoint
+from utils.config import DataProcessConfig
 
 log = logging.getLogger(__name__)
-
-
-class _Settings:
-    def __init__(self, d: dict[str, Any]):
-        self.__dict__.update(d)
 
 
 class SoundscapePredictor:
@@ -40,7 +37,7 @@ class SoundscapePredictor:
         for p, payload in zip(checkpoints, payloads):
             if payload["data_process"] != first["data_process"] or payload["window_s"] != first["window_s"]:
                 raise ValueError(f"{p}: front-end settings differ from {checkpoints[0]}; an ensemble shares one mel")
-        self.dp = _Settings(first["data_process"])
+        self.dp = DataProcessConfig(**first["data_process"])
         self.window_s = float(first["window_s"])
         self.pad_mode = first.get("pad_mode", "repeat")
         self.frontend = MelFrontEnd.from_config(self.dp)
@@ -99,10 +96,8 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
         except AudioError as exc:
             log.warning("%s: %s -- its rows get %s", path.name, exc, fill_value)
             try:
-                import soundfile as sf  # noqa: PLC0415
-
                 count = n_windows(sf.info(str(path)).duration, predictor.window_s)
-            except Exception:  # noqa: BLE001 - the header is unreadable too
+            except (sf.LibsndfileError, RuntimeError, ValueError):  # the header is unreadable too
                 count = n_windows(240.0, predictor.window_s)
             ids = row_ids(path.stem, count, predictor.window_s)
             probs = np.full((count, len(predictor.labels)), fill_value, dtype=np.float32)

@@ -84,7 +84,7 @@ def test_a_second_run_decodes_nothing_and_a_changed_setting_rebuilds(tmp_path, m
 
     import dataloader.preprocess as pre
 
-    monkeypatch.setattr(pre, "load_audio", lambda *a, **k: pytest.fail("decoded on a cache hit"))
+    monkeypatch.setattr(pre, "MonoReader", lambda *a, **k: pytest.fail("decoded on a cache hit"))
     second = build_cache(table, dp, tmp_path / "cache", workers=1)
     assert (second.decoded, second.reused) == (0, 4)
     assert second.table["entry"].tolist() == first.table["entry"].tolist()
