@@ -58,7 +58,8 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
         recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
     cache = build_cache(recordings, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers,
-                        stats_population=population)
+                        stats_population=population,
+                        prune_under=None if cfg.testing.testing else data_dir)  # a testing subset prunes nothing
     return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged}
 
 
@@ -189,11 +190,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         pd.concat([cache.skipped, data["merged"]], ignore_index=True).to_csv(run_dir / "skipped_files.csv",
                                                                              index=False)
         summary.update(data_dir=str(data["data_dir"]), data_source="demo" if data["is_demo"] else "birdclef",
-                       cache=str(cache.folder), decoded=cache.decoded, reused=cache.reused,
+                       cache=str(cache.folder), decoded=cache.decoded, reused=cache.reused, pruned=cache.pruned,
                        skipped=len(cache.skipped), merged_duplicates=len(data["merged"]),
                        recordings=len(cache.table))
-        print(f"preprocess: decoded {cache.decoded}, reused {cache.reused}, skipped {len(cache.skipped)} "
-              f"(cache {cache.folder})")
+        print(f"preprocess: decoded {cache.decoded}, reused {cache.reused}, skipped {len(cache.skipped)}, "
+              f"pruned {cache.pruned} (cache {cache.folder})")
     checkpoints = args.checkpoint
     if args.stage in ("train", "all"):
         result = train(cfg, data, run_dir)

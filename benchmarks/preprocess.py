@@ -10,7 +10,8 @@ Generates (once, reused) a corpus of 32 kHz OGG Vorbis files of mixed length (1 
   already-decoded audio, over the same files with the same workers; ``bound_audio_s_per_s`` = 1 / (1/decode +
   1/frontend), the unavoidable work, and ``ratio_to_bound`` = pipeline / bound;
 - ``naive_audio_s_per_s``: the seed's approach (transforms rebuilt per file, per-segment float32 3-channel
-  ``.npy``, one process) on a subset, and ``speedup_vs_naive``;
+  ``.npy``, one process, one core) on the same files, and ``speedup_vs_naive``; the same with torch's two
+  intra-op threads as ``naive_2threads_audio_s_per_s`` / ``speedup_vs_naive_2threads``;
 - ``frontend_vs_torchaudio``: the front end against torchaudio's MelSpectrogram + AmplitudeToDB, same settings;
 - peak RSS, cache bytes per audio hour, and the cache-hit re-run time as a share of the first run.
 """
@@ -19,9 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from dataloader.audio import load_audio  # noqa: E402
 from dataloader.demo import write_ogg  # noqa: E402
 from dataloader.features import MelFrontEnd  # noqa: E402
-from dataloader.preprocess import build_cache  # noqa: E402
+from dataloader.preprocess import _pool_context, build_cache  # noqa: E402
 from utils.config import DataProcessConfig  # noqa: E402
 
 
@@ -79,26 +81,29 @@ def _stage_times(path: str) -> tuple[float, float, float]:
 
 
 def _init_stage_worker() -> None:
-    import torch  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
-    torch.set_num_threads(1)
+    threadpool_limits(1)
     _stage_times.frontend = MelFrontEnd.from_config(DataProcessConfig())  # type: ignore[attr-defined]
 
 
 def stage_throughputs(files: list[Path], workers: int) -> tuple[float, float]:
-    """Audio seconds per wall second of decoding alone and of the front end alone, with ``workers`` processes."""
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_stage_worker) as pool:
+    """Audio seconds per wall second of decoding alone and of the front end alone, with ``workers`` processes
+    started the way the cache builder starts them."""
+    with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_stage_worker) as pool:
         rows = list(pool.map(_stage_times, [str(f) for f in files], chunksize=2))
     audio = sum(r[0] for r in rows)
     return audio / (sum(r[1] for r in rows) / workers), audio / (sum(r[2] for r in rows) / workers)
 
 
-def naive(files: list[Path], out: Path) -> float:
-    """The seed's approach, one process: new transforms per file, 5-s segments saved as float32 3-channel."""
+def naive(files: list[Path], out: Path, threads: int) -> float:
+    """The seed's approach, one process: new transforms per file, 5-s segments saved as float32 3-channel,
+    torch using ``threads`` intra-op threads."""
     import torch  # noqa: PLC0415
     import torchaudio  # noqa: PLC0415
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     dp = DataProcessConfig()
     out.mkdir(parents=True, exist_ok=True)
     t0, audio_s = time.perf_counter(), 0.0
@@ -114,6 +119,7 @@ def naive(files: list[Path], out: Path) -> float:
             mel = to_db(mel_tf(piece))
             mel = (mel - mel.mean(dim=1, keepdim=True)) / (mel.std(dim=1, keepdim=True) + 1e-6)
             np.save(out / f"{k}_{i // seg}.npy", mel.unsqueeze(0).repeat(3, 1, 1).numpy().astype(np.float32))
+    torch.set_num_threads(before)
     return audio_s / (time.perf_counter() - t0)
 
 
@@ -139,10 +145,32 @@ def frontend_vs_torchaudio(files: list[Path]) -> float:
     return timings["torchaudio"] / timings["project"]
 
 
+def long_file(folder: Path, hours: float) -> dict[str, object]:
+    """Peak RSS and speed of a fresh process caching one long 44.1 kHz stereo FLAC (decoded, resampled to
+    32 kHz and transformed block by block)."""
+    path = folder / "long.flac"
+    rng = np.random.default_rng(1)
+    with sf.SoundFile(path, "w", 44100, 2, subtype="PCM_16") as f:
+        for _ in range(int(hours * 60)):  # one minute at a time
+            f.write((0.1 * rng.standard_normal((44100 * 60, 2))).astype(np.float32))
+    code = (f"import sys, time, resource, pandas as pd; sys.path.insert(0, {str(ROOT)!r});"
+            "from dataloader.preprocess import build_cache; from utils.config import DataProcessConfig;"
+            f"t0 = time.perf_counter(); build_cache(pd.DataFrame({{'path': [{str(path)!r}]}}), DataProcessConfig(),"
+            f" {str(folder / 'long_cache')!r}, workers=1);"
+            "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    path.unlink()
+    return {"long_file_h": hours, "long_file_format": "flac 44.1 kHz stereo", "long_file_s": round(float(out[0]), 1),
+            "long_file_audio_s_per_s": round(hours * 3600 / float(out[0]), 1), "long_file_peak_rss_mb": int(out[1])}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hours", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="runs of the pipeline and of the stage bounds (median)")
+    p.add_argument("--long-file-h", type=float, default=1.0, help="hours of one 44.1 kHz stereo FLAC processed "
+                   "alone in a fresh process, to show block-wise memory (0: skip)")
     p.add_argument("--corpus", default=str(Path(tempfile.gettempdir()) / "birdclef_bench_corpus"))
     args = p.parse_args()
     files = make_corpus(Path(args.corpus), args.hours)
@@ -151,27 +179,35 @@ def main() -> None:
     table = pd.DataFrame({"path": [str(f) for f in files], "primary_label": "x", "secondary_labels": [[]] * len(files),
                           "group": [f.stem for f in files], "filename": [f.name for f in files]})
     with tempfile.TemporaryDirectory() as tmp:
+        times = []
+        for k in range(args.repeats):  # each into an empty cache; the median is reported
+            t0 = time.perf_counter()
+            result = build_cache(table, DataProcessConfig(), Path(tmp) / f"cache{k}", workers=args.workers)
+            times.append(time.perf_counter() - t0)
+        first = statistics.median(times)
         t0 = time.perf_counter()
-        result = build_cache(table, DataProcessConfig(), Path(tmp) / "cache", workers=args.workers)
-        first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        again = build_cache(table, DataProcessConfig(), Path(tmp) / "cache", workers=args.workers)
+        again = build_cache(table, DataProcessConfig(), Path(tmp) / f"cache{args.repeats - 1}", workers=args.workers)
         rerun = time.perf_counter() - t0
         cache_bytes = sum(Path(e).stat().st_size for e in result.table["entry"])
         pipeline = audio_s / first
-        emit(pipeline_audio_s_per_s=round(pipeline, 1), first_run_s=round(first, 1), rerun_s=round(rerun, 2),
+        emit(pipeline_audio_s_per_s=round(pipeline, 1), first_run_s=round(first, 2),
+             first_run_s_all=[round(t, 2) for t in times], rerun_s=round(rerun, 3),
              rerun_share=round(rerun / first, 4), rerun_decoded=again.decoded,
              cache_bytes_per_audio_h=int(cache_bytes / (audio_s / 3600)),
              peak_rss_parent_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
              peak_rss_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
-        decode, frontend = stage_throughputs(files, args.workers)
+        stages = [stage_throughputs(files, args.workers) for _ in range(args.repeats)]
+        decode, frontend = (statistics.median(x) for x in zip(*stages))
         bound = 1 / (1 / decode + 1 / frontend)
         emit(decode_only_audio_s_per_s=round(decode, 1), frontend_only_audio_s_per_s=round(frontend, 1),
              bound_audio_s_per_s=round(bound, 1), ratio_to_bound=round(pipeline / bound, 3))
-        subset = files[::4]  # every 4th file: the same length mix at a quarter of the cost
-        naive_speed = naive(subset, Path(tmp) / "naive")
-        emit(naive_audio_s_per_s=round(naive_speed, 1), naive_files=len(subset),
-             speedup_vs_naive=round(pipeline / naive_speed, 2))
+        for threads in (1, 2):  # one core, as the seed's loop ran; and torch's default on this machine
+            speed = naive(files, Path(tmp) / f"naive{threads}", threads)
+            suffix = "" if threads == 1 else f"_{threads}threads"
+            emit(**{f"naive{suffix}_audio_s_per_s": round(speed, 1), f"speedup_vs_naive{suffix}": round(pipeline / speed, 2)})
+            shutil.rmtree(Path(tmp) / f"naive{threads}")
+        if args.long_file_h > 0:
+            emit(**long_file(Path(tmp), args.long_file_h))
     emit(frontend_vs_torchaudio=round(frontend_vs_torchaudio(files[:20]), 3))
     emit(settings=dataclasses.asdict(DataProcessConfig()))
 

@@ -1,6 +1,7 @@
 """Decoding: any soundfile-readable file -> mono float32 at the target sample rate."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +26,9 @@ class MonoReader:
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             raise AudioError(f"unreadable: {exc}") from None
         self.samplerate, self.frames = self._file.samplerate, self._file.frames
+        if self._file.format == "OGG" and not _ogg_ends_cleanly(path):
+            self._file.close()
+            raise AudioError("truncated: the Ogg stream has no complete end-of-stream page")
 
     def length(self, max_seconds: Optional[float] = None) -> int:
         """Samples to use (at most ``max_seconds``); raises :class:`AudioError` for an empty file."""
@@ -40,6 +44,9 @@ class MonoReader:
                                     always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
             raise AudioError(f"unreadable: {exc}") from None
+        expected = max(0, min(stop, self.frames) - max(0, start))
+        if block.shape[0] < expected:
+            raise AudioError(f"truncated: decoded {block.shape[0]} of {expected} samples from sample {max(0, start)}")
         mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
         if not np.isfinite(mono).all():
             raise AudioError("non-finite samples (NaN or Inf)")
@@ -55,11 +62,62 @@ class MonoReader:
         self.close()
 
 
+def _ogg_ends_cleanly(path: Path, tail_bytes: int = 1 << 16) -> bool:
+    """True when the file's last Ogg page is complete (it ends exactly at the end of the file) and carries the
+    end-of-stream flag, as every finished encoder writes it; a file cut short (an interrupted download) does not."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - tail_bytes))
+        tail = f.read()
+    i = tail.rfind(b"OggS")
+    while i >= 0:
+        if len(tail) >= i + 27 and tail[i + 4] == 0:  # capture pattern + stream structure version 0
+            n_segments = tail[i + 26]
+            lacing = tail[i + 27:i + 27 + n_segments]
+            if len(lacing) == n_segments and i + 27 + n_segments + sum(lacing) == len(tail):
+                return bool(tail[i + 5] & 0x04)
+        i = tail.rfind(b"OggS", 0, i)
+    return False
+
+
 def resample(audio: np.ndarray, native_rate: int, sample_rate: int) -> np.ndarray:
     """soxr (HQ) resampling to ``sample_rate``; a no-op at the same rate."""
     if native_rate == sample_rate:
         return audio
     return np.ascontiguousarray(soxr.resample(audio, native_rate, sample_rate, quality="HQ"), dtype=np.float32)
+
+
+def resampled_length(samples: int, native_rate: int, sample_rate: int) -> int:
+    """Samples soxr produces from ``samples`` at ``native_rate`` (the exact count, rounded half up)."""
+    return (2 * samples * sample_rate + native_rate) // (2 * native_rate)
+
+
+class ResampledReader:
+    """Forward-only ``read(start, stop)`` of a :class:`MonoReader`'s first ``total`` samples resampled to
+    ``sample_rate`` through a streaming soxr resampler: bit-identical to resampling the whole file at once,
+    with memory bounded by the block size for any length."""
+
+    def __init__(self, reader: MonoReader, total: int, sample_rate: int, block: int = 1 << 18):
+        self._reader, self._total, self._block = reader, total, block
+        self.length = resampled_length(total, reader.samplerate, sample_rate)
+        self._stream = soxr.ResampleStream(reader.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+        self._buf, self._buf_start, self._consumed = np.zeros(0, dtype=np.float32), 0, 0
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Resampled samples ``start:stop``; ``start`` must not go back before an earlier call's ``start``."""
+        if start < self._buf_start:
+            raise ValueError("ResampledReader reads forward only")
+        while self._buf_start + self._buf.size < stop and self._consumed < self._total:
+            chunk = self._reader.read(self._consumed, min(self._total, self._consumed + self._block))
+            if chunk.size == 0:
+                raise AudioError(f"truncated: no samples after {self._consumed} of {self._total}")
+            self._consumed += chunk.size
+            out = self._stream.resample_chunk(chunk, last=self._consumed >= self._total)
+            keep = min(start - self._buf_start, self._buf.size)
+            self._buf = np.concatenate([self._buf[keep:], np.asarray(out, dtype=np.float32)])
+            self._buf_start += keep
+        return self._buf[start - self._buf_start:stop - self._buf_start].copy()
 
 
 def load_audio(path: str | Path, sample_rate: int, max_seconds: Optional[float] = None) -> np.ndarray:

@@ -10,21 +10,60 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import torch
-import torchaudio.functional as AF
+import scipy.fft
 
 DB_FLOOR_POWER = 1e-10  # fixed floor: -100 dB; never a per-file max reference or top_db
 _MIN_STD = 1e-3
+_CHUNK_FRAMES = 256  # frames transformed at a time: the working set stays in cache, memory stays flat
+
+
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (as ``torch.hann_window`` / ``scipy.signal.get_window('hann', n)``)."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def _hz_to_mel_slaney(f: np.ndarray) -> np.ndarray:
+    f = np.asarray(f, dtype=np.float64)
+    lin = f / (200.0 / 3)
+    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) / (np.log(6.4) / 27.0), lin)
+
+
+def _mel_to_hz_slaney(m: np.ndarray) -> np.ndarray:
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """(n_fft // 2 + 1, n_mels) triangular filters on the Slaney mel scale with Slaney area normalisation,
+    equal to ``torchaudio.functional.melscale_fbanks(..., norm="slaney", mel_scale="slaney")`` and librosa's."""
+    freqs = np.linspace(0.0, sample_rate // 2, n_fft // 2 + 1)
+    f_pts = _mel_to_hz_slaney(np.linspace(_hz_to_mel_slaney(f_min), _hz_to_mel_slaney(f_max), n_mels + 2))
+    slopes = f_pts[None, :] - freqs[:, None]
+    f_diff = np.diff(f_pts)
+    down, up = -slopes[:, :-2] / f_diff[:-1], slopes[:, 2:] / f_diff[1:]
+    filters = np.maximum(0.0, np.minimum(down, up)) * (2.0 / (f_pts[2:] - f_pts[:-2]))
+    return filters.astype(np.float32)
 
 
 class MelFrontEnd:
-    """Mel spectrogram in absolute dB with filters and window built once."""
+    """Mel power spectrogram in absolute dB: NumPy framing (no copy), pocketfft real FFTs in float32,
+    and a banded filter bank (each group of filters multiplies only the FFT bins it covers), all built once.
 
-    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float):
+    Same result as ``torchaudio.transforms.MelSpectrogram(power=2, center=True, norm/mel_scale="slaney")`` +
+    ``AmplitudeToDB`` with a fixed floor, without importing torch (light worker processes, lean inference).
+    """
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float,
+                 filters_per_band: int = 16):
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
-        self.window = torch.hann_window(n_fft)
-        self.fbank = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm="slaney",
-                                        mel_scale="slaney").T.contiguous()  # (n_mels, n_freqs)
+        self.window = hann_window(n_fft)
+        self.filters = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)
+        self._bands: list[tuple[int, int, int, int, np.ndarray]] = []  # (bin lo, bin hi, mel lo, mel hi, weights)
+        for m0 in range(0, n_mels, filters_per_band):
+            m1 = min(n_mels, m0 + filters_per_band)
+            bins = np.flatnonzero(self.filters[:, m0:m1].any(axis=1))
+            if bins.size:  # a band can be empty when filters are narrower than an FFT bin
+                lo, hi = int(bins[0]), int(bins[-1]) + 1
+                self._bands.append((lo, hi, m0, m1, np.ascontiguousarray(self.filters[lo:hi, m0:m1].T)))
 
     @classmethod
     def from_config(cls, dp: Any) -> "MelFrontEnd":
@@ -36,24 +75,46 @@ class MelFrontEnd:
         return int(round(seconds * self.sample_rate / self.hop_length))
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """(samples,) float32 -> (n_mels, 1 + samples // hop) float32 dB."""
-        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        pad_mode = "reflect" if x.numel() > self.n_fft // 2 else "constant"
-        with torch.inference_mode():
-            spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode=pad_mode,
-                              return_complex=True)
-            return self._power_to_db(spec)
+        """(samples,) float -> (n_mels, 1 + samples // hop) float32 dB; frame ``i`` centred on sample ``i * hop``
+        (ends reflected, or zero-padded when the audio is shorter than half a window)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        half, hop, n = self.n_fft // 2, self.hop_length, audio.size
+        out = np.empty((self.n_mels, 1 + n // hop), dtype=np.float32)
+        j0 = -(-half // hop)  # first frame whose window starts inside the audio
+        j1 = max(j0, (n - half) // hop - self.n_fft // hop - 1)  # frames from j1 on see (or come near) the end
+        if j1 - j0 < 2:  # short audio: pad it whole
+            self._transform(np.pad(audio, half, mode="reflect" if n > half else "constant"), out)
+            return out
+        # only the two ends are padded (reflected) copies; the interior frames are views of the audio itself
+        self._transform(np.pad(audio[:j0 * hop + half], (half, 0), mode="reflect"), out[:, :j0])
+        self._transform(audio[j0 * hop - half:j1 * hop + half], out[:, j0:j1])
+        tail = audio[j1 * hop - half:]
+        right = max(0, (out.shape[1] - 1 - j1) * hop + self.n_fft - tail.size)
+        self._transform(np.pad(tail, (0, right), mode="reflect"), out[:, j1:])
+        return out
 
-    def _power_to_db(self, spec: torch.Tensor) -> np.ndarray:
-        power = spec.real.square_() + spec.imag.square_()
-        mel = self.fbank @ power
-        return (10.0 * torch.log10(mel.clamp_(min=DB_FLOOR_POWER))).numpy()
+    def _transform(self, padded: np.ndarray, out: np.ndarray) -> None:
+        """dB mel of the ``out.shape[1]`` frames of ``padded`` (frame ``j`` starts at sample ``j * hop``), into ``out``."""
+        frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[::self.hop_length]
+        n = out.shape[1]
+        buf = np.empty((min(_CHUNK_FRAMES, n), self.n_fft), dtype=np.float32)
+        for c in range(0, n, _CHUNK_FRAMES):
+            k = min(_CHUNK_FRAMES, n - c)
+            np.multiply(frames[c:c + k], self.window, out=buf[:k])
+            spec = scipy.fft.rfft(buf[:k], axis=-1, overwrite_x=True).view(np.float32)  # (k, 2 * n_freqs)
+            np.square(spec, out=spec)
+            power = spec[:, 0::2] + spec[:, 1::2]  # |X|^2, (k, n_freqs)
+            for lo, hi, m0, m1, weights in self._bands:
+                np.matmul(weights, power[:, lo:hi].T, out=out[m0:m1, c:c + k])
+        np.maximum(out, DB_FLOOR_POWER, out=out)
+        np.log10(out, out=out)
+        out *= 10.0
 
     def blockwise(self, read: Callable[[int, int], np.ndarray], total: int, block_frames: int) -> np.ndarray:
         """The same mel as ``self(audio)`` for ``total`` samples, computed ``block_frames`` frames at a time.
 
         ``read(start, stop)`` returns those samples; each block reads exactly the samples its frames see
-        (half a window either side), with the file's ends reflected as ``center=True`` does, so memory stays
+        (half a window either side), with the file's ends reflected as ``__call__`` does, so memory stays
         bounded for any length. Needs ``total > n_fft // 2``.
         """
         half, hop = self.n_fft // 2, self.hop_length
@@ -62,14 +123,14 @@ class MelFrontEnd:
         for f0 in range(0, n_frames, block_frames):
             f1 = min(n_frames, f0 + block_frames)
             start, stop = f0 * hop - half, (f1 - 1) * hop + half
-            seg = read(max(0, start), min(total, stop))
+            seg = np.asarray(read(max(0, start), min(total, stop)), dtype=np.float32)
+            if seg.size != min(total, stop) - max(0, start):
+                raise ValueError(f"truncated: {seg.size} samples where {min(total, stop) - max(0, start)} were expected "
+                                 f"at sample {max(0, start)} of {total}")
             left, right = max(0, -start), max(0, stop - total)
             if left or right:
                 seg = np.pad(seg, (left, right), mode="reflect")
-            with torch.inference_mode():
-                spec = torch.stft(torch.from_numpy(seg), self.n_fft, hop, window=self.window, center=False,
-                                  return_complex=True)
-                out[:, f0:f1] = self._power_to_db(spec)
+            self._transform(seg, out[:, f0:f1])
         return out
 
 
@@ -81,11 +142,21 @@ class StatsAccumulator:
         self.sumsq = np.zeros(n_mels)
         self.count = 0
 
+    @staticmethod
+    def sums(mel_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(per-bin sum, per-bin sum of squares, frames) of one (n_mels, frames) dB mel, in float64."""
+        x = np.asarray(mel_db, dtype=np.float32)  # float64 accumulators, no float64 copy
+        return x.sum(axis=1, dtype=np.float64), np.einsum("ij,ij->i", x, x, dtype=np.float64), int(x.shape[1])
+
+    def add_sums(self, total: np.ndarray, total_sq: np.ndarray, count: int) -> None:
+        """Add the output of :meth:`sums` (e.g. computed in a worker process)."""
+        self.sum += total
+        self.sumsq += total_sq
+        self.count += count
+
     def add(self, mel_db: np.ndarray) -> None:
-        x = mel_db.astype(np.float64)
-        self.sum += x.sum(axis=1)
-        self.sumsq += np.square(x).sum(axis=1)
-        self.count += x.shape[1]
+        """Add one (n_mels, frames) dB mel."""
+        self.add_sums(*self.sums(mel_db))
 
 
 @dataclass

@@ -33,6 +33,24 @@ def test_db_uses_a_fixed_floor_not_a_per_file_reference():
     assert fe(np.zeros(32000, dtype=np.float32)).max() == pytest.approx(-100.0)
 
 
+@pytest.mark.parametrize("n_fft, hop", [(1024, 500), (512, 500), (2048, 320)])
+def test_front_end_equals_torchaudio_melspectrogram_in_db(n_fft, hop):
+    torch = pytest.importorskip("torch")
+    torchaudio = pytest.importorskip("torchaudio")
+    fe = MelFrontEnd(32000, n_fft, hop, 64, 50.0, 14000.0)
+    ta = torchaudio.transforms.MelSpectrogram(32000, n_fft=n_fft, hop_length=hop, n_mels=64, f_min=50.0,
+                                              f_max=14000.0, norm="slaney", mel_scale="slaney")
+    to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=None)
+    np.testing.assert_allclose(fe.filters, torchaudio.functional.melscale_fbanks(
+        n_fft // 2 + 1, 50.0, 14000.0, 64, 32000, norm="slaney", mel_scale="slaney").numpy(), atol=1e-6)
+    rng = np.random.default_rng(n_fft)
+    for n in (n_fft // 2 + 1, n_fft + 3, 3 * n_fft + hop // 2, 32000 * 4 + 123):  # ends and interior split
+        x = (0.1 * rng.standard_normal(n)).astype(np.float32)
+        ours, theirs = fe(x), to_db(ta(torch.from_numpy(x))).numpy()
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, atol=2e-3)  # dB; float32 FFTs of different libraries
+
+
 def test_per_frequency_standardisation_centres_each_bin():
     rng = np.random.default_rng(0)
     mels = [rng.normal(loc=np.linspace(-80, -20, 16)[:, None], scale=5.0, size=(16, 400)) for _ in range(3)]
@@ -94,6 +112,14 @@ def test_a_second_run_decodes_nothing_and_a_changed_setting_rebuilds(tmp_path, m
     assert cache_key(changed) != cache_key(dp)
     third = build_cache(table, changed, tmp_path / "cache", workers=1)
     assert third.decoded == 4 and np.load(third.table["entry"][0]).shape[0] == 64
+
+
+@pytest.mark.parametrize("key, value", [("n_mels", 64), ("hop_length", 320), ("sample_rate", 16000), ("f_min", 0.0),
+                                        ("f_max", 12000.0), ("n_fft", 2048), ("mode", "single"),
+                                        ("normalization", "global"), ("max_length_s", 30.0)])
+def test_each_data_process_key_changes_the_cache_key(key, value):
+    assert cache_key(DataProcessConfig(**{key: value})) != cache_key(DataProcessConfig())
+    assert cache_key(DataProcessConfig()) == cache_key(DataProcessConfig())  # stable
 
 
 def test_training_only_keys_do_not_change_the_cache_key():

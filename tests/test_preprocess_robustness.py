@@ -47,8 +47,12 @@ def test_each_bad_input_is_skipped_with_its_reason_and_other_rates_are_converted
     nan[100] = np.nan
     sf.write(tmp_path / "nan.wav", nan, 32000, subtype="FLOAT")
     (tmp_path / "garbage.ogg").write_bytes(os.urandom(4000))
+    sf.write(tmp_path / "whole.ogg", chirp(6.0, 32000), 32000, format="OGG", subtype="VORBIS")
+    data = (tmp_path / "whole.ogg").read_bytes()
+    (tmp_path / "truncated.ogg").write_bytes(data[:len(data) // 2])  # an interrupted download
+    (tmp_path / "whole.ogg").unlink()
     bad = {"empty.wav": "zero-length", "silent.wav": "silence", "nan.wav": "non-finite", "garbage.ogg": "unreadable",
-           "absent.ogg": "missing"}
+           "absent.ogg": "missing", "truncated.ogg": "truncated"}
     result = build_cache(table_of(good + [tmp_path / n for n in bad]), DataProcessConfig(), tmp_path / "cache", 1)
     reasons = {Path(p).name: r for p, r in zip(result.skipped["path"], result.skipped["reason"])}
     for name, word in bad.items():
@@ -133,8 +137,78 @@ def test_a_long_file_is_processed_in_blocks_exactly_as_whole(tmp_path, monkeypat
     calls = []
     original = MelFrontEnd.blockwise
     monkeypatch.setattr(MelFrontEnd, "blockwise", lambda self, *a: calls.append(a) or original(self, *a))
-    pre._init_worker(dataclasses.asdict(DataProcessConfig()), None, None, limit_threads=False)
+    pre._init_worker(dataclasses.asdict(DataProcessConfig()), str(tmp_path / "mels"), limit_threads=False)
     blocked = pre._decode_db(str(tmp_path / "long.wav"))
     assert calls, "the block path was taken"
     whole = pre._WORKER["frontend"](load_audio(tmp_path / "long.wav", 32000))
     np.testing.assert_allclose(blocked, whole, atol=1e-4)
+
+
+def test_streamed_resampling_of_a_long_file_equals_resampling_it_whole(tmp_path, monkeypatch):
+    import dataloader.preprocess as pre
+    from dataloader.audio import MonoReader, ResampledReader, load_audio
+
+    stereo = chirp(21.3, 44100, channels=2)
+    sf.write(tmp_path / "long44k.flac", stereo, 44100, subtype="PCM_24")
+    whole = load_audio(tmp_path / "long44k.flac", 32000)
+    with MonoReader(tmp_path / "long44k.flac") as reader:
+        stream = ResampledReader(reader, reader.frames, 32000, block=10_000)
+        assert stream.length == whole.size
+        parts = [stream.read(a, min(a + 7_000, stream.length)) for a in range(0, stream.length, 6_000)]
+    for a, part in zip(range(0, whole.size, 6_000), parts):
+        np.testing.assert_array_equal(part, whole[a:a + part.size])  # bit-identical, overlapping forward reads
+    monkeypatch.setattr(pre, "LONG_FILE_S", 5.0)
+    monkeypatch.setattr(pre, "BLOCK_S", 3.0)
+    pre._init_worker(dataclasses.asdict(DataProcessConfig()), str(tmp_path / "mels"), limit_threads=False)
+    np.testing.assert_allclose(pre._decode_db(str(tmp_path / "long44k.flac")), pre._WORKER["frontend"](whole),
+                               atol=1e-4)
+
+
+def test_removed_recordings_drop_out_of_the_manifest_but_other_datasets_and_subsets_stay(tmp_path):
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir(), other.mkdir()
+    paths = []
+    for k in range(4):
+        sf.write(data / f"r{k}.wav", chirp(1.0 + k, 32000), 32000)
+        paths.append(data / f"r{k}.wav")
+    sf.write(other / "o.wav", chirp(2.0, 32000), 32000)
+    cache_dir = tmp_path / "cache"
+    full = build_cache(table_of(paths + [other / "o.wav"]), DataProcessConfig(), cache_dir, 1, prune_under=data)
+    entries = dict(zip(full.table["path"], full.table["entry"]))
+    subset = build_cache(table_of(paths[:1]), DataProcessConfig(), cache_dir, 1)  # a testing subset prunes nothing
+    assert subset.pruned == 0 and all(Path(e).is_file() for e in entries.values())
+    sf.write(data / "r1.wav", chirp(5.0, 32000), 32000)  # r1 changed, r2 removed from the metadata
+    again = build_cache(table_of([paths[0], paths[1], paths[3]]), DataProcessConfig(), cache_dir, 1, prune_under=data)
+    assert again.decoded == 1 and again.pruned == 2
+    sources = {key[0] for key in MelCache(cache_dir, DataProcessConfig()).load_manifest()}
+    assert sources == {str(paths[0]), str(paths[1]), str(paths[3]), str(other / "o.wav")}
+    assert not Path(entries[str(paths[2])]).exists() and not Path(entries[str(paths[1])]).exists()
+    assert Path(entries[str(other / "o.wav")]).is_file(), "another dataset's entries are never touched"
+
+
+def test_a_file_that_kills_its_worker_is_skipped_and_the_rest_is_cached(tmp_path, monkeypatch):
+    import dataloader.preprocess as pre
+
+    paths = []
+    for k in range(5):
+        sf.write(tmp_path / f"r{k}.wav", chirp(1.0, 32000), 32000)
+        paths.append(tmp_path / f"r{k}.wav")
+    original = pre._decode_db
+    # a decoder segfault, as libsndfile can do on malformed input (workers are forked: they see the patch)
+    monkeypatch.setattr(pre, "_decode_db", lambda p: os._exit(11) if p.endswith("r2.wav") else original(p))
+    result = build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", workers=2)
+    assert sorted(result.table["path"]) == sorted(str(p) for p in paths if p.name != "r2.wav")
+    assert "worker process died" in dict(zip(result.skipped["path"], result.skipped["reason"]))[str(paths[2])]
+
+
+def test_temporaries_of_killed_builds_are_removed(tmp_path):
+    paths = [tmp_path / "a.wav"]
+    sf.write(paths[0], chirp(1.0, 32000), 32000)
+    cache = MelCache(tmp_path / "cache", DataProcessConfig())
+    cache.mels_dir.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = cache.mels_dir / f"abc.npy.tmp-{int(dead.stdout)}"
+    live = cache.mels_dir / f"def.npy.tmp-{os.getpid()}"  # a build running now keeps its files
+    stale.write_bytes(b"partial"), live.write_bytes(b"partial")
+    build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", 1)
+    assert not stale.exists() and live.exists()
