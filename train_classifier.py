@@ -84,8 +84,11 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         raise RuntimeError("the validation fold is empty: too few recordings per class for n_folds")
     labels = sorted(table["primary_label"].unique())
     frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
+    device = torch.device(_device(cfg))
+    augment = BatchAugment(cfg.augmentation, cache.standardizer.units_per_db())
+    in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
     train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames,
-                                            cache.standardizer.silence())
+                                            cache.standardizer.silence(), augment=augment if in_workers else None)
     log.info("split fold %d/%d: %d train, %d validation recordings, %d classes", cfg.data.fold, cfg.data.n_folds,
              len(train_df), len(val_df), len(labels))
 
@@ -102,7 +105,6 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                                  warmup_steps=int(round(agent.warmup_epochs * steps_per_epoch)),
                                  steps_per_epoch=steps_per_epoch, lr_start=agent.lr_start, lr_peak=agent.lr_warmup_end,
                                  lr_end=agent.lr_end, gamma=agent.exp_gamma)
-    device = torch.device(_device(cfg))
     extra = {"config": cfg.to_dict(), "model_name": model_name, "data_process": cfg.to_dict()["data_process"],
              "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode,
              "standardizer": cache.standardizer.to_dict()}
@@ -114,9 +116,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if cfg.callbacks.neptune_logger:
         callbacks.append(NeptuneLogger(cfg.callbacks.neptune_project, cfg.callbacks.neptune_mode, run_dir,
                                        cfg.to_dict(), name=run_dir.name))
-    augment = BatchAugment(cfg.augmentation, cache.standardizer.units_per_db())
     trainer = Trainer(model, create_loss(agent.loss), optimizer, scheduler, device, labels, callbacks,
-                      augment=augment, channels_last=cfg.trainer.channels_last, checkpoint_extra=extra,
+                      augment=None if in_workers else augment, channels_last=cfg.trainer.channels_last, checkpoint_extra=extra,
                       lr_verbose=agent.lr_verbose)
     history = trainer.fit(train_loader, val_loader, n_epochs)
     probs, targets = trainer.last_val

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 
 class BatchAugment:
@@ -24,21 +25,30 @@ class BatchAugment:
                                              or a.augment_gain))
 
     def gain(self, x: torch.Tensor) -> torch.Tensor:
-        """Random level change of ±``gain_db`` per example: the absolute-dB front end keeps recording level,
-        so without this a model learns the level of its training recordings."""
+        """Random level change of ±``gain_db`` per example (in place): the absolute-dB front end keeps recording
+        level, so without this a model learns the level of its training recordings."""
         if self.units_per_db is None or self.aug.gain_db <= 0:
             return x
         db = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) * 2 - 1) * self.aug.gain_db
-        return x + db * self.units_per_db.to(x.device).view(1, 1, -1, 1)
+        return x.add_(db * self.units_per_db.to(x.device).view(1, 1, -1, 1))
 
-    def _masks(self, x: torch.Tensor, axis: int, max_width: int) -> torch.Tensor:
-        """Boolean (B, 1, F, T) mask with ``n_masks`` random bands along ``axis`` (2 = freq, 3 = time)."""
+    def _bands(self, x: torch.Tensor, axis: int, max_width: int) -> torch.Tensor:
+        """Boolean (B, size) with ``n_masks`` random bands per example along ``axis`` (2 = freq, 3 = time)."""
         b, size = x.shape[0], x.shape[axis]
         width = torch.randint(0, max_width + 1, (b, self.aug.n_masks, 1), device=x.device)
         start = (torch.rand(b, self.aug.n_masks, 1, device=x.device) * (size - width + 1).clamp(min=1)).long()
         pos = torch.arange(size, device=x.device).view(1, 1, -1)
-        band = ((pos >= start) & (pos < start + width)).any(dim=1)  # (B, size)
-        return band.view(b, 1, size, 1) if axis == 2 else band.view(b, 1, 1, size)
+        return ((pos >= start) & (pos < start + width)).any(dim=1)
+
+    def spec_augment(self, x: torch.Tensor) -> torch.Tensor:
+        """SpecAugment: ``n_masks`` frequency and time bands per example set to the example's mean (one pass)."""
+        b = x.shape[0]
+        mask = torch.zeros(b, 1, x.shape[2], x.shape[3], dtype=torch.bool, device=x.device)
+        if self.aug.freq_mask_max > 0:
+            mask |= self._bands(x, 2, self.aug.freq_mask_max).view(b, 1, -1, 1)
+        if self.aug.time_mask_max > 0:
+            mask |= self._bands(x, 3, self.aug.time_mask_max).view(b, 1, 1, -1)
+        return torch.where(mask, x.mean(dim=(1, 2, 3), keepdim=True), x, out=x)  # in place (exact overlap)
 
     def mixup(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Overlay a shuffled partner on a random ``mixup_prob`` share of the batch by an element-wise max.
@@ -46,17 +56,20 @@ class BatchAugment:
         On (standardised) dB mels the max of two spectrograms approximates the spectrogram of the two sounds
         added together (within 3 dB), so both calls stay at their own level, unlike a linear blend that
         weakens both; the targets become the union (max), as in soundscapes where species overlap.
+        Only the chosen examples are touched (in place).
         """
         b = x.shape[0]
-        chosen = torch.rand(b, device=x.device) < self.aug.mixup_prob
-        if b < 2 or not chosen.any():
+        chosen = (torch.rand(b, device=x.device) < self.aug.mixup_prob).nonzero().squeeze(1)
+        if b < 2 or chosen.numel() == 0:
             return x, y
-        partner = torch.randperm(b, device=x.device)
-        x = torch.where(chosen.view(b, 1, 1, 1), torch.maximum(x, x[partner]), x)
-        y = torch.where(chosen.view(b, 1), torch.maximum(y, y[partner]), y)
+        partner = torch.randperm(b, device=x.device)[chosen]
+        x[chosen] = torch.maximum(x[chosen], x[partner])  # the gathers copy first: no aliasing
+        y = y.clone()
+        y[chosen] = torch.maximum(y[chosen], y[partner])
         return x, y
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented ``(x, y)``; ``x`` (a fresh batch) is modified in place."""
         if not self.enabled:
             return x, y
         if self.aug.augment_gain:
@@ -64,11 +77,19 @@ class BatchAugment:
         if self.aug.augment_mixup and self.aug.mixup_prob > 0:
             x, y = self.mixup(x, y)
         if self.aug.augment_add_noise and self.aug.noise_std > 0:
-            x = x + torch.randn_like(x) * self.aug.noise_std
+            x = x.add_(torch.randn_like(x), alpha=self.aug.noise_std)
         if self.aug.augment_spec_augment and self.aug.n_masks > 0:
-            fill = x.mean(dim=(2, 3), keepdim=True)
-            if self.aug.freq_mask_max > 0:
-                x = torch.where(self._masks(x, 2, self.aug.freq_mask_max), fill, x)
-            if self.aug.time_mask_max > 0:
-                x = torch.where(self._masks(x, 3, self.aug.time_mask_max), fill, x)
+            x = self.spec_augment(x)
         return x, y
+
+
+class AugmentingCollate:
+    """DataLoader ``collate_fn`` that stacks a batch and augments it in the worker process: on a CPU the
+    batch augmentation then runs on the loader's cores, in parallel and off the training thread."""
+
+    def __init__(self, augment: BatchAugment):
+        self.augment = augment
+
+    def __call__(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = default_collate(items)
+        return self.augment(x, y)

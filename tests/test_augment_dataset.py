@@ -91,3 +91,24 @@ def test_gain_shifts_each_bin_by_its_units_per_db():
     assert db.abs().max() <= 6.0 and db.std() > 1.0
     torch.testing.assert_close(shift[:, 1], db * 0.1)
     assert shift[:, 2].eq(0).all()
+
+
+def test_cpu_training_augments_batches_in_the_loader_workers(tmp_path):
+    from dataloader.loaders import make_loaders
+    from utils.config import Config
+
+    cfg = Config()
+    cfg.trainer.num_workers, cfg.trainer.batch_size, cfg.data.crop = 1, 4, "first"
+    rows = []
+    for i in range(8):
+        np.save(tmp_path / f"{i}.npy", np.full((8, 40), float(i), dtype=np.float16))
+        rows.append({"entry": str(tmp_path / f"{i}.npy"), "primary_label": f"c{i % 2}", "secondary_labels": []})
+    table = pd.DataFrame(rows)
+    aug = BatchAugment(AugmentationConfig(augment_gain=False, augment_spec_augment=False, augment_mixup=False,
+                                          noise_std=0.5))
+    plain, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, 32, np.zeros(8, np.float32))
+    noisy, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, 32, np.zeros(8, np.float32), augment=aug)
+    x0, y0 = next(iter(plain))
+    x1, y1 = next(iter(noisy))
+    assert x1.shape == x0.shape and torch.equal(y0, y1)
+    assert 0.3 < (x1 - x0).std() < 0.7  # the workers added the configured noise
