@@ -53,12 +53,10 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
     data_dir, is_demo = resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir,
                                          cfg.data.demo_seed, cfg.data.demo_scale, cfg.data.num_workers)
     recordings, merged = merge_duplicates(load_recordings(data_dir))
-    population = list(recordings["path"])
     if cfg.testing.testing:
         recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
     cache = build_cache(recordings, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers,
-                        stats_population=population,
                         prune_under=None if cfg.testing.testing else data_dir)  # a testing subset prunes nothing
     return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged}
 
@@ -69,6 +67,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
     from dataloader.augment import BatchAugment  # noqa: PLC0415
     from dataloader.loaders import make_loaders  # noqa: PLC0415
+    from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
     from dataloader.splits import filter_rare_classes, train_val_split  # noqa: PLC0415
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import create_model  # noqa: PLC0415
@@ -84,11 +83,12 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         raise RuntimeError("the validation fold is empty: too few recordings per class for n_folds")
     labels = sorted(table["primary_label"].unique())
     frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
+    standardizer = fit_standardizer(train_df, cfg.data_process, cache.folder)  # training recordings only
     device = torch.device(_device(cfg))
-    augment = BatchAugment(cfg.augmentation, cache.standardizer.units_per_db())
+    augment = BatchAugment(cfg.augmentation, standardizer.units_per_db())
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
-    train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames,
-                                            cache.standardizer.silence(), augment=augment if in_workers else None)
+    train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames, standardizer,
+                                            augment=augment if in_workers else None)
     log.info("split fold %d/%d: %d train, %d validation recordings, %d classes", cfg.data.fold, cfg.data.n_folds,
              len(train_df), len(val_df), len(labels))
 
@@ -107,7 +107,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                                  lr_end=agent.lr_end, gamma=agent.exp_gamma)
     extra = {"config": cfg.to_dict(), "model_name": model_name, "data_process": cfg.to_dict()["data_process"],
              "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode,
-             "standardizer": cache.standardizer.to_dict()}
+             "standardizer": standardizer.to_dict()}
     callbacks: list = [CSVLogger(run_dir)]
     checkpoint = ModelCheckpoint(run_dir / "checkpoints", cfg.callbacks.model_checkpoint_type,
                                  cfg.callbacks.model_checkpoint_verbose) if cfg.callbacks.model_checkpoint else None

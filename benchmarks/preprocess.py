@@ -5,10 +5,12 @@
 Generates (once, reused) a corpus of 32 kHz OGG Vorbis files of mixed length (1 s to 10 min) adding up to
 ``--hours`` of audio, then measures in the same run, printing one JSON line per figure:
 
-- ``pipeline_audio_s_per_s``: ``build_cache`` with ``--workers`` processes into an empty cache;
+- ``pipeline_audio_s_per_s``: ``build_cache`` with ``--workers`` processes into an empty cache, then the
+  per-frequency statistics from the cached mels (``fit_standardizer``), median of ``--repeats`` runs;
 - ``decode_only_audio_s_per_s`` / ``frontend_only_audio_s_per_s``: decoding alone, and the front end alone on
   already-decoded audio, over the same files with the same workers; ``bound_audio_s_per_s`` = 1 / (1/decode +
-  1/frontend), the unavoidable work, and ``ratio_to_bound`` = pipeline / bound;
+  1/frontend), the unavoidable work, and ``ratio_to_bound`` = pipeline / bound (median over pairs measured
+  back to back, since this machine's speed drifts by ±10 % over seconds);
 - ``naive_audio_s_per_s``: the seed's approach (transforms rebuilt per file, per-segment float32 3-channel
   ``.npy``, one process, one core) on the same files, and ``speedup_vs_naive``; the same with torch's two
   intra-op threads as ``naive_2threads_audio_s_per_s`` / ``speedup_vs_naive_2threads``;
@@ -40,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from dataloader.audio import load_audio  # noqa: E402
 from dataloader.demo import write_ogg  # noqa: E402
 from dataloader.features import MelFrontEnd  # noqa: E402
-from dataloader.preprocess import _pool_context, build_cache  # noqa: E402
+from dataloader.preprocess import _pool_context, build_cache, fit_standardizer  # noqa: E402
 from utils.config import DataProcessConfig  # noqa: E402
 
 
@@ -157,7 +159,8 @@ def long_file(folder: Path, hours: float) -> dict[str, object]:
             "from dataloader.preprocess import build_cache; from utils.config import DataProcessConfig;"
             f"t0 = time.perf_counter(); build_cache(pd.DataFrame({{'path': [{str(path)!r}]}}), DataProcessConfig(),"
             f" {str(folder / 'long_cache')!r}, workers=1);"
-            "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+            "print(time.perf_counter() - t0, [int(line.split()[1]) // 1024 for line in open('/proc/self/status')"
+            " if line.startswith('VmHWM')][0])")  # ru_maxrss would count the forked parent from before exec
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     path.unlink()
     return {"long_file_h": hours, "long_file_format": "flac 44.1 kHz stereo", "long_file_s": round(float(out[0]), 1),
@@ -168,7 +171,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hours", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3, help="runs of the pipeline and of the stage bounds (median)")
+    p.add_argument("--repeats", type=int, default=5, help="pairs of pipeline and stage-bound runs (medians)")
     p.add_argument("--long-file-h", type=float, default=1.0, help="hours of one 44.1 kHz stereo FLAC processed "
                    "alone in a fresh process, to show block-wise memory (0: skip)")
     p.add_argument("--corpus", default=str(Path(tempfile.gettempdir()) / "birdclef_bench_corpus"))
@@ -179,11 +182,14 @@ def main() -> None:
     table = pd.DataFrame({"path": [str(f) for f in files], "primary_label": "x", "secondary_labels": [[]] * len(files),
                           "group": [f.stem for f in files], "filename": [f.name for f in files]})
     with tempfile.TemporaryDirectory() as tmp:
-        times = []
-        for k in range(args.repeats):  # each into an empty cache; the median is reported
+        times, bounds, stages = [], [], []
+        for k in range(args.repeats):  # pipeline and bound measured in pairs: this machine's speed drifts
             t0 = time.perf_counter()
             result = build_cache(table, DataProcessConfig(), Path(tmp) / f"cache{k}", workers=args.workers)
+            fit_standardizer(result.table, DataProcessConfig(), result.folder)  # the statistics are part of the job
             times.append(time.perf_counter() - t0)
+            stages.append(stage_throughputs(files, args.workers))
+            bounds.append(1 / (1 / stages[-1][0] + 1 / stages[-1][1]))
         first = statistics.median(times)
         t0 = time.perf_counter()
         again = build_cache(table, DataProcessConfig(), Path(tmp) / f"cache{args.repeats - 1}", workers=args.workers)
@@ -196,11 +202,11 @@ def main() -> None:
              cache_bytes_per_audio_h=int(cache_bytes / (audio_s / 3600)),
              peak_rss_parent_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
              peak_rss_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
-        stages = [stage_throughputs(files, args.workers) for _ in range(args.repeats)]
         decode, frontend = (statistics.median(x) for x in zip(*stages))
-        bound = 1 / (1 / decode + 1 / frontend)
+        ratios = [audio_s / t / b for t, b in zip(times, bounds)]
         emit(decode_only_audio_s_per_s=round(decode, 1), frontend_only_audio_s_per_s=round(frontend, 1),
-             bound_audio_s_per_s=round(bound, 1), ratio_to_bound=round(pipeline / bound, 3))
+             bound_audio_s_per_s=round(statistics.median(bounds), 1), ratio_to_bound=round(statistics.median(ratios), 3),
+             ratio_to_bound_all=[round(r, 3) for r in ratios])
         for threads in (1, 2):  # one core, as the seed's loop ran; and torch's default on this machine
             speed = naive(files, Path(tmp) / f"naive{threads}", threads)
             suffix = "" if threads == 1 else f"_{threads}threads"

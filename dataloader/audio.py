@@ -18,7 +18,7 @@ class MonoReader:
     """Random access to a file's samples as mono float32 at its native rate (whole, or block by block)."""
 
     def __init__(self, path: str | Path):
-        path = Path(path)
+        self.path = path = Path(path)
         if not path.is_file():
             raise AudioError("missing file")
         try:

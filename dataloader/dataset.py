@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
+
+from dataloader.features import DB_FLOOR, Standardizer
 
 
 def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: float) -> np.ndarray:
@@ -27,21 +29,24 @@ def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: floa
     return y
 
 
-def fit_window(mel: np.ndarray, start: int, frames: int, pad_mode: str, silence: np.ndarray) -> np.ndarray:
-    """``frames`` columns of ``mel`` from ``start`` as float32; a short recording is repeated or padded."""
+def fit_window(mel: np.ndarray, start: int, frames: int, pad_mode: str, silence: float | np.ndarray) -> np.ndarray:
+    """``frames`` columns of ``mel`` from ``start`` as float32; a short recording is repeated or padded with
+    ``silence`` (a value, or one per mel bin)."""
     window = np.asarray(mel[:, start:start + frames], dtype=np.float32)
     if window.shape[1] == frames:
         return window
     if pad_mode == "repeat" and mel.shape[1] > 0:
         reps = -(-frames // mel.shape[1])
         return np.tile(np.asarray(mel, dtype=np.float32), (1, reps))[:, :frames]
-    out = np.repeat(silence[:, None].astype(np.float32), frames, axis=1)
+    out = np.empty((mel.shape[0], frames), dtype=np.float32)
+    out[:] = np.asarray(silence, dtype=np.float32).reshape(-1, 1)
     out[:, : window.shape[1]] = window
     return out
 
 
 class MelWindowDataset(Dataset):
-    """One window per recording: a random (training, ``crop='random'``) or the first crop.
+    """One window per recording from the cache's dB mels: a random (training, ``crop='random'``) or the first
+    crop, padded with digital silence, then standardised (``per_clip`` with the recording's ``clip_stats``).
 
     Items are ``(mel (1, n_mels, frames) float32, target (classes,) float32)``.
     """
@@ -49,11 +54,14 @@ class MelWindowDataset(Dataset):
     OPEN_MAPS = 4096  # memory maps kept open per process (opening one costs more than reading a crop)
 
     def __init__(self, entries: Sequence[str], targets: np.ndarray, frames: int, crop: str, pad_mode: str,
-                 silence: np.ndarray):
+                 standardizer: Standardizer, clip_stats: Optional[Sequence[tuple[float, float]]] = None):
         self.entries = list(entries)
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
         self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
-        self.frames, self.crop, self.pad_mode, self.silence = frames, crop, pad_mode, silence
+        self.frames, self.crop, self.pad_mode, self.standardizer = frames, crop, pad_mode, standardizer
+        if standardizer.mode == "per_clip" and clip_stats is None:
+            raise ValueError("per_clip standardisation needs each recording's clip_stats")
+        self.clip_stats = list(clip_stats) if clip_stats is not None else None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -73,5 +81,6 @@ class MelWindowDataset(Dataset):
         start = 0
         if self.crop == "random" and mel.shape[1] > self.frames:
             start = int(torch.randint(0, mel.shape[1] - self.frames + 1, (1,)))
-        window = fit_window(mel, start, self.frames, self.pad_mode, self.silence)
+        window = fit_window(mel, start, self.frames, self.pad_mode, DB_FLOOR)
+        window = self.standardizer.apply(window, *(self.clip_stats[i] if self.clip_stats is not None else ()))
         return torch.from_numpy(window).unsqueeze(0), self.targets[i]

@@ -7,12 +7,13 @@ on sample ``i * hop_length``, and a window of ``window_s`` seconds is ``window_s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import scipy.fft
 
 DB_FLOOR_POWER = 1e-10  # fixed floor: -100 dB; never a per-file max reference or top_db
+DB_FLOOR = -100.0  # 10 * log10(DB_FLOOR_POWER): digital silence, also the padding value of short windows
 _MIN_STD = 1e-3
 _CHUNK_FRAMES = 256  # frames transformed at a time: the working set stays in cache, memory stays flat
 
@@ -110,16 +111,16 @@ class MelFrontEnd:
         np.log10(out, out=out)
         out *= 10.0
 
-    def blockwise(self, read: Callable[[int, int], np.ndarray], total: int, block_frames: int) -> np.ndarray:
-        """The same mel as ``self(audio)`` for ``total`` samples, computed ``block_frames`` frames at a time.
+    def blocks(self, read: Callable[[int, int], np.ndarray], total: int, block_frames: int
+               ) -> Iterator[np.ndarray]:
+        """The mel of ``total`` samples, ``block_frames`` frames at a time (concatenated: exactly ``self(audio)``).
 
-        ``read(start, stop)`` returns those samples; each block reads exactly the samples its frames see
-        (half a window either side), with the file's ends reflected as ``__call__`` does, so memory stays
-        bounded for any length. Needs ``total > n_fft // 2``.
+        ``read(start, stop)`` returns those samples (forward reads that overlap by a window); each block reads
+        exactly the samples its frames see (half a window either side), with the file's ends reflected as
+        ``__call__`` does, so memory stays bounded for any length. Needs ``total > n_fft // 2``.
         """
         half, hop = self.n_fft // 2, self.hop_length
         n_frames = 1 + total // hop
-        out = np.empty((self.n_mels, n_frames), dtype=np.float32)
         for f0 in range(0, n_frames, block_frames):
             f1 = min(n_frames, f0 + block_frames)
             start, stop = f0 * hop - half, (f1 - 1) * hop + half
@@ -130,8 +131,9 @@ class MelFrontEnd:
             left, right = max(0, -start), max(0, stop - total)
             if left or right:
                 seg = np.pad(seg, (left, right), mode="reflect")
-            self._transform(seg, out[:, f0:f1])
-        return out
+            out = np.empty((self.n_mels, f1 - f0), dtype=np.float32)
+            self._transform(seg, out)
+            yield out
 
 
 class StatsAccumulator:
@@ -169,6 +171,11 @@ class Standardizer:
     std: np.ndarray
 
     @classmethod
+    def identity(cls, n_mels: int) -> "Standardizer":
+        """Mode ``none``: dB values pass unchanged."""
+        return cls("none", np.zeros(n_mels, dtype=np.float32), np.ones(n_mels, dtype=np.float32))
+
+    @classmethod
     def fit(cls, mode: str, acc: StatsAccumulator) -> "Standardizer":
         """Statistics from accumulated sums (ignored by ``per_clip`` and ``none``)."""
         n = max(acc.count, 1)
@@ -184,17 +191,35 @@ class Standardizer:
             mean_v, std = np.zeros_like(mean_v), np.ones_like(std)
         return cls(mode, mean_v.astype(np.float32), np.maximum(std, _MIN_STD).astype(np.float32))
 
-    @property
-    def needs_fit(self) -> bool:
-        return self.mode in ("per_frequency", "global")
+    @staticmethod
+    def clip_stats(mel_db: np.ndarray) -> tuple[float, float]:
+        """(mean, std) of one recording's dB mel, for ``per_clip`` (float64 accumulation)."""
+        x = np.asarray(mel_db, dtype=np.float32)
+        n = max(x.size, 1)
+        mean = float(x.sum(dtype=np.float64)) / n
+        mean_sq = float(np.einsum("ij,ij->", x, x, dtype=np.float64)) / n  # no float64 copy of the mel
+        return mean, float(np.sqrt(max(mean_sq - mean ** 2, 0.0)))
+
+    def affine(self, clip_mean: float = 0.0, clip_std: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(offset, scale), each (n_mels,) float32: standardised = (dB - offset) * scale. ``per_clip`` uses the
+        recording's own ``clip_mean``/``clip_std``; the other modes ignore them."""
+        if self.mode == "per_clip":
+            return (np.full(self.mean.shape, clip_mean, dtype=np.float32),
+                    np.full(self.mean.shape, 1.0 / max(clip_std, _MIN_STD), dtype=np.float32))
+        if self.mode == "none":
+            return np.zeros_like(self.mean), np.ones_like(self.mean)
+        return self.mean, (1.0 / self.std).astype(np.float32)
+
+    def apply(self, window_db: np.ndarray, clip_mean: float = 0.0, clip_std: float = 1.0) -> np.ndarray:
+        """Standardise a (n_mels, frames) dB window (or mel) as float32, given its recording's clip statistics."""
+        offset, scale = self.affine(clip_mean, clip_std)
+        out = np.subtract(window_db, offset[:, None], dtype=np.float32)
+        out *= scale[:, None]
+        return out
 
     def __call__(self, mel_db: np.ndarray) -> np.ndarray:
-        """(n_mels, frames) dB -> standardised float32."""
-        if self.mode == "none":
-            return mel_db.astype(np.float32, copy=False)
-        if self.mode == "per_clip":
-            return ((mel_db - mel_db.mean()) / max(float(mel_db.std()), _MIN_STD)).astype(np.float32)
-        return ((mel_db - self.mean[:, None]) / self.std[:, None]).astype(np.float32)
+        """Standardise a whole recording's (n_mels, frames) dB mel (``per_clip``: by its own statistics)."""
+        return self.apply(mel_db, *self.clip_stats(mel_db)) if self.mode == "per_clip" else self.apply(mel_db)
 
     def units_per_db(self) -> np.ndarray:
         """(n_mels,) change of the standardised value per dB of level change (0 for level-invariant per_clip)."""
@@ -203,15 +228,6 @@ class Standardizer:
         if self.mode == "none":
             return np.ones_like(self.mean)
         return (1.0 / self.std).astype(np.float32)
-
-    def silence(self) -> np.ndarray:
-        """(n_mels,) value of digital silence (the dB floor) after standardisation, for padding."""
-        floor = np.full(self.mean.shape, 10.0 * np.log10(DB_FLOOR_POWER), dtype=np.float32)
-        if self.mode == "per_clip":
-            return np.full(self.mean.shape, -3.0, dtype=np.float32)  # a few std below a clip's mean
-        if self.mode == "none":
-            return floor
-        return (floor - self.mean) / self.std
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists) for JSON manifests and weights_only checkpoints."""

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from dataloader.augment import AugmentingCollate, BatchAugment
 from dataloader.dataset import MelWindowDataset, multi_hot
+from dataloader.features import Standardizer
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -17,17 +18,22 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2 ** 32)
 
 
+def _clip_stats(df: pd.DataFrame) -> Optional[list[tuple[float, float]]]:
+    if "clip_mean" not in df:
+        return None
+    return list(zip(df["clip_mean"].astype(float), df["clip_std"].astype(float)))
+
+
 def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: Any, trainer: Any,
-                 frames: int, silence: np.ndarray, augment: Optional[BatchAugment] = None
+                 frames: int, standardizer: Standardizer, augment: Optional[BatchAugment] = None
                  ) -> tuple[DataLoader, DataLoader]:
     """(train, validation) loaders over cache entries (column ``entry``) from the ``[data]`` and ``[trainer]``
     sections; validation uses each recording's first window. With ``augment``, training batches are augmented
     in the loader's worker processes (for CPU training, where the "device" is the training thread's own core)."""
     sw = data.secondary_label_weight
-    train_ds = MelWindowDataset(train_df["entry"], multi_hot(train_df, labels, sw), frames, data.crop, data.pad_mode,
-                                silence)
-    val_ds = MelWindowDataset(val_df["entry"], multi_hot(val_df, labels, sw), frames, "first", data.pad_mode,
-                              silence)
+    train_ds, val_ds = (MelWindowDataset(df["entry"], multi_hot(df, labels, sw), frames, crop, data.pad_mode,
+                                         standardizer, _clip_stats(df))
+                        for df, crop in ((train_df, data.crop), (val_df, "first")))
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                   worker_init_fn=_seed_worker)
     train_loader = DataLoader(train_ds, batch_size=trainer.batch_size, shuffle=data.shuffle,

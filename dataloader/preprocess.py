@@ -1,20 +1,23 @@
-"""Mel cache: one standardised float16 ``.npy`` per recording, in a folder named by a settings hash.
+"""Mel cache: one float16 dB ``.npy`` per recording, in a folder named by a settings hash.
 
 Layout of ``<cache_dir>/mel-<hash>/``::
 
     settings.json        the [data_process] settings and cache format version the hash was made of
-    stats.json           standardisation statistics (fitted once on a seeded sample, then frozen)
     manifest.jsonl       one line per processed source file: identity (path, size, mtime) -> entry or error
-    mels/<entry>.npy     (n_mels, frames) float16, written under a temporary name then renamed
-    scratch/             dB mels of the statistics sample, kept on disk while a build runs so that they are
-                         not decoded twice (removed at the end)
+    mels/<entry>.npy     (n_mels, frames) float16 absolute dB, written under a temporary name then renamed
+    sums.bin             per entry: frames and per-mel-bin sums of dB and of dB² (float64), fixed-size records
     skipped_files.csv    every file that could not be used, with its reason
 
 Each entry is keyed by its source file's identity, so adding, changing or removing a recording touches
-only its entry, and a second run with nothing changed decodes nothing. One pool of worker processes
-(forked where the platform allows, so starting it costs milliseconds) serves both phases; tasks go
-longest file first with a bounded number in flight; a worker that dies (a decoder crash) costs only the
-file it was decoding, which is found by re-running the suspects one at a time.
+only its entry, and a second run with nothing changed decodes nothing. The cache holds dB values, not
+standardised ones (float16 keeps them to 0.03-0.06 dB, the same precision as standardised values): every
+file is decoded exactly once, in a single pass with no barrier; the workers also return each file's per-bin
+sums, so the statistics of any set of recordings -- the run's own training split, every one of them -- are
+added up in milliseconds (:func:`fit_standardizer`): the validation fold never leaks into them and changing
+the normalisation costs nothing. One pool of worker processes
+(forked where the platform allows, so starting it costs milliseconds) takes files longest first with a
+bounded number in flight; a worker that dies (a decoder crash) costs only the file it was decoding, which
+is found by re-running the suspects one at a time.
 """
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -38,22 +40,26 @@ import pandas as pd
 from tqdm import tqdm
 
 from dataloader.audio import AudioError, MonoReader, ResampledReader, resample
-from dataloader.features import DB_FLOOR_POWER, MelFrontEnd, StatsAccumulator, Standardizer
+from dataloader.features import DB_FLOOR, MelFrontEnd, StatsAccumulator, Standardizer
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 3  # 3: NumPy/pocketfft front end with a banded filter bank
-STATS_SEED = 0  # fixed: the statistics belong to the cache, not to a fold or a training seed
+CACHE_FORMAT_VERSION = 4  # 4: float16 dB (standardised when read), NumPy/pocketfft front end
+NOT_IN_CACHE = ("normalization",)  # [data_process] keys applied when the cache is read, not cached
 LONG_FILE_S = 300.0  # longer files are decoded (and resampled) and transformed in blocks ...
 BLOCK_S = 60.0  # ... of this many seconds, so memory does not grow with a file's length
 IN_FLIGHT_PER_WORKER = 4  # queued tasks per worker: enough to never idle, few enough to bound memory
-DB_FLOOR = 10.0 * float(np.log10(DB_FLOOR_POWER))
 
 
 def cache_key(dp: Any) -> str:
-    """Hash of exactly what changes the cached bytes: the [data_process] settings and the format version."""
-    payload = {"format_version": CACHE_FORMAT_VERSION, **dataclasses.asdict(dp)}
+    """Hash of exactly what changes the cached bytes: the [data_process] settings that shape the mel (not the
+    normalisation, applied when reading) and the format version."""
+    payload = {"format_version": CACHE_FORMAT_VERSION, **_cached_settings(dp)}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _cached_settings(dp: Any) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(dp).items() if k not in NOT_IN_CACHE}
 
 
 def _identity(path: str) -> Optional[tuple[int, int]]:
@@ -115,30 +121,24 @@ def _init_worker(dp: dict[str, Any], mels_dir: str, limit_threads: bool = True) 
     _WORKER["frontend"] = MelFrontEnd(dp["sample_rate"], dp["n_fft"], dp["hop_length"], dp["n_mels"], dp["f_min"],
                                       dp["f_max"])
     _WORKER["mels_dir"] = Path(mels_dir)
-    _WORKER["scratch_dir"] = Path(mels_dir).parent / "scratch"
 
 
 def _seconds(frames: int) -> float:
     return round(frames * _WORKER["dp"]["hop_length"] / _WORKER["dp"]["sample_rate"], 3)
 
 
-def _decode_db(path: str) -> np.ndarray:
-    """dB mel of one file, decoded once; files longer than LONG_FILE_S go in blocks (resampled on the fly)."""
+def _decode_blocks(reader: MonoReader) -> tuple[int, Iterator[np.ndarray]]:
+    """(frames, dB mel blocks) of one file, decoded once: one block, or for files longer than LONG_FILE_S
+    blocks of BLOCK_S seconds (resampled on the fly), so memory does not grow with the file's length."""
     dp, fe = _WORKER["dp"], _WORKER["frontend"]
-    with MonoReader(path) as reader:
-        total = reader.length(dp["max_length_s"] if dp["mode"] == "single" else None)
-        if total > LONG_FILE_S * reader.samplerate:
-            block_frames = int(BLOCK_S * dp["sample_rate"] / dp["hop_length"])
-            if reader.samplerate == dp["sample_rate"]:
-                mel = fe.blockwise(reader.read, total, block_frames)
-            else:
-                stream = ResampledReader(reader, total, dp["sample_rate"])
-                mel = fe.blockwise(stream.read, stream.length, block_frames)
-        else:
-            mel = fe(resample(reader.read(0, total), reader.samplerate, dp["sample_rate"]))
-    if mel.max() <= DB_FLOOR:  # every frame at the dB floor: all samples are zero
-        raise AudioError("silence only (all samples zero)")
-    return mel
+    total = reader.length(dp["max_length_s"] if dp["mode"] == "single" else None)
+    if total <= LONG_FILE_S * reader.samplerate:
+        mel = fe(resample(reader.read(0, total), reader.samplerate, dp["sample_rate"]))
+        return mel.shape[1], iter([mel])
+    source = reader if reader.samplerate == dp["sample_rate"] else ResampledReader(reader, total, dp["sample_rate"])
+    length = total if source is reader else source.length
+    return 1 + length // dp["hop_length"], fe.blocks(source.read, length,
+                                                     int(BLOCK_S * dp["sample_rate"] / dp["hop_length"]))
 
 
 def _failure(path: str, exc: BaseException) -> dict[str, Any]:
@@ -146,37 +146,43 @@ def _failure(path: str, exc: BaseException) -> dict[str, Any]:
     return {"source": path, "error": reason}
 
 
-def _task_stats(path: str, scratch_entry: Optional[str]) -> dict[str, Any]:
-    """Statistics phase: per-bin sums of one file's dB mel; the mel itself goes to ``scratch/`` when the
-    file is also to be cached, so the writing phase does not decode it again."""
+def _task_write(path: str, entry: str) -> dict[str, Any]:
+    """Decode, dB mel, write ``mels/<entry>.npy`` (float16, block by block for long files, under a temporary
+    name); return the manifest fields, with the recording's own mean and std (for ``per_clip``) and its per-bin
+    sums (for ``sums.bin``), both of the stored values: what training reads."""
+    final = _WORKER["mels_dir"] / f"{entry}.npy"
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    acc = StatsAccumulator(_WORKER["dp"]["n_mels"])
     try:
-        mel = _decode_db(path)
+        with MonoReader(path) as reader:
+            n_frames, blocks = _decode_blocks(reader)
+            peak, out = DB_FLOOR, None
+            for block in blocks:
+                stored = block.astype(np.float16)
+                if out is None and stored.shape[1] == n_frames:  # one block: a plain save
+                    out = stored
+                else:
+                    if out is None:
+                        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(block.shape[0], n_frames))
+                    out[:, acc.count:acc.count + stored.shape[1]] = stored
+                acc.add(stored)
+                peak = max(peak, float(block.max()))
+        if peak <= DB_FLOOR:  # every frame at the dB floor: all samples are zero
+            raise AudioError("silence only (all samples zero)")
     except Exception as exc:  # noqa: BLE001 - any bad file is skipped with its reason, never fatal
+        tmp.unlink(missing_ok=True)
         return _failure(path, exc)
-    if scratch_entry:
-        _atomic_save(_WORKER["scratch_dir"] / f"{scratch_entry}.npy", mel)
-    total, total_sq, count = StatsAccumulator.sums(mel)
-    return {"source": path, "sum": total, "sumsq": total_sq, "count": count, "seconds": _seconds(mel.shape[1])}
-
-
-def _task_write(path: str, entry: str, standardizer: dict[str, Any]) -> dict[str, Any]:
-    """Writing phase: dB mel (from ``scratch/`` or decoded), standardise, write ``mels/<entry>.npy`` (float16)."""
-    scratch = _WORKER["scratch_dir"] / f"{entry}.npy"
-    mel = None
-    if scratch.is_file():
-        try:
-            mel = np.load(scratch)
-        except (OSError, ValueError):
-            mel = None  # unreadable scratch: decode instead
-    try:
-        if mel is None:
-            mel = _decode_db(path)
-        out = Standardizer.from_dict(standardizer)(mel).astype(np.float16)
-    except Exception as exc:  # noqa: BLE001 - any bad file is skipped with its reason, never fatal
-        return _failure(path, exc)
-    _atomic_save(_WORKER["mels_dir"] / f"{entry}.npy", out)
-    scratch.unlink(missing_ok=True)
-    return {"source": path, "entry": f"{entry}.npy", "frames": int(out.shape[1]), "seconds": _seconds(out.shape[1])}
+    if isinstance(out, np.memmap):
+        out.flush()
+        del out
+        os.replace(tmp, final)
+    else:
+        _atomic_save(final, out)
+    n = acc.sum.size * acc.count
+    clip_mean = float(acc.sum.sum()) / n
+    clip_std = float(np.sqrt(max(float(acc.sumsq.sum()) / n - clip_mean ** 2, 0.0)))
+    return {"source": path, "entry": final.name, "frames": acc.count, "seconds": _seconds(acc.count),
+            "clip_mean": clip_mean, "clip_std": clip_std, "sums": (acc.sum, acc.sumsq)}
 
 
 # ---- the worker pool ---------------------------------------------------------------------------------------
@@ -265,12 +271,49 @@ class CacheResult:
     """What :func:`build_cache` produced."""
 
     folder: Path
-    table: pd.DataFrame  # the input rows that have an entry, plus columns entry (absolute path), frames, seconds
+    table: pd.DataFrame  # the input rows that have an entry, plus entry (absolute path), frames, seconds,
+    #                      clip_mean, clip_std
     skipped: pd.DataFrame  # path, reason
-    standardizer: Standardizer
     decoded: int
     reused: int
     pruned: int = 0
+
+
+class SumsLog:
+    """``sums.bin``: fixed-size binary records (entry, frames, per-bin sum, per-bin sum of squares), appended by
+    the parent process after each file; a torn last record (killed run) is ignored when read."""
+
+    def __init__(self, path: Path, n_mels: int):
+        self.path = path
+        self.dtype = np.dtype([("entry", "S32"), ("count", "<i8"), ("sum", "<f8", (n_mels,)),
+                               ("sumsq", "<f8", (n_mels,))])
+
+    def record(self, entry: str, total: np.ndarray, total_sq: np.ndarray, count: int) -> np.ndarray:
+        """One record as bytes-ready structured array."""
+        rec = np.zeros(1, dtype=self.dtype)
+        rec["entry"], rec["count"], rec["sum"], rec["sumsq"] = entry.encode(), count, total, total_sq
+        return rec
+
+    def append(self):
+        """The file opened for appending, first cut back to whole records (a kill can tear the last one)."""
+        if self.path.is_file() and self.path.stat().st_size % self.dtype.itemsize:
+            os.truncate(self.path, self.path.stat().st_size - self.path.stat().st_size % self.dtype.itemsize)
+        return open(self.path, "ab")
+
+    def load(self) -> dict[str, np.void]:
+        """Entry name -> record (later records win)."""
+        if not self.path.is_file():
+            return {}
+        raw = self.path.read_bytes()
+        records = np.frombuffer(raw[:len(raw) - len(raw) % self.dtype.itemsize], dtype=self.dtype)
+        return {rec["entry"].decode(): rec for rec in records}
+
+    def rewrite(self, keep: set[str]) -> None:
+        """Keep only the records of ``keep`` (atomic)."""
+        records = [rec for name, rec in self.load().items() if name in keep]
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        np.array(records, dtype=self.dtype).tofile(tmp)
+        os.replace(tmp, self.path)
 
 
 class MelCache:
@@ -280,9 +323,8 @@ class MelCache:
         self.dp = dp
         self.folder = Path(cache_dir) / f"mel-{cache_key(dp)}"
         self.mels_dir = self.folder / "mels"
-        self.scratch_dir = self.folder / "scratch"
         self.manifest_path = self.folder / "manifest.jsonl"
-        self.stats_path = self.folder / "stats.json"
+        self.sums = SumsLog(self.folder / "sums.bin", dp.n_mels)
 
     def load_manifest(self) -> dict[tuple[str, int, int], dict[str, Any]]:
         """Identity -> manifest record (later lines win); a torn last line (killed run) is ignored."""
@@ -295,12 +337,6 @@ class MelCache:
                 except (ValueError, KeyError, TypeError):
                     continue
         return records
-
-    def load_standardizer(self) -> Optional[Standardizer]:
-        """The frozen statistics, or None before the first build."""
-        if self.stats_path.is_file():
-            return Standardizer.from_dict(json.loads(self.stats_path.read_text()))
-        return None
 
     def prune(self, listed: set[str], under: Path) -> int:
         """Drop the records (and mel files) of files under ``under`` that are no longer in ``listed`` (removed
@@ -323,43 +359,35 @@ class MelCache:
         if dropped:
             _atomic_text(self.manifest_path, "".join(json.dumps(rec) + "\n" for key, rec in records.items()
                                                      if key not in dropped))
+            self.sums.rewrite({rec["entry"] for key, rec in records.items() if key not in dropped and "entry" in rec})
             for key in dropped:
                 if "entry" in records[key]:
                     (self.mels_dir / records[key]["entry"]).unlink(missing_ok=True)
         return len(dropped)
 
 
-def _fit_standardizer(dp: Any, population: list[str], pool: _Workers, scratch_for: dict[str, str],
-                      record: Callable[[dict[str, Any]], None]) -> Standardizer:
-    """Fit statistics on a seeded sample of ``population``. Sample files that are also to be cached
-    (``scratch_for``: path -> entry) keep their dB mel in ``scratch/``, and their failures are recorded."""
+def fit_standardizer(table: pd.DataFrame, dp: Any, cache_folder: str | Path) -> Standardizer:
+    """Standardisation statistics (``dp.normalization``) per mel bin over every recording of ``table`` (column
+    ``entry``; e.g. the training split), added up from the per-file sums in ``<cache_folder>/sums.bin`` (a
+    recording without a record is read from its cached mel)."""
     acc = StatsAccumulator(dp.n_mels)
     if dp.normalization in ("per_frequency", "global"):
-        rng = np.random.default_rng(STATS_SEED)
-        sample = sorted(population) if len(population) <= dp.stats_max_files else sorted(
-            rng.choice(sorted(population), size=dp.stats_max_files, replace=False))
-        sample.sort(key=lambda p: -(_identity(p) or (0,))[0])  # longest first: no straggler at the end
-        sums: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
-        for res in pool.run(_task_stats, [(p, scratch_for.get(p)) for p in sample], "fitting statistics"):
-            if "error" in res:
-                if res["source"] in scratch_for:
-                    record(res)
+        sums = SumsLog(Path(cache_folder) / "sums.bin", dp.n_mels).load()
+        for entry in sorted(set(table["entry"])):  # a fixed order: the same statistics for the same recordings
+            rec = sums.get(Path(entry).name)
+            if rec is not None:
+                acc.add_sums(rec["sum"], rec["sumsq"], int(rec["count"]))
             else:
-                sums[res["source"]] = (res["sum"], res["sumsq"], res["count"])
-        for path in sorted(sums):  # a fixed order: the same statistics whatever order workers finish in
-            acc.add_sums(*sums[path])
+                acc.add(np.load(entry, mmap_mode="r"))
         if acc.count == 0:
-            raise RuntimeError("no usable recording in the statistics sample: check the audio files")
+            raise RuntimeError("no cached recording to fit the standardisation statistics on")
     return Standardizer.fit(dp.normalization, acc)
 
 
 def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, workers: int = 1,
-                stats_population: Optional[list[str]] = None, prune_under: Optional[str | Path] = None
-                ) -> CacheResult:
+                prune_under: Optional[str | Path] = None) -> CacheResult:
     """Make sure every recording in ``recordings`` (column ``path``) has a cache entry; decode only what is missing.
 
-    The standardisation statistics are fitted once per cache on a seeded sample of ``stats_population``
-    (default: the recordings), e.g. the whole metadata when only a testing subset is processed.
     Unusable files are skipped with a reason (``skipped_files.csv``); nothing already cached is lost.
     With ``prune_under`` (the dataset folder, when ``recordings`` is its full listing), records of files under
     it that are no longer listed, or changed, are dropped from the manifest with their mel files.
@@ -368,7 +396,7 @@ def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, worker
     cache.mels_dir.mkdir(parents=True, exist_ok=True)
     settings = cache.folder / "settings.json"
     if not settings.is_file():
-        _atomic_text(settings, json.dumps({"format_version": CACHE_FORMAT_VERSION, **dataclasses.asdict(dp)}, indent=1))
+        _atomic_text(settings, json.dumps({"format_version": CACHE_FORMAT_VERSION, **_cached_settings(dp)}, indent=1))
     _remove_stale_temporaries(cache.folder)
     manifest = cache.load_manifest()
     done: dict[str, dict[str, Any]] = {}
@@ -390,11 +418,14 @@ def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, worker
             todo.append((path, _entry_name(path, *ident)))
     todo.sort(key=lambda pe: -idents[pe[0]][0])  # longest first: no straggler at the end
     reused = len(done) + sum(1 for p in skipped if p in idents)
-    standardizer = cache.load_standardizer()
     with _Workers(workers, dataclasses.asdict(dp), cache.mels_dir) as pool, \
-            open(cache.manifest_path, "a") as manifest_file:
-        def record(res: dict[str, Any]) -> None:
+            open(cache.manifest_path, "a") as manifest_file, cache.sums.append() as sums_file:
+        for res in pool.run(_task_write, todo, "preprocessing"):
             path = res["source"]
+            if "sums" in res:  # before the manifest line, which is what makes the entry count as done
+                total, total_sq = res.pop("sums")
+                sums_file.write(cache.sums.record(res["entry"], total, total_sq, res["frames"]).tobytes())
+                sums_file.flush()
             manifest_file.write(json.dumps({"source": path, "size": idents[path][0], "mtime_ns": idents[path][1],
                                             **res}) + "\n")
             manifest_file.flush()
@@ -402,25 +433,13 @@ def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, worker
                 skipped[path] = res["error"]
             else:
                 done[path] = res
-
-        if standardizer is None:
-            shutil.rmtree(cache.scratch_dir, ignore_errors=True)  # left by a build killed before its statistics
-            cache.scratch_dir.mkdir()
-            population = [p for p in dict.fromkeys(stats_population or idents) if _identity(p) is not None]
-            standardizer = _fit_standardizer(dp, population, pool, dict(todo), record)
-            _atomic_text(cache.stats_path, json.dumps(standardizer.to_dict()))
-        cache.scratch_dir.mkdir(exist_ok=True)
-        rest = [(p, e, standardizer.to_dict()) for p, e in todo if p not in skipped]
-        for res in pool.run(_task_write, rest, "preprocessing"):
-            record(res)
-    shutil.rmtree(cache.scratch_dir, ignore_errors=True)
     pruned = cache.prune(set(recordings["path"]), Path(prune_under)) if prune_under is not None else 0
     table = recordings[recordings["path"].isin(done.keys())].copy()
     table["entry"] = [str(cache.mels_dir / done[p]["entry"]) for p in table["path"]]
-    table["frames"] = [done[p]["frames"] for p in table["path"]]
-    table["seconds"] = [done[p]["seconds"] for p in table["path"]]
+    for column in ("frames", "seconds", "clip_mean", "clip_std"):
+        table[column] = [done[p][column] for p in table["path"]]
     skipped_df = pd.DataFrame(sorted(skipped.items()), columns=["path", "reason"])
     skipped_df.to_csv(cache.folder / "skipped_files.csv", index=False)
     log.info("preprocess: %d decoded, %d reused, %d skipped, %d stale records pruned; cache %s", len(todo), reused,
              len(skipped), pruned, cache.folder)
-    return CacheResult(cache.folder, table.reset_index(drop=True), skipped_df, standardizer, len(todo), reused, pruned)
+    return CacheResult(cache.folder, table.reset_index(drop=True), skipped_df, len(todo), reused, pruned)

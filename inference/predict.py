@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from dataloader.audio import AudioError, load_audio
 from dataloader.dataset import fit_window
-from dataloader.features import MelFrontEnd, Standardizer
+from dataloader.features import DB_FLOOR, MelFrontEnd, Standardizer
 from factory.models import create_model
 from inference.submission import n_windows, row_ids, to_submission_frame
 from utils.checkpoints import load_checkpoint
@@ -42,7 +42,6 @@ class SoundscapePredictor:
         self.pad_mode = first.get("pad_mode", "repeat")
         self.frontend = MelFrontEnd.from_config(self.dp)
         self.standardizer = Standardizer.from_dict(first["standardizer"])
-        self.silence = self.standardizer.silence()
         self.frames = self.frontend.frames_for(self.window_s)
         self.device, self.batch_size = torch.device(device), batch_size
         self.labels: list[str] = []
@@ -58,11 +57,13 @@ class SoundscapePredictor:
     def windows(self, path: str | Path) -> np.ndarray:
         """(n_windows, 1, n_mels, frames) float32 for a soundscape; the last partial window is padded."""
         audio = load_audio(path, self.dp.sample_rate)
-        mel = self.standardizer(self.frontend(audio))
+        mel = self.frontend(audio)  # dB, as in the cache; windows are padded and standardised as in training
+        clip = self.standardizer.clip_stats(mel) if self.standardizer.mode == "per_clip" else ()
         count = n_windows(audio.size / self.dp.sample_rate, self.window_s)
         out = np.empty((count, 1, mel.shape[0], self.frames), dtype=np.float32)
         for k in range(count):
-            out[k, 0] = fit_window(mel[:, k * self.frames:], 0, self.frames, self.pad_mode, self.silence)
+            window = fit_window(mel[:, k * self.frames:], 0, self.frames, self.pad_mode, DB_FLOOR)
+            out[k, 0] = self.standardizer.apply(window, *clip)
         return out
 
     @torch.inference_mode()

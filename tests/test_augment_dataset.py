@@ -11,6 +11,7 @@ import torch
 
 from dataloader.augment import BatchAugment
 from dataloader.dataset import MelWindowDataset, fit_window, multi_hot
+from dataloader.features import Standardizer
 from utils.config import AugmentationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +35,12 @@ def test_random_crops_are_whole_windows_from_anywhere_and_first_is_fixed(tmp_pat
     mel = np.tile(np.arange(1000, dtype=np.float16), (4, 1))
     np.save(tmp_path / "m.npy", mel)
     targets = np.ones((1, 2), dtype=np.float32)
-    rand = MelWindowDataset([str(tmp_path / "m.npy")], targets, 320, "random", "repeat", np.zeros(4, np.float32))
+    rand = MelWindowDataset([str(tmp_path / "m.npy")], targets, 320, "random", "repeat", Standardizer.identity(4))
     starts = {int(rand[0][0][0, 0, 0]) for _ in range(30)}
     assert len(starts) > 10 and max(starts) <= 680
     x, y = rand[0]
     assert x.shape == (1, 4, 320) and x.dtype == torch.float32 and y.tolist() == [1.0, 1.0]
-    first = MelWindowDataset([str(tmp_path / "m.npy")], targets, 320, "first", "repeat", np.zeros(4, np.float32))
+    first = MelWindowDataset([str(tmp_path / "m.npy")], targets, 320, "first", "repeat", Standardizer.identity(4))
     assert {int(first[0][0][0, 0, 0]) for _ in range(5)} == {0}
 
 
@@ -106,8 +107,8 @@ def test_cpu_training_augments_batches_in_the_loader_workers(tmp_path):
     table = pd.DataFrame(rows)
     aug = BatchAugment(AugmentationConfig(augment_gain=False, augment_spec_augment=False, augment_mixup=False,
                                           noise_std=0.5))
-    plain, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, 32, np.zeros(8, np.float32))
-    noisy, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, 32, np.zeros(8, np.float32), augment=aug)
+    plain, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, 32, Standardizer.identity(8))
+    noisy, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, 32, Standardizer.identity(8), augment=aug)
     x0, y0 = next(iter(plain))
     x1, y1 = next(iter(noisy))
     assert x1.shape == x0.shape and torch.equal(y0, y1)

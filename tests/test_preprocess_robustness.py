@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from dataloader.preprocess import MelCache, build_cache
+from dataloader.preprocess import MelCache, build_cache, fit_standardizer
 from utils.config import DataProcessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,10 +72,22 @@ def test_standardised_cache_has_zero_mean_unit_std_per_bin_on_the_fitted_recordi
         sf.write(path, (rng.standard_normal(32000 * 3) * 0.05 + chirp(3.0, 32000) * (i + 1) / 6).astype(np.float32),
                  32000)
         paths.append(path)
-    result = build_cache(table_of(paths), DataProcessConfig(n_mels=32), tmp_path / "cache", 1)
-    allmels = np.concatenate([np.load(e).astype(np.float64) for e in result.table["entry"]], axis=1)
-    assert np.abs(allmels.mean(axis=1)).max() < 0.02
-    assert np.abs(allmels.std(axis=1) - 1).max() < 0.02
+    dp = DataProcessConfig(n_mels=32)
+    result = build_cache(table_of(paths), dp, tmp_path / "cache", 1)
+    train = result.table.iloc[:4]  # statistics from the training recordings only
+    std = fit_standardizer(train, dp, result.folder)
+    z = np.concatenate([std.apply(np.load(e)) for e in train["entry"]], axis=1).astype(np.float64)
+    assert np.abs(z.mean(axis=1)).max() < 0.02
+    assert np.abs(z.std(axis=1) - 1).max() < 0.02
+    (result.folder / "sums.bin").unlink()  # the per-file sums are a shortcut: the mels give the same statistics
+    np.testing.assert_allclose(fit_standardizer(train, dp, result.folder).mean, std.mean, rtol=1e-6)
+    np.testing.assert_allclose(fit_standardizer(train, dp, result.folder).std, std.std, rtol=1e-5)
+    other = fit_standardizer(result.table.iloc[2:], dp, result.folder)  # another fold, other statistics
+    assert not np.array_equal(other.mean, std.mean)
+    clip = fit_standardizer(train, DataProcessConfig(n_mels=32, normalization="per_clip"), result.folder)
+    mel = np.load(train["entry"].iloc[0])
+    z = clip.apply(mel, train["clip_mean"].iloc[0], train["clip_std"].iloc[0]).astype(np.float64)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01  # per_clip: the recording's own statistics
 
 
 BUILD = """
@@ -120,8 +132,21 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_cache(tmp_path):
     for a, b in zip(sorted(resumed.table["entry"], key=lambda p: Path(p).name),
                     sorted(clean.table["entry"], key=lambda p: Path(p).name)):
         np.testing.assert_array_equal(np.load(a), np.load(b))
-    assert json.loads(cache.stats_path.read_text()) == json.loads(MelCache(tmp_path / "clean", DataProcessConfig())
-                                                                  .stats_path.read_text())
+    for name in ("killed", "clean"):  # the statistics of a resumed cache are those of an uninterrupted one
+        folder = MelCache(tmp_path / name, DataProcessConfig()).folder
+        stats = fit_standardizer(resumed.table if name == "killed" else clean.table, DataProcessConfig(), folder)
+        assert len(MelCache(tmp_path / name, DataProcessConfig()).sums.load()) == len(paths)
+        if name == "killed":
+            killed_stats = stats
+    np.testing.assert_allclose(killed_stats.mean, stats.mean, rtol=1e-6)
+
+
+def _cache_one(pre, path: Path, mels_dir: Path) -> np.ndarray:
+    pre._init_worker(dataclasses.asdict(DataProcessConfig()), str(mels_dir), limit_threads=False)
+    mels_dir.mkdir(exist_ok=True)
+    res = pre._task_write(str(path), "x")
+    assert "error" not in res, res
+    return np.load(mels_dir / res["entry"])
 
 
 def test_a_long_file_is_processed_in_blocks_exactly_as_whole(tmp_path, monkeypatch):
@@ -132,16 +157,20 @@ def test_a_long_file_is_processed_in_blocks_exactly_as_whole(tmp_path, monkeypat
     rng = np.random.default_rng(1)
     audio = (rng.standard_normal(32000 * 20 + 77) * 0.05 + chirp(20.0 + 77 / 32000, 32000)).astype(np.float32)
     sf.write(tmp_path / "long.wav", audio, 32000, subtype="FLOAT")
+    fe = MelFrontEnd.from_config(DataProcessConfig())
+    whole = fe(load_audio(tmp_path / "long.wav", 32000))
+    blocks = list(fe.blocks(lambda a, b: audio[a:b], audio.size, 96))
+    assert len(blocks) > 5
+    np.testing.assert_allclose(np.concatenate(blocks, axis=1), whole, atol=1e-4)
     monkeypatch.setattr(pre, "LONG_FILE_S", 5.0)  # 20 s counts as long here ...
-    monkeypatch.setattr(pre, "BLOCK_S", 3.0)  # ... and is cut into 3-s blocks
+    monkeypatch.setattr(pre, "BLOCK_S", 3.0)  # ... and is written in 3-s blocks into a memory-mapped .npy
     calls = []
-    original = MelFrontEnd.blockwise
-    monkeypatch.setattr(MelFrontEnd, "blockwise", lambda self, *a: calls.append(a) or original(self, *a))
-    pre._init_worker(dataclasses.asdict(DataProcessConfig()), str(tmp_path / "mels"), limit_threads=False)
-    blocked = pre._decode_db(str(tmp_path / "long.wav"))
+    original = MelFrontEnd.blocks
+    monkeypatch.setattr(MelFrontEnd, "blocks", lambda self, *a: calls.append(a) or original(self, *a))
+    cached = _cache_one(pre, tmp_path / "long.wav", tmp_path / "mels")
     assert calls, "the block path was taken"
-    whole = pre._WORKER["frontend"](load_audio(tmp_path / "long.wav", 32000))
-    np.testing.assert_allclose(blocked, whole, atol=1e-4)
+    assert cached.dtype == np.float16 and cached.shape == whole.shape
+    assert np.abs(cached.astype(np.float32) - whole).max() <= 0.07  # float16 rounding of -100..0 dB
 
 
 def test_streamed_resampling_of_a_long_file_equals_resampling_it_whole(tmp_path, monkeypatch):
@@ -159,9 +188,8 @@ def test_streamed_resampling_of_a_long_file_equals_resampling_it_whole(tmp_path,
         np.testing.assert_array_equal(part, whole[a:a + part.size])  # bit-identical, overlapping forward reads
     monkeypatch.setattr(pre, "LONG_FILE_S", 5.0)
     monkeypatch.setattr(pre, "BLOCK_S", 3.0)
-    pre._init_worker(dataclasses.asdict(DataProcessConfig()), str(tmp_path / "mels"), limit_threads=False)
-    np.testing.assert_allclose(pre._decode_db(str(tmp_path / "long44k.flac")), pre._WORKER["frontend"](whole),
-                               atol=1e-4)
+    cached = _cache_one(pre, tmp_path / "long44k.flac", tmp_path / "mels")
+    assert np.abs(cached.astype(np.float32) - pre._WORKER["frontend"](whole)).max() <= 0.07
 
 
 def test_removed_recordings_drop_out_of_the_manifest_but_other_datasets_and_subsets_stay(tmp_path):
@@ -193,9 +221,10 @@ def test_a_file_that_kills_its_worker_is_skipped_and_the_rest_is_cached(tmp_path
     for k in range(5):
         sf.write(tmp_path / f"r{k}.wav", chirp(1.0, 32000), 32000)
         paths.append(tmp_path / f"r{k}.wav")
-    original = pre._decode_db
+    original = pre._decode_blocks
     # a decoder segfault, as libsndfile can do on malformed input (workers are forked: they see the patch)
-    monkeypatch.setattr(pre, "_decode_db", lambda p: os._exit(11) if p.endswith("r2.wav") else original(p))
+    monkeypatch.setattr(pre, "_decode_blocks",
+                        lambda reader: os._exit(11) if reader.path.name == "r2.wav" else original(reader))
     result = build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", workers=2)
     assert sorted(result.table["path"]) == sorted(str(p) for p in paths if p.name != "r2.wav")
     assert "worker process died" in dict(zip(result.skipped["path"], result.skipped["reason"]))[str(paths[2])]

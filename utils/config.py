@@ -161,10 +161,9 @@ class DataProcessConfig:
                     "only the first max_length_s seconds.", choices=("slice", "single"))
     normalization: str = opt("per_frequency", "Standardisation of the dB mel: per_frequency (mean/std per mel "
                              "bin, fitted on training recordings), global (one mean/std), per_clip (each "
-                             "recording by itself), none.",
+                             "recording by itself), none. Applied when the cache is read: changing it reuses "
+                             "the cache.",
                              choices=("per_frequency", "global", "per_clip", "none"))
-    stats_max_files: int = opt(300, "Recordings sampled (seeded) to fit the standardisation statistics.",
-                               minimum=1)
 
 
 @dataclass
@@ -204,6 +203,8 @@ RETIRED_KEYS: dict[tuple[str, str], str] = {
                                  "(num_workers = 1 for a single process)",
     ("data", "train_ratio"): "replaced by [data] n_folds and [data] fold (grouped, stratified folds)",
     ("data", "test_val_ratio"): "replaced by [data] n_folds and [data] fold (grouped, stratified folds)",
+    ("data_process", "stats_max_files"): "removed: the statistics now come from every training recording "
+                                         "(per-file sums are stored in the cache, so this costs nothing)",
 }
 SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret")
 
