@@ -107,9 +107,10 @@ class MelFrontEnd:
             power = spec[:, 0::2] + spec[:, 1::2]  # |X|^2, (k, n_freqs)
             for lo, hi, m0, m1, weights in self._bands:
                 np.matmul(weights, power[:, lo:hi].T, out=out[m0:m1, c:c + k])
-        np.maximum(out, DB_FLOOR_POWER, out=out)
-        np.log10(out, out=out)
-        out *= 10.0
+            block = out[:, c:c + k]  # to dB while it is still in the CPU cache
+            np.maximum(block, DB_FLOOR_POWER, out=block)
+            np.log10(block, out=block)
+            block *= 10.0
 
     def blocks(self, read: Callable[[int, int], np.ndarray], total: int, block_frames: int
                ) -> Iterator[np.ndarray]:

@@ -80,8 +80,8 @@ def test_standardised_cache_has_zero_mean_unit_std_per_bin_on_the_fitted_recordi
     assert np.abs(z.mean(axis=1)).max() < 0.02
     assert np.abs(z.std(axis=1) - 1).max() < 0.02
     (result.folder / "sums.bin").unlink()  # the per-file sums are a shortcut: the mels give the same statistics
-    np.testing.assert_allclose(fit_standardizer(train, dp, result.folder).mean, std.mean, rtol=1e-6)
-    np.testing.assert_allclose(fit_standardizer(train, dp, result.folder).std, std.std, rtol=1e-5)
+    np.testing.assert_allclose(fit_standardizer(train, dp, result.folder).mean, std.mean, atol=0.01)  # dB
+    np.testing.assert_allclose(fit_standardizer(train, dp, result.folder).std, std.std, rtol=1e-3)
     other = fit_standardizer(result.table.iloc[2:], dp, result.folder)  # another fold, other statistics
     assert not np.array_equal(other.mean, std.mean)
     clip = fit_standardizer(train, DataProcessConfig(n_mels=32, normalization="per_clip"), result.folder)
