@@ -81,6 +81,9 @@ class MelWindowDataset(Dataset):
         start = 0
         if self.crop == "random" and mel.shape[1] > self.frames:
             start = int(torch.randint(0, mel.shape[1] - self.frames + 1, (1,)))
-        window = fit_window(mel, start, self.frames, self.pad_mode, DB_FLOOR)
+        if mel.shape[1] >= start + self.frames:  # the usual case: float16 crop -> standardised float32 in one pass
+            window = mel[:, start:start + self.frames]
+        else:
+            window = fit_window(mel, start, self.frames, self.pad_mode, DB_FLOOR)
         window = self.standardizer.apply(window, *(self.clip_stats[i] if self.clip_stats is not None else ()))
         return torch.from_numpy(window).unsqueeze(0), self.targets[i]
