@@ -68,19 +68,21 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from dataloader.augment import BatchAugment  # noqa: PLC0415
     from dataloader.loaders import make_loaders  # noqa: PLC0415
     from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
-    from dataloader.splits import filter_rare_classes, train_val_split  # noqa: PLC0415
+    from dataloader.splits import cap_per_class, filter_rare_classes, train_val_split  # noqa: PLC0415
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import create_model  # noqa: PLC0415
     from factory.optimizers import create_optimizer  # noqa: PLC0415
     from factory.schedulers import create_scheduler  # noqa: PLC0415
-    from utils.callbacks import CSVLogger, ModelCheckpoint, NeptuneLogger  # noqa: PLC0415
-    from utils.trainer import Trainer  # noqa: PLC0415
+    from utils.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, NeptuneLogger  # noqa: PLC0415
+    from utils.checkpoints import load_checkpoint  # noqa: PLC0415
+    from utils.trainer import Trainer, TrainOptions  # noqa: PLC0415
 
     cache = data["cache"]
     table = filter_rare_classes(cache.table, cfg.data.min_samples_in_class)
     train_df, val_df = train_val_split(table, cfg.data.n_folds, cfg.data.fold, cfg.trainer.seed)
     if len(val_df) == 0:
         raise RuntimeError("the validation fold is empty: too few recordings per class for n_folds")
+    train_df = cap_per_class(train_df, cfg.data.max_recordings_per_class, cfg.trainer.seed)
     labels = sorted(table["primary_label"].unique())
     frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
     standardizer = fit_standardizer(train_df, cfg.data_process, cache.folder)  # training recordings only
@@ -98,39 +100,90 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                          pretrained_path=cfg.model.pretrained_path, drop_rate=cfg.model.drop_rate,
                          drop_path_rate=cfg.model.drop_path_rate)
     agent = cfg.agent
-    optimizer = create_optimizer(agent.optimizer, model, lr=agent.lr_warmup_end, weight_decay=agent.weight_decay)
-    steps_per_epoch = len(train_loader)
+    optimizer = create_optimizer(agent.optimizer, model, lr=agent.lr_warmup_end, weight_decay=agent.weight_decay,
+                                 head_lr_scale=agent.head_lr_scale)
+    steps_per_epoch = -(-len(train_loader) // cfg.trainer.accumulate_steps)  # optimizer steps
     scheduler = create_scheduler(agent.lr_decay_type if agent.lr_decay else "none", optimizer,
                                  total_steps=steps_per_epoch * n_epochs,
                                  warmup_steps=int(round(agent.warmup_epochs * steps_per_epoch)),
                                  steps_per_epoch=steps_per_epoch, lr_start=agent.lr_start, lr_peak=agent.lr_warmup_end,
-                                 lr_end=agent.lr_end, gamma=agent.exp_gamma)
+                                 lr_end=agent.lr_end, gamma=agent.exp_gamma, step_epochs=agent.step_epochs,
+                                 step_gamma=agent.step_gamma, plateau_patience=agent.plateau_patience,
+                                 plateau_factor=agent.plateau_factor)
+    loss = create_loss(agent.loss, label_smoothing=agent.label_smoothing, focal_gamma=agent.focal_gamma,
+                       focal_alpha=agent.focal_alpha, focal_weight=agent.focal_weight,
+                       asl_gamma_pos=agent.asl_gamma_pos, asl_gamma_neg=agent.asl_gamma_neg, asl_clip=agent.asl_clip)
     extra = {"config": cfg.to_dict(), "model_name": model_name, "data_process": cfg.to_dict()["data_process"],
              "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode,
              "standardizer": standardizer.to_dict()}
+    monitor = cfg.callbacks.model_checkpoint_type
     callbacks: list = [CSVLogger(run_dir)]
-    checkpoint = ModelCheckpoint(run_dir / "checkpoints", cfg.callbacks.model_checkpoint_type,
-                                 cfg.callbacks.model_checkpoint_verbose) if cfg.callbacks.model_checkpoint else None
+    checkpoint = ModelCheckpoint(run_dir / "checkpoints", monitor, cfg.callbacks.model_checkpoint_verbose,
+                                 top_k=cfg.callbacks.checkpoint_top_k) if cfg.callbacks.model_checkpoint else None
     if checkpoint:
         callbacks.append(checkpoint)
+    if cfg.trainer.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor, cfg.trainer.early_stopping_patience))
     if cfg.callbacks.neptune_logger:
         callbacks.append(NeptuneLogger(cfg.callbacks.neptune_project, cfg.callbacks.neptune_mode, run_dir,
                                        cfg.to_dict(), name=run_dir.name))
-    trainer = Trainer(model, create_loss(agent.loss), optimizer, scheduler, device, labels, callbacks,
-                      augment=None if in_workers else augment, channels_last=cfg.trainer.channels_last, checkpoint_extra=extra,
-                      lr_verbose=agent.lr_verbose)
-    history = trainer.fit(train_loader, val_loader, n_epochs)
+    options = TrainOptions(channels_last=cfg.trainer.channels_last,
+                           amp=cfg.trainer.amp == "true" or (cfg.trainer.amp == "auto" and device.type == "cuda"),
+                           compile=cfg.trainer.compile, grad_clip=cfg.trainer.grad_clip,
+                           accumulate_steps=cfg.trainer.accumulate_steps,
+                           activation="softmax" if agent.loss == "ce" else "sigmoid", lr_verbose=agent.lr_verbose)
+    trainer = Trainer(model, loss, optimizer, scheduler, device, labels, callbacks,
+                      augment=None if in_workers else augment, options=options, checkpoint_extra=extra)
+    start_epoch = 1
+    resume_from = resolve_resume(cfg.trainer.resume, Path(cfg.paths.runs_dir), run_dir)
+    if resume_from is not None:
+        start_epoch = trainer.resume(load_checkpoint(resume_from), train_loader)
+        adopt_run_files(resume_from.parent.parent, run_dir)
+        log.info("resumed from %s: epochs %d..%d still to train", resume_from, start_epoch, n_epochs)
+    history = trainer.fit(train_loader, val_loader, n_epochs, start_epoch)
     probs, targets = trainer.last_val
     val_pred = pd.DataFrame(probs, columns=labels)
     val_pred.insert(0, "filename", list(val_df["filename"]))
     val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
     val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
-    monitor = cfg.callbacks.model_checkpoint_type
     sign = -1.0 if monitor.endswith("loss") else 1.0
     best = max(history, key=lambda m: -np.inf if np.isnan(m[monitor]) else sign * m[monitor])
     return {"history": history, "best": best, "n_train": len(train_df), "n_val": len(val_df), "labels": labels,
             "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
             "model_name": model_name}
+
+
+def resolve_resume(resume: str, runs_dir: Path, run_dir: Path) -> Optional[Path]:
+    """``[trainer] resume``: a checkpoint path, ``auto`` (the newest ``last.pt`` under ``runs_dir``, other than
+    this run's), or empty (fresh start)."""
+    if not resume:
+        return None
+    if resume != "auto":
+        path = Path(resume)
+        if not path.is_file():
+            raise ConfigError(f"[trainer] resume = {resume}: no such checkpoint")
+        return path
+    found = sorted((p for p in runs_dir.glob("*/checkpoints/last.pt") if p.parent.parent != run_dir),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        log.warning("[trainer] resume = auto: no last.pt under %s, starting fresh", runs_dir)
+        return None
+    return found[-1]
+
+
+def adopt_run_files(old_run: Path, run_dir: Path) -> None:
+    """A resumed run continues the old one's metrics.csv and keeps its best checkpoints."""
+    import shutil  # noqa: PLC0415
+
+    if (old_run / "metrics.csv").is_file() and not (run_dir / "metrics.csv").exists():
+        shutil.copy2(old_run / "metrics.csv", run_dir / "metrics.csv")
+    for name in ("best.pt",):
+        src = old_run / "checkpoints" / name
+        if src.is_file():
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, run_dir / "checkpoints" / name)
+    if (old_run / "checkpoints" / "top").is_dir():
+        shutil.copytree(old_run / "checkpoints" / "top", run_dir / "checkpoints" / "top", dirs_exist_ok=True)
 
 
 def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, run_dir: Path) -> dict[str, Any]:

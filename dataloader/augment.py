@@ -65,7 +65,7 @@ class BatchAugment:
         partner = torch.randperm(b, device=x.device)[chosen]
         x[chosen] = torch.maximum(x[chosen], x[partner])  # the gathers copy first: no aliasing
         y = y.clone()
-        y[chosen] = torch.maximum(y[chosen], y[partner])
+        y[chosen] = torch.fmax(y[chosen], y[partner])  # fmax: a masked (NaN) label takes the partner's value
         return x, y
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,17 +12,20 @@ from torch.utils.data import Dataset
 from dataloader.features import DB_FLOOR, Standardizer
 
 
-def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: float) -> np.ndarray:
-    """(rows, classes) float32: 1 for the primary label (and the ``extra_labels`` of merged duplicates),
-    ``secondary_weight`` for known secondary labels."""
+def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: float, secondary_mode: str = "weight"
+              ) -> np.ndarray:
+    """(rows, classes) float32: 1 for the primary label (and the ``extra_labels`` of merged duplicates);
+    known secondary labels get ``secondary_weight`` (``secondary_mode = "weight"``) or NaN, which the losses
+    leave out (``"mask"``: present somewhere in the recording, so neither a positive nor a negative)."""
     index = {label: i for i, label in enumerate(labels)}
     y = np.zeros((len(table), len(labels)), dtype=np.float32)
     extras = table["extra_labels"] if "extra_labels" in table else [[]] * len(table)
+    fill = np.nan if secondary_mode == "mask" else secondary_weight
     for r, (primary, secondary, extra) in enumerate(zip(table["primary_label"], table["secondary_labels"], extras)):
-        if secondary_weight > 0:
+        if secondary_mode == "mask" or secondary_weight > 0:
             for s in secondary:
                 if s in index:
-                    y[r, index[s]] = secondary_weight
+                    y[r, index[s]] = fill
         for p in (primary, *extra):
             if p in index:
                 y[r, index[p]] = 1.0

@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from dataloader.augment import AugmentingCollate, BatchAugment
 from dataloader.dataset import MelWindowDataset, multi_hot
@@ -16,6 +16,13 @@ from dataloader.features import Standardizer
 def _seed_worker(worker_id: int) -> None:
     """Give each DataLoader worker a NumPy seed derived from torch's per-worker seed."""
     np.random.seed(torch.initial_seed() % 2 ** 32)
+
+
+def balanced_weights(primary_labels: Sequence[str]) -> np.ndarray:
+    """Per-recording sampling weight ``count(class) ** -0.5``: rare classes are drawn more often, without the
+    over-fitting of fully balanced (``count ** -1``) sampling."""
+    counts = pd.Series(list(primary_labels)).value_counts()
+    return np.array([counts[label] ** -0.5 for label in primary_labels], dtype=np.float64)
 
 
 def _clip_stats(df: pd.DataFrame) -> Optional[list[tuple[float, float]]]:
@@ -30,14 +37,19 @@ def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[
     """(train, validation) loaders over cache entries (column ``entry``) from the ``[data]`` and ``[trainer]``
     sections; validation uses each recording's first window. With ``augment``, training batches are augmented
     in the loader's worker processes (for CPU training, where the "device" is the training thread's own core)."""
-    sw = data.secondary_label_weight
-    train_ds, val_ds = (MelWindowDataset(df["entry"], multi_hot(df, labels, sw), frames, crop, data.pad_mode,
+    sw, mode = data.secondary_label_weight, data.secondary_labels
+    train_ds, val_ds = (MelWindowDataset(df["entry"], multi_hot(df, labels, sw, mode), frames, crop, data.pad_mode,
                                          standardizer, _clip_stats(df))
                         for df, crop in ((train_df, data.crop), (val_df, "first")))
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                   worker_init_fn=_seed_worker)
-    train_loader = DataLoader(train_ds, batch_size=trainer.batch_size, shuffle=data.shuffle,
-                              generator=torch.Generator().manual_seed(trainer.seed),
+    generator = torch.Generator().manual_seed(trainer.seed)
+    sampler = None
+    if data.sampler == "balanced":
+        sampler = WeightedRandomSampler(torch.as_tensor(balanced_weights(train_df["primary_label"]), dtype=torch.double),
+                                        num_samples=len(train_ds), replacement=True, generator=generator)
+    train_loader = DataLoader(train_ds, batch_size=trainer.batch_size, shuffle=data.shuffle and sampler is None,
+                              sampler=sampler, generator=generator,
                               collate_fn=AugmentingCollate(augment) if augment is not None else None, **common)
     val_loader = DataLoader(val_ds, batch_size=trainer.batch_size * 2, shuffle=False, **common)
     return train_loader, val_loader

@@ -60,3 +60,13 @@ def seeded_sample(table: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     class_order = {c: i for i, c in enumerate(pd.unique(shuffled["primary_label"]))}
     key = rank * len(class_order) + shuffled["primary_label"].map(class_order)
     return shuffled.assign(_k=key.to_numpy()).sort_values("_k").head(n).drop(columns="_k").reset_index(drop=True)
+
+
+def cap_per_class(table: pd.DataFrame, max_per_class: int, seed: int) -> pd.DataFrame:
+    """At most ``max_per_class`` rows per primary label, a seeded sample (0 = no cap); order kept."""
+    if max_per_class <= 0:
+        return table
+    keep = (table.groupby("primary_label", group_keys=False)
+            .apply(lambda g: g.sample(n=min(len(g), max_per_class), random_state=seed), include_groups=False)
+            .index)
+    return table.loc[table.index.isin(keep)]

@@ -1,6 +1,8 @@
-"""Optimizer registry: ``create_optimizer(name, model, lr, weight_decay)``, ``list_optimizers()``.
+"""Optimizer registry: ``create_optimizer(name, model, lr, weight_decay, head_lr_scale)``, ``list_optimizers()``.
 
-Weight decay is not applied to norms and biases (1-d parameters), as timm does.
+Weight decay is not applied to norms and biases (1-d parameters), as timm does. With ``head_lr_scale`` != 1
+the classifier head (timm's ``get_classifier()``, or a SED head) gets ``lr * head_lr_scale`` and the backbone
+``lr``: a new head usually wants a larger step than pretrained features.
 """
 from __future__ import annotations
 
@@ -14,13 +16,28 @@ from factory.registry import Registry
 OPTIMIZERS = Registry("optimizer")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: decayed weights, and norms/biases without decay."""
-    decay, no_decay = [], []
+def head_parameters(model: nn.Module) -> set[int]:
+    """ids of the parameters of ``model``'s classification head (empty when it has none that can be found)."""
+    head = None
+    if hasattr(model, "head_module"):
+        head = model.head_module()
+    elif hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+    return {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float, head_lr_scale: float = 1.0
+                 ) -> list[dict[str, Any]]:
+    """Up to four groups: (backbone | head) x (decayed weights | norms and biases without decay)."""
+    head = head_parameters(model) if head_lr_scale != 1.0 else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((id(p) in head, p.ndim <= 1), []).append(p)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
+             "lr": lr * (head_lr_scale if is_head else 1.0), "name": f"{'head' if is_head else 'backbone'}"
+             f"{'_no_decay' if no_decay else ''}"}
+            for (is_head, no_decay), params in sorted(groups.items())]
 
 
 @OPTIMIZERS.register("adam")
@@ -33,9 +50,27 @@ def _adamw(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr)
 
 
-def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+@OPTIMIZERS.register("radam")
+def _radam(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.RAdam(params, lr=lr, decoupled_weight_decay=True)
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+
+
+@OPTIMIZERS.register("lamb")
+def _lamb(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    from timm.optim import Lamb  # noqa: PLC0415 - timm's LAMB (layer-wise adaptive large-batch optimizer)
+
+    return Lamb(params, lr=lr)
+
+
+def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
+                     head_lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """Build the optimizer ``name`` over ``model``'s parameters."""
-    return OPTIMIZERS.create(name, params=param_groups(model, weight_decay), lr=lr)
+    return OPTIMIZERS.create(name, params=param_groups(model, weight_decay, lr, head_lr_scale), lr=lr)
 
 
 def list_optimizers() -> list[str]:

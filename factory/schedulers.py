@@ -1,7 +1,9 @@
 """Scheduler registry: ``create_scheduler(name, optimizer, ...)``, ``list_schedulers()``.
 
-Every schedule is defined per optimizer step (``scheduler.step()`` after each ``optimizer.step()``) as a
-multiplier of the optimizer's base learning rate, which is set to the peak ``lr_warmup_end``.
+Every schedule but ``plateau`` is defined per optimizer step (``scheduler.step()`` after each
+``optimizer.step()``) as a multiplier of each parameter group's base learning rate (the peak
+``lr_warmup_end``, times ``head_lr_scale`` for the head), so groups keep their ratio. ``plateau`` is stepped
+once per epoch with the validation score (:func:`steps_per_epoch_end`).
 """
 from __future__ import annotations
 
@@ -36,14 +38,46 @@ def _exponential(optimizer: torch.optim.Optimizer, steps_per_epoch: int, gamma: 
     return LambdaLR(optimizer, lambda step: gamma ** (step / max(1, steps_per_epoch)))
 
 
+@SCHEDULERS.register("step")
+def _step(optimizer: torch.optim.Optimizer, steps_per_epoch: int, step_epochs: int = 10, step_gamma: float = 0.1,
+          **_: Any) -> LambdaLR:
+    """lr_peak * step_gamma ** (epoch // step_epochs)."""
+    period = max(1, step_epochs * steps_per_epoch)
+    return LambdaLR(optimizer, lambda step: step_gamma ** (step // period))
+
+
+@SCHEDULERS.register("onecycle")
+def _onecycle(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, lr_start: float, lr_peak: float,
+              lr_end: float, **_: Any) -> torch.optim.lr_scheduler.OneCycleLR:
+    """torch's one-cycle: cosine up lr_start -> lr_peak over the warm-up, cosine down to lr_end."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 2),
+        pct_start=min(max(warmup_steps / max(total_steps, 1), 1e-3), 0.999), anneal_strategy="cos",
+        div_factor=lr_peak / max(lr_start, 1e-12), final_div_factor=max(lr_start, 1e-12) / max(lr_end, 1e-12))
+
+
+@SCHEDULERS.register("plateau")
+def _plateau(optimizer: torch.optim.Optimizer, plateau_patience: int = 2, plateau_factor: float = 0.5,
+             lr_end: float = 0.0, **_: Any) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """Multiply the learning rate by plateau_factor when the validation score has not improved for
+    plateau_patience epochs (never below lr_end)."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=plateau_factor,
+                                                      patience=plateau_patience, min_lr=lr_end)
+
+
+def steps_per_epoch_end(scheduler: Any) -> bool:
+    """True for schedules stepped once per epoch with the validation score instead of after every step."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
 @SCHEDULERS.register("none")
 def _constant(optimizer: torch.optim.Optimizer, **_: Any) -> LambdaLR:
     return LambdaLR(optimizer, lambda step: 1.0)
 
 
-def create_scheduler(name: str, optimizer: torch.optim.Optimizer, **kwargs: Any) -> LambdaLR:
+def create_scheduler(name: str, optimizer: torch.optim.Optimizer, **kwargs: Any) -> Any:
     """Build the schedule ``name`` (kwargs: total_steps, warmup_steps, steps_per_epoch, lr_start, lr_peak,
-    lr_end, gamma)."""
+    lr_end, gamma, step_epochs, step_gamma, plateau_patience, plateau_factor; each takes what it uses)."""
     return SCHEDULERS.create(name, optimizer=optimizer, **kwargs)
 
 

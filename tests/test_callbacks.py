@@ -6,22 +6,29 @@ import logging
 import pandas as pd
 import pytest
 
-from utils.callbacks import CSVLogger, ModelCheckpoint, NeptuneLogger
+from utils.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, NeptuneLogger
 from utils.checkpoints import load_checkpoint
 
 
 class FakeTrainer:
+    history: list = []
+    stop_training = False
+
     def checkpoint_payload(self, epoch, metrics):
         return {"epoch": epoch, "metrics": dict(metrics)}
 
 
 def feed(callback, scores):
     trainer = FakeTrainer()
+    trainer.history = []
     callback.on_train_start(trainer)
     for epoch, score in enumerate(scores, 1):
         callback.on_epoch_end(trainer, epoch, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1 - score,
                                                "val_score": score, "lr": 1e-3, "seconds": 1.0})
+        if trainer.stop_training:
+            return epoch
     callback.on_train_end(trainer)
+    return len(scores)
 
 
 def test_checkpoint_keeps_the_best_and_the_last(tmp_path):
@@ -68,3 +75,15 @@ def test_a_failing_neptune_turns_itself_off_and_the_run_goes_on(tmp_path, monkey
         feed(NeptuneLogger("ws/proj", "offline", tmp_path, {}), [0.5, 0.6])
     assert "Neptune logger off" in caplog.text
     assert caplog.text.count("Neptune logger off") == 1
+
+
+def test_top_k_keeps_the_k_best_epochs(tmp_path):
+    cb = ModelCheckpoint(tmp_path, monitor="val_score", top_k=2)
+    feed(cb, [0.5, 0.8, 0.6, 0.9, 0.7])
+    assert sorted(p.name for p in (tmp_path / "top").iterdir()) == ["epoch002.pt", "epoch004.pt"]
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 4
+
+
+def test_early_stopping_ends_training_after_patience_epochs_without_progress():
+    assert feed(EarlyStopping("val_score", patience=2), [0.5, 0.8, 0.7, 0.79, 0.95]) == 4
+    assert feed(EarlyStopping("val_loss", patience=3), [0.5, 0.6, 0.7, 0.8]) == 4  # loss keeps falling: no stop

@@ -36,6 +36,9 @@ class CSVLogger(Callback):
         self.path = Path(folder) / "metrics.csv"
         self.rows: list[dict[str, float]] = []
 
+    def on_train_start(self, trainer: "Trainer") -> None:
+        self.rows = list(trainer.history)  # a resumed run continues its curves (metrics.csv already has them)
+
     def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
         self.rows.append(metrics)
         new = not self.path.exists()
@@ -65,33 +68,82 @@ class CSVLogger(Callback):
         plt.close(fig)
 
 
-class ModelCheckpoint(Callback):
-    """``last.pt`` every epoch and ``best.pt`` when the monitored metric improves (atomic writes)."""
+def _better(value: float, best: Optional[float], mode: str) -> bool:
+    if math.isnan(value):
+        return False
+    return best is None or (value < best if mode == "min" else value > best)
 
-    def __init__(self, folder: str | Path, monitor: str = "val_score", verbose: bool = True):
+
+class ModelCheckpoint(Callback):
+    """``last.pt`` every epoch, ``best.pt`` when the monitored metric improves, and with ``top_k`` > 1 the k best
+    epochs as ``top/epoch<N>.pt`` (atomic writes; a resumed run continues from its history)."""
+
+    def __init__(self, folder: str | Path, monitor: str = "val_score", verbose: bool = True, top_k: int = 1):
         self.folder = Path(folder)
         self.monitor = monitor
         self.mode = "min" if monitor.endswith("loss") else "max"
-        self.verbose = verbose
+        self.verbose, self.top_k = verbose, top_k
         self.best: Optional[float] = None
         self.best_path = self.folder / "best.pt"
         self.last_path = self.folder / "last.pt"
+        self.top: list[tuple[float, int]] = []  # (value, epoch), best first
 
-    def _improved(self, value: float) -> bool:
-        if math.isnan(value):
-            return False
-        return self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+    def on_train_start(self, trainer: "Trainer") -> None:
+        for h in trainer.history:
+            if _better(h[self.monitor], self.best, self.mode):
+                self.best = h[self.monitor]
+        if self.top_k > 1:
+            self.top = self._rank([(h[self.monitor], int(h["epoch"])) for h in trainer.history
+                                   if (self.folder / "top" / f"epoch{int(h['epoch']):03d}.pt").is_file()])
+
+    def _rank(self, items: list[tuple[float, int]]) -> list[tuple[float, int]]:
+        items = [it for it in items if not math.isnan(it[0])]
+        return sorted(items, key=lambda it: it[0], reverse=self.mode == "max")
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
         payload = trainer.checkpoint_payload(epoch, metrics)
         save_checkpoint(self.last_path, payload)
         value = metrics[self.monitor]
-        if self._improved(value):
+        if _better(value, self.best, self.mode):
             self.best = value
             save_checkpoint(self.best_path, payload)
             if self.verbose:
                 log.info("checkpoint: new best %s = %.4f at epoch %d -> %s", self.monitor, value, epoch,
                          self.best_path)
+        if self.top_k > 1:
+            ranked = self._rank(self.top + [(value, epoch)])
+            if (value, epoch) in ranked[:self.top_k]:
+                save_checkpoint(self.folder / "top" / f"epoch{epoch:03d}.pt", payload)
+            for _, dropped in ranked[self.top_k:]:
+                (self.folder / "top" / f"epoch{dropped:03d}.pt").unlink(missing_ok=True)
+            self.top = ranked[:self.top_k]
+
+
+class EarlyStopping(Callback):
+    """Ends training when the monitored metric has not improved for ``patience`` epochs."""
+
+    def __init__(self, monitor: str = "val_score", patience: int = 5):
+        self.monitor, self.patience = monitor, patience
+        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.best: Optional[float] = None
+        self.waited = 0
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        for h in trainer.history:  # a resumed run counts the epochs it already waited
+            self._update(h[self.monitor])
+
+    def _update(self, value: float) -> None:
+        if _better(value, self.best, self.mode):
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        self._update(metrics[self.monitor])
+        if self.waited >= self.patience:
+            log.info("early stopping: %s has not improved for %d epochs (best %.4f)", self.monitor, self.waited,
+                     self.best if self.best is not None else float("nan"))
+            trainer.stop_training = True
 
 
 class NeptuneLogger(Callback):

@@ -69,6 +69,8 @@ class CallbacksConfig:
     model_checkpoint_type: str = opt("val_score", "Metric the checkpoint monitors (score: higher is better, "
                                      "loss: lower is better).", choices=("val_score", "val_loss"))
     model_checkpoint_verbose: bool = opt(True, "Log each time a new best checkpoint is written.")
+    checkpoint_top_k: int = opt(1, "Keep the k best checkpoints (best.pt is the best; others top-<rank>.pt).",
+                                minimum=1)
 
 
 @dataclass
@@ -90,25 +92,51 @@ class TrainerConfig:
     device: str = opt("auto", "Where to train: auto picks cuda when available.", choices=("auto", "cpu", "cuda"))
     channels_last: bool = opt(True, "channels_last memory format (faster for CNNs on CPU as well as GPU).")
     threads: int = opt(0, "torch intra-op threads; 0 = one per available core.", minimum=0)
+    amp: str = opt("auto", "Mixed precision (bf16 autocast where supported, else fp16 with a grad scaler): auto = on "
+                   "CUDA only.", choices=("auto", "true", "false"))
+    compile: bool = opt(False, "torch.compile the model (pays a compile time up front).")
+    grad_clip: float = opt(0.0, "Clip the gradient norm to this value (0 = off).", minimum=0.0)
+    accumulate_steps: int = opt(1, "Optimizer step every this many batches (gradient accumulation).", minimum=1)
+    early_stopping_patience: int = opt(0, "Stop when the monitored metric has not improved for this many epochs "
+                                       "(0 = never).", minimum=0)
+    resume: str = opt("", "Resume training: a checkpoint path (e.g. runs/<id>/checkpoints/last.pt), 'auto' = the "
+                      "newest last.pt under runs_dir, or empty for a fresh start.")
 
 
 @dataclass
 class AgentConfig:
     lr_decay: bool = opt(True, "Use a learning-rate scheduler.")
     lr_decay_type: str = opt("cosine", "Scheduler: cosine (linear warm-up from lr_start to lr_warmup_end, then "
-                             "cosine to lr_end) or exponential (lr_warmup_end * exp_gamma^epoch).",
-                             choices=("cosine", "exponential"))
+                             "cosine to lr_end), exponential (lr_warmup_end * exp_gamma^epoch), step "
+                             "(x step_gamma every step_epochs), onecycle, plateau (x plateau_factor after "
+                             "plateau_patience epochs without a better val_score).",
+                             choices=("cosine", "exponential", "step", "onecycle", "plateau"))
     lr_start: float = opt(1e-4, "Learning rate at the first step.", minimum=0.0)
     lr_warmup_end: float = opt(2e-3, "Peak learning rate, reached at the end of the warm-up.", minimum=0.0)
     lr_end: float = opt(1e-5, "Learning rate at the last step (cosine).", minimum=0.0)
     warmup_epochs: float = opt(1.0, "Warm-up length in epochs (cosine).", minimum=0.0)
     exp_gamma: float = opt(0.85, "Per-epoch decay factor (exponential).", minimum=0.0, maximum=1.0)
+    step_epochs: int = opt(10, "Epochs between learning-rate drops (step).", minimum=1)
+    step_gamma: float = opt(0.1, "Factor of each drop (step).", minimum=0.0, maximum=1.0)
+    plateau_patience: int = opt(2, "Epochs without improvement before a drop (plateau).", minimum=0)
+    plateau_factor: float = opt(0.5, "Factor of each drop (plateau).", minimum=0.0, maximum=1.0)
+    head_lr_scale: float = opt(1.0, "The classifier head's learning rate as a multiple of the backbone's.",
+                               minimum=0.0)
     lr_verbose: bool = opt(False, "Log the learning rate at each epoch end.")
     loss: str = opt("bce", "Loss function: a name of factory.list_losses().",
                     validator=lambda v: _registered(v, "losses"))
     optimizer: str = opt("adamw", "Optimizer: a name of factory.list_optimizers().",
                          validator=lambda v: _registered(v, "optimizers"))
     weight_decay: float = opt(1e-2, "Weight decay (not applied to norms and biases).", minimum=0.0)
+    label_smoothing: float = opt(0.0, "Label smoothing of the targets.", minimum=0.0, maximum=0.5)
+    focal_gamma: float = opt(2.0, "Focusing exponent of focal and bce_focal.", minimum=0.0)
+    focal_alpha: float = opt(0.25, "Positive-class weight of focal and bce_focal (-1 = none).", minimum=-1.0,
+                             maximum=1.0)
+    focal_weight: float = opt(1.0, "Weight of the focal term in bce_focal.", minimum=0.0)
+    asl_gamma_pos: float = opt(0.0, "Asymmetric loss: focusing exponent of positives.", minimum=0.0)
+    asl_gamma_neg: float = opt(4.0, "Asymmetric loss: focusing exponent of negatives.", minimum=0.0)
+    asl_clip: float = opt(0.05, "Asymmetric loss: probability shift that discards easy negatives.", minimum=0.0,
+                          maximum=1.0)
 
 
 @dataclass
@@ -145,6 +173,13 @@ class DataConfig:
                         choices=("repeat", "silence"))
     secondary_label_weight: float = opt(0.5, "Target value for secondary labels (0 = ignore them).",
                                         minimum=0.0, maximum=1.0)
+    secondary_labels: str = opt("weight", "weight = secondary labels get secondary_label_weight; mask = their "
+                                "entries are left out of the loss (present but unlocated in the recording).",
+                                choices=("weight", "mask"))
+    sampler: str = opt("random", "Training order: random (shuffle), or balanced (recordings drawn with weight "
+                       "count(class)^-0.5, as several BirdCLEF solutions did).", choices=("random", "balanced"))
+    max_recordings_per_class: int = opt(0, "Cap on training recordings per class, seeded (0 = none; the 2024 "
+                                        "3rd place used 500).", minimum=0)
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""The training loop: epochs with tqdm, validation with the competition metric, callbacks."""
+"""The training loop: epochs with tqdm, validation with the competition metric, callbacks, exact resume."""
 from __future__ import annotations
 
 import logging
+import random
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -12,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from factory.schedulers import steps_per_epoch_end
 from utils.callbacks import Callback
 from utils.metrics import ScoringError, competition_score
 
@@ -21,7 +24,7 @@ log = logging.getLogger(__name__)
 def validation_score(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> float:
     """Competition metric on validation windows; positives are the primary labels (target 1.0)."""
     ids = [str(i) for i in range(len(targets))]
-    solution = pd.DataFrame((targets >= 1.0).astype(np.int8), columns=list(labels)).assign(row_id=ids)
+    solution = pd.DataFrame((np.nan_to_num(targets) >= 1.0).astype(np.int8), columns=list(labels)).assign(row_id=ids)
     submission = pd.DataFrame(probs, columns=list(labels)).assign(row_id=ids)
     try:
         return competition_score(solution, submission, "row_id")
@@ -29,41 +32,102 @@ def validation_score(targets: np.ndarray, probs: np.ndarray, labels: Sequence[st
         return float("nan")
 
 
+@dataclass
+class TrainOptions:
+    """How the loop runs (from ``[trainer]`` and ``[agent]``)."""
+
+    channels_last: bool = True
+    amp: bool = False  # autocast: bf16 where the device supports it, else fp16 with a gradient scaler
+    compile: bool = False
+    grad_clip: float = 0.0
+    accumulate_steps: int = 1
+    activation: str = "sigmoid"  # "softmax" for a model trained with softmax cross-entropy
+    lr_verbose: bool = False
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) generator states as plain data (``weights_only`` loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+            "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
 class Trainer:
-    """Runs epochs of ``model`` on batches ``(x, y)``; ``augment`` is applied to training batches on the device."""
+    """Runs epochs of ``model`` on batches ``(x, y)``; ``augment`` is applied to training batches on the device.
+
+    A callback can end training early by setting ``trainer.stop_training = True``.
+    """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], device: torch.device,
-                 labels: Sequence[str], callbacks: Sequence[Callback] = (),
-                 augment: Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None, channels_last: bool = True,
-                 checkpoint_extra: Optional[dict[str, Any]] = None, lr_verbose: bool = False):
-        self.model = model.to(device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+                 scheduler: Optional[Any], device: torch.device, labels: Sequence[str],
+                 callbacks: Sequence[Callback] = (),
+                 augment: Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
+                 options: Optional[TrainOptions] = None, checkpoint_extra: Optional[dict[str, Any]] = None):
+        self.options = options or TrainOptions()
+        self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        self.model = model.to(device).to(memory_format=self.memory_format)
+        self.forward = torch.compile(self.model) if self.options.compile else self.model
         self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
         self.device, self.labels, self.callbacks = device, list(labels), list(callbacks)
-        self.augment, self.checkpoint_extra, self.lr_verbose = augment, checkpoint_extra or {}, lr_verbose
+        self.augment, self.checkpoint_extra = augment, checkpoint_extra or {}
+        self.amp_dtype = (torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.options.amp and self.amp_dtype == torch.float16)
         self.history: list[dict[str, float]] = []
         self.last_val: tuple[np.ndarray, np.ndarray] = (np.zeros((0, len(self.labels))),) * 2
+        self.stop_training = False
+        self.train_loader: Optional[DataLoader] = None
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.options.amp)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sigmoid (multi-label) or softmax (a model trained with ``ce``) probabilities."""
+        logits = logits.float()
+        return torch.softmax(logits, dim=1) if self.options.activation == "softmax" else torch.sigmoid(logits)
+
     def train_epoch(self, loader: DataLoader, epoch: int) -> float:
         """One pass over ``loader``; returns the mean training loss."""
         self.model.train()
-        total, count = 0.0, 0
+        total, count, acc = 0.0, 0, self.options.accumulate_steps
+        per_step = self.scheduler is not None and not steps_per_epoch_end(self.scheduler)
         bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=None)
-        for x, y in bar:
+        self.optimizer.zero_grad(set_to_none=True)
+        n_batches = len(loader)
+        for i, (x, y) in enumerate(bar):
             x, y = self._to_device(x), y.to(self.device)
             if self.augment is not None:
                 x, y = self.augment(x, y)
-            loss = self.loss_fn(self.model(x), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
+            with self._autocast():
+                loss = self.loss_fn(self.forward(x), y)
+            self.scaler.scale(loss / acc).backward()
+            if (i + 1) % acc == 0 or i + 1 == n_batches:
+                if self.options.grad_clip > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                if per_step:
+                    self.scheduler.step()
             total += loss.item() * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
@@ -71,23 +135,27 @@ class Trainer:
 
     @torch.inference_mode()
     def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
-        """(sigmoid probabilities, targets, mean loss) over ``loader``."""
+        """(probabilities, targets, mean loss) over ``loader``."""
         self.model.eval()
         probs, targets, total, count = [], [], 0.0, 0
         for x, y in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None):
-            logits = self.model(self._to_device(x))
+            with self._autocast():
+                logits = self.forward(self._to_device(x))
             y = y.to(self.device)
-            total += self.loss_fn(logits, y).item() * len(x)
+            total += self.loss_fn(logits.float(), y).item() * len(x)
             count += len(x)
-            probs.append(torch.sigmoid(logits).float().cpu().numpy())
+            probs.append(self.probabilities(logits).cpu().numpy())
             targets.append(y.cpu().numpy())
         return np.concatenate(probs), np.concatenate(targets), total / max(count, 1)
 
-    def fit(self, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int) -> list[dict[str, float]]:
-        """Train ``n_epochs`` epochs, validating after each; returns one metrics dict per epoch."""
+    def fit(self, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int, start_epoch: int = 1
+            ) -> list[dict[str, float]]:
+        """Train epochs ``start_epoch`` .. ``n_epochs``, validating after each; returns every epoch's metrics
+        (those restored by :meth:`resume` included)."""
+        self.train_loader = train_loader
         for cb in self.callbacks:
             cb.on_train_start(self)
-        for epoch in range(1, n_epochs + 1):
+        for epoch in range(start_epoch, n_epochs + 1):
             t0 = time.perf_counter()
             train_loss = self.train_epoch(train_loader, epoch)
             probs, targets, val_loss = self.predict(val_loader)
@@ -95,27 +163,56 @@ class Trainer:
             metrics = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
                        "val_score": round(validation_score(targets, probs, self.labels), 6),
                        "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
+            if self.scheduler is not None and steps_per_epoch_end(self.scheduler):
+                self.scheduler.step(metrics["val_score"] if metrics["val_score"] == metrics["val_score"] else 0.0)
             self.history.append(metrics)
             log.info("epoch %d/%d: train_loss %.4f  val_loss %.4f  val_score %.4f  (%.0f s)%s", epoch, n_epochs,
                      train_loss, val_loss, metrics["val_score"], metrics["seconds"],
-                     f"  lr {metrics['lr']:.2e}" if self.lr_verbose else "")
+                     "  lr " + ", ".join(f"{g.get('name', i)} {g['lr']:.2e}"
+                                         for i, g in enumerate(self.optimizer.param_groups))
+                     if self.options.lr_verbose else "")
             for cb in self.callbacks:
                 cb.on_epoch_end(self, epoch, metrics)
+            if self.stop_training:
+                log.info("training stopped after epoch %d", epoch)
+                break
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
 
     def checkpoint_payload(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-        """Plain-data checkpoint: weights, optimizer/scheduler state, epoch, metrics, RNG, plus the extras
-        (config, labels, normalisation statistics, front-end settings)."""
+        """Plain-data checkpoint: weights, optimizer/scheduler/scaler state, epoch, metrics and history, every
+        RNG state (and the training loader's shuffling generator), plus the extras (config, labels,
+        normalisation statistics, front-end settings)."""
+        generator = getattr(self.train_loader, "generator", None)
         return {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
             "epoch": epoch,
             "metrics": dict(metrics),
+            "history": [dict(h) for h in self.history],
             "labels": self.labels,
-            "rng": {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(
-                np.random.get_state()[1].astype(np.int64))},
+            "rng": rng_state(),
+            "loader_generator": generator.get_state() if generator is not None else None,
+            "activation": self.options.activation,
             **self.checkpoint_extra,
         }
+
+    def resume(self, payload: dict[str, Any], train_loader: DataLoader) -> int:
+        """Restore everything from a :meth:`checkpoint_payload`; returns the first epoch still to train."""
+        if list(payload["labels"]) != self.labels:
+            raise ValueError("the checkpoint was trained on other labels; resume needs the same data and fold")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload.get("scheduler") is not None:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.history = [dict(h) for h in payload.get("history", [])]
+        set_rng_state(payload["rng"])
+        generator = getattr(train_loader, "generator", None)
+        if generator is not None and payload.get("loader_generator") is not None:
+            generator.set_state(payload["loader_generator"])
+        return int(payload["epoch"]) + 1
