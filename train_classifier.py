@@ -138,7 +138,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     resume_from = resolve_resume(cfg.trainer.resume, Path(cfg.paths.runs_dir), run_dir)
     if resume_from is not None:
         start_epoch = trainer.resume(load_checkpoint(resume_from), train_loader)
-        adopt_run_files(resume_from.parent.parent, run_dir)
+        adopt_best_checkpoint(resume_from, start_epoch - 1, run_dir)
         log.info("resumed from %s: epochs %d..%d still to train", resume_from, start_epoch, n_epochs)
     history = trainer.fit(train_loader, val_loader, n_epochs, start_epoch)
     probs, targets = trainer.last_val
@@ -171,19 +171,18 @@ def resolve_resume(resume: str, runs_dir: Path, run_dir: Path) -> Optional[Path]
     return found[-1]
 
 
-def adopt_run_files(old_run: Path, run_dir: Path) -> None:
-    """A resumed run continues the old one's metrics.csv and keeps its best checkpoints."""
+def adopt_best_checkpoint(resume_from: Path, epoch: int, run_dir: Path) -> None:
+    """A resumed run keeps the old run's ``best.pt`` when it comes from an epoch up to the one resumed from
+    (its history, restored from the checkpoint, says which epoch was best so far)."""
     import shutil  # noqa: PLC0415
 
-    if (old_run / "metrics.csv").is_file() and not (run_dir / "metrics.csv").exists():
-        shutil.copy2(old_run / "metrics.csv", run_dir / "metrics.csv")
-    for name in ("best.pt",):
-        src = old_run / "checkpoints" / name
-        if src.is_file():
-            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, run_dir / "checkpoints" / name)
-    if (old_run / "checkpoints" / "top").is_dir():
-        shutil.copytree(old_run / "checkpoints" / "top", run_dir / "checkpoints" / "top", dirs_exist_ok=True)
+    from utils.checkpoints import load_checkpoint  # noqa: PLC0415
+
+    folder = next((p for p in resume_from.parents if p.name == "checkpoints"), None)
+    best = folder / "best.pt" if folder is not None else None
+    if best is not None and best.is_file() and load_checkpoint(best)["epoch"] <= epoch:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(best, run_dir / "checkpoints" / "best.pt")
 
 
 def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, run_dir: Path) -> dict[str, Any]:

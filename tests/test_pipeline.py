@@ -98,3 +98,19 @@ def test_empty_test_folder_gives_a_dry_run_on_unlabeled_soundscapes(run, tmp_pat
     stems = {r.rsplit("_", 1)[0] for r in sub["row_id"]}
     assert stems == {p.stem for p in (data / "unlabeled_soundscapes").glob("*.ogg")}
     assert "soundscape_score" not in summary
+
+
+def test_a_run_resumed_after_epoch_1_ends_with_the_weights_of_the_uninterrupted_run(run, tmp_path):
+    base = run["args"] + [f"--set=paths.runs_dir={tmp_path / 'runs'}", "--set=testing.testing_epochs=2",
+                          "--set=callbacks.checkpoint_top_k=2", "--stage", "train"]
+    assert train_classifier.main(base) == 0
+    (full,) = list((tmp_path / "runs").iterdir())
+    after_epoch_1 = full / "checkpoints" / "top" / "epoch001.pt"  # the state a run stopped after epoch 1 left
+    assert train_classifier.main(base + [f"--set=trainer.resume={after_epoch_1}"]) == 0
+    (resumed,) = [p for p in (tmp_path / "runs").iterdir() if p != full]
+    a, b = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (full, resumed))
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["model"].items():
+        assert (value.float() - b["model"][key].float()).abs().max() <= 1e-6, key
+    assert a["metrics"]["val_score"] == b["metrics"]["val_score"]
+    assert len(pd.read_csv(resumed / "metrics.csv")) == 2  # the history continues

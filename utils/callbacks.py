@@ -37,7 +37,9 @@ class CSVLogger(Callback):
         self.rows: list[dict[str, float]] = []
 
     def on_train_start(self, trainer: "Trainer") -> None:
-        self.rows = list(trainer.history)  # a resumed run continues its curves (metrics.csv already has them)
+        self.rows = []
+        for metrics in trainer.history:  # a resumed run starts with the epochs it already trained
+            self.on_epoch_end(trainer, int(metrics["epoch"]), metrics)
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
         self.rows.append(metrics)
