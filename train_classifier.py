@@ -96,9 +96,10 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
     model_name = cfg.testing.testing_model if cfg.testing.testing else cfg.model.type
     n_epochs = cfg.testing.testing_epochs if cfg.testing.testing else cfg.trainer.n_epochs
-    model = create_model(model_name, num_classes=len(labels), in_chans=1, transfer_learning=cfg.model.transfer_learning,
+    model_kwargs = {"head": cfg.model.head, "in_chans": cfg.model.in_chans}
+    model = create_model(model_name, num_classes=len(labels), transfer_learning=cfg.model.transfer_learning,
                          pretrained_path=cfg.model.pretrained_path, drop_rate=cfg.model.drop_rate,
-                         drop_path_rate=cfg.model.drop_path_rate)
+                         drop_path_rate=cfg.model.drop_path_rate, **model_kwargs)
     agent = cfg.agent
     optimizer = create_optimizer(agent.optimizer, model, lr=agent.lr_warmup_end, weight_decay=agent.weight_decay,
                                  head_lr_scale=agent.head_lr_scale)
@@ -113,7 +114,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     loss = create_loss(agent.loss, label_smoothing=agent.label_smoothing, focal_gamma=agent.focal_gamma,
                        focal_alpha=agent.focal_alpha, focal_weight=agent.focal_weight,
                        asl_gamma_pos=agent.asl_gamma_pos, asl_gamma_neg=agent.asl_gamma_neg, asl_clip=agent.asl_clip)
-    extra = {"config": cfg.to_dict(), "model_name": model_name, "data_process": cfg.to_dict()["data_process"],
+    extra = {"config": cfg.to_dict(), "model_name": model_name, "model_kwargs": model_kwargs,
+             "data_process": cfg.to_dict()["data_process"],
              "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode,
              "standardizer": standardizer.to_dict()}
     monitor = cfg.callbacks.model_checkpoint_type

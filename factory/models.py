@@ -15,6 +15,8 @@ from typing import Optional
 from urllib.parse import urlparse
 
 import timm
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -72,14 +74,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 1, transfer_learning: str = "false",
-                 pretrained_path: str = "", drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
-    """A timm model ``name`` with ``in_chans`` inputs and a ``num_classes`` head.
-
-    ``transfer_learning``: ``"true"`` (fail fast without weights), ``"auto"`` (warn and go on), ``"false"``.
-    The ImageNet stem is adapted to ``in_chans`` and the classifier replaced, by timm's own loader.
-    """
-    kwargs = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+def _timm_model(name: str, transfer_learning: str, pretrained_path: str, **kwargs) -> nn.Module:
+    """``timm.create_model(name, **kwargs)`` with pretrained weights found as the module docstring says."""
     if transfer_learning == "false" and not pretrained_path:
         return timm.create_model(name, pretrained=False, **kwargs)
     if pretrained_path:
@@ -102,3 +98,88 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, transfer_learni
         raise PretrainedWeightsError(message)
     log.warning("!! %s -- training starts from RANDOM weights (transfer_learning = auto)", message)
     return timm.create_model(name, pretrained=False, **kwargs)
+
+
+class RepeatChannels(nn.Module):
+    """Feeds a 1-channel mel to a model built for ``channels`` inputs by repeating it (``in_chans = 3``)."""
+
+    def __init__(self, model: nn.Module, channels: int):
+        super().__init__()
+        self.model, self.channels = model, channels
+
+    def get_classifier(self) -> nn.Module:
+        return self.model.head_module() if hasattr(self.model, "head_module") else self.model.get_classifier()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.expand(-1, self.channels, -1, -1))
+
+
+class AttentionPool(nn.Module):
+    """Frame-wise logits and attention pooling over time (the head of PANNs and of the BirdCLEF SED models)."""
+
+    def __init__(self, channels: int, num_classes: int, drop_rate: float):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(channels, channels), nn.ReLU(), nn.Dropout(drop_rate))
+        self.att = nn.Conv1d(channels, num_classes, 1)
+        self.cla = nn.Conv1d(channels, num_classes, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, T) -> (clip logits (B, classes), frame logits (B, classes, T))."""
+        x = F.max_pool1d(features, 3, 1, 1) + F.avg_pool1d(features, 3, 1, 1)  # smooth over neighbouring frames
+        x = self.fc(x.transpose(1, 2)).transpose(1, 2)
+        weights = torch.softmax(torch.tanh(self.att(x)), dim=-1)
+        frames = self.cla(x)
+        return (weights * frames).sum(dim=-1), frames
+
+
+class SEDModel(nn.Module):
+    """Sound event detection: any timm CNN trunk, frequency pooled away, an :class:`AttentionPool` over time.
+    ``forward`` gives clip logits (so it trains and predicts like any classifier); ``forward_frames`` the
+    frame-wise logits (B, classes, frames / stride) for event-level outputs."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float):
+        super().__init__()
+        self.backbone = backbone
+        self.head = AttentionPool(backbone.num_features, num_classes, drop_rate)
+
+    def head_module(self) -> nn.Module:
+        return self.head
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.forward_features(x)  # (B, C, F', T')
+        return features.mean(dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._pooled(x))[0]
+
+    def forward_frames(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._pooled(x))[1]
+
+
+def create_model(name: str, num_classes: int, in_chans: int = 1, transfer_learning: str = "false",
+                 pretrained_path: str = "", drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 head: str = "linear") -> nn.Module:
+    """A timm model ``name`` with a ``num_classes`` head: ``linear`` (timm's own classifier, replaced) or
+    ``sed`` (:class:`SEDModel`), taking a 1-channel mel (``in_chans = 3`` repeats it for a 3-channel stem).
+
+    ``transfer_learning``: ``"true"`` (fail fast without weights), ``"auto"`` (warn and go on), ``"false"``.
+    The ImageNet stem is adapted to ``in_chans`` and the classifier replaced, by timm's own loader.
+    """
+    if head not in ("linear", "sed"):
+        raise ValueError(f"unknown head {head!r}; available: linear, sed")
+    if head == "sed":
+        backbone = _timm_model(name, transfer_learning, pretrained_path, num_classes=0, global_pool="",
+                               in_chans=in_chans, drop_path_rate=drop_path_rate)
+        model: nn.Module = SEDModel(backbone, num_classes, drop_rate)
+    else:
+        model = _timm_model(name, transfer_learning, pretrained_path, num_classes=num_classes, in_chans=in_chans,
+                            drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    return RepeatChannels(model, in_chans) if in_chans > 1 else model
+
+
+def list_models(pattern: str = "") -> list[str]:
+    """Model names ``create_model`` accepts: every timm model (optionally filtered by a glob pattern)."""
+    return timm.list_models(pattern or "*")

@@ -45,14 +45,16 @@ class SoundscapePredictor:
         self.frames = self.frontend.frames_for(self.window_s)
         self.device, self.batch_size = torch.device(device), batch_size
         self.labels: list[str] = []
-        self.models: list[tuple[torch.nn.Module, np.ndarray]] = []
+        self.models: list[tuple[torch.nn.Module, np.ndarray, str]] = []
         for payload in payloads:
             self.labels.extend(label for label in payload["labels"] if label not in self.labels)
         for payload in payloads:
-            model = create_model(payload["model_name"], num_classes=len(payload["labels"]), in_chans=1)
+            model = create_model(payload["model_name"], num_classes=len(payload["labels"]),
+                                 **payload.get("model_kwargs", {}))
             model.load_state_dict(payload["model"])
             model = model.to(self.device, memory_format=torch.channels_last).eval()
-            self.models.append((model, np.array([self.labels.index(lbl) for lbl in payload["labels"]])))
+            self.models.append((model, np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
+                                payload.get("activation", "sigmoid")))
 
     def windows(self, path: str | Path) -> np.ndarray:
         """(n_windows, 1, n_mels, frames) float32 for a soundscape; the last partial window is padded."""
@@ -68,14 +70,16 @@ class SoundscapePredictor:
 
     @torch.inference_mode()
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
-        """Mean sigmoid probability over the ensemble, (n_windows, len(self.labels))."""
+        """Mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a model
+        trained with softmax cross-entropy), (n_windows, len(self.labels))."""
         total = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
         counts = np.zeros(len(self.labels), dtype=np.float32)
-        for model, columns in self.models:
+        for model, columns, activation in self.models:
             for i in range(0, len(windows), self.batch_size):
                 x = torch.from_numpy(windows[i:i + self.batch_size]).to(self.device)
-                x = x.contiguous(memory_format=torch.channels_last)
-                total[i:i + len(x), columns] += torch.sigmoid(model(x)).float().cpu().numpy()
+                logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+                probs = torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
+                total[i:i + len(x), columns] += probs.cpu().numpy()
             counts[columns] += 1
         return total / np.maximum(counts, 1)
 

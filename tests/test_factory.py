@@ -21,10 +21,16 @@ def test_any_timm_model_with_one_input_channel_and_a_new_head():
         assert model(torch.randn(2, 1, 64, 160)).shape == (2, 7)
 
 
+def imagenet_state(name: str) -> dict:
+    """What a downloaded ImageNet checkpoint holds (3-channel stem, 1000-class head), made here offline."""
+    import timm
+
+    return {k: v.clone() for k, v in timm.create_model(name, num_classes=1000).state_dict().items()}
+
+
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_pretrained_weights_from_a_local_file_adapt_stem_and_replace_head(tmp_path, suffix):
-    imagenet = create_model(NAME, num_classes=1000, in_chans=3)
-    state = {k: v.clone() for k, v in imagenet.state_dict().items()}
+    state = imagenet_state(NAME)
     path = tmp_path / f"weights{suffix}"
     if suffix == ".pth":
         torch.save(state, path)
@@ -96,3 +102,26 @@ def test_cosine_warms_up_linearly_then_decays_to_lr_end():
 def test_exponential_decays_by_gamma_per_epoch():
     seq = lrs("exponential", 30, steps_per_epoch=10, gamma=0.5, lr_peak=1e-3, warmup_steps=0, lr_start=0, lr_end=0)
     assert seq[0] == pytest.approx(1e-3) and seq[10] == pytest.approx(5e-4) and seq[20] == pytest.approx(2.5e-4)
+
+
+def test_sed_head_gives_clip_and_frame_logits_on_a_pretrained_trunk(tmp_path):
+    state = imagenet_state(NAME)
+    torch.save(state, tmp_path / "w.pth")
+    model = create_model(NAME, num_classes=4, head="sed", transfer_learning="true",
+                         pretrained_path=str(tmp_path / "w.pth")).eval()
+    x = torch.randn(2, 1, 128, 320)
+    clip, frames = model(x), model.forward_frames(x)
+    assert clip.shape == (2, 4) and frames.shape[:2] == (2, 4) and frames.shape[2] == 320 // 32
+    torch.testing.assert_close(model.backbone.state_dict()["conv_stem.weight"],
+                               state["conv_stem.weight"].sum(dim=1, keepdim=True))
+    assert {id(p) for p in model.get_classifier().parameters()} == {id(p) for p in model.head.parameters()}
+
+
+def test_three_input_channels_repeat_the_mel_and_keep_the_rgb_stem(tmp_path):
+    state = imagenet_state(NAME)
+    torch.save(state, tmp_path / "w.pth")
+    model = create_model(NAME, num_classes=4, in_chans=3, transfer_learning="true",
+                         pretrained_path=str(tmp_path / "w.pth")).eval()
+    torch.testing.assert_close(model.model.state_dict()["conv_stem.weight"], state["conv_stem.weight"])
+    x = torch.randn(2, 1, 64, 96)
+    torch.testing.assert_close(model(x), model.model(x.repeat(1, 3, 1, 1)))

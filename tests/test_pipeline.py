@@ -114,3 +114,19 @@ def test_a_run_resumed_after_epoch_1_ends_with_the_weights_of_the_uninterrupted_
         assert (value.float() - b["model"][key].float()).abs().max() <= 1e-6, key
     assert a["metrics"]["val_score"] == b["metrics"]["val_score"]
     assert len(pd.read_csv(resumed / "metrics.csv")) == 2  # the history continues
+
+
+def test_a_winning_recipe_is_a_config_change(run, tmp_path):
+    recipe = ["model.head=sed", "agent.loss=ce", "agent.lr_decay_type=onecycle", "agent.optimizer=radam",
+              "agent.head_lr_scale=5", "agent.label_smoothing=0.05", "data.sampler=balanced",
+              "data.secondary_labels=mask", "data.max_recordings_per_class=3", "trainer.accumulate_steps=2",
+              "trainer.grad_clip=2.0", "trainer.early_stopping_patience=1", "callbacks.checkpoint_top_k=2",
+              "testing.testing_epochs=2", f"paths.runs_dir={tmp_path / 'runs'}"]
+    assert train_classifier.main(run["args"] + ["--set=" + r for r in recipe]) == 0
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    ckpt = load_checkpoint(summary["checkpoint"])
+    assert ckpt["model_kwargs"] == {"head": "sed", "in_chans": 1} and ckpt["activation"] == "softmax"
+    assert summary["n_train"] <= 3 * len(ckpt["labels"])
+    sub = pd.read_csv(summary["submission"])
+    assert np.allclose(sub.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-3) or sub.shape[1] - 1 > len(ckpt["labels"])

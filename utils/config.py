@@ -151,6 +151,10 @@ class ModelConfig:
                                "run offline); empty = timm/HF cache.")
     drop_rate: float = opt(0.2, "Dropout before the classifier.", minimum=0.0, maximum=1.0)
     drop_path_rate: float = opt(0.1, "Stochastic depth rate.", minimum=0.0, maximum=1.0)
+    head: str = opt("linear", "Classifier head: linear (timm's, on pooled features) or sed (frame-wise logits "
+                    "with attention pooling over time, as the BirdCLEF SED solutions).", choices=("linear", "sed"))
+    in_chans: int = opt(1, "Input channels of the network: 1 (the stem adapted to the mel), or 3 (the mel "
+                        "repeated, keeping an RGB-pretrained stem as it is).", choices=(1, 3))
 
 
 @dataclass
@@ -296,7 +300,7 @@ def _convert(section: str, key: str, raw: str, f: dataclasses.Field) -> Any:
         if meta.get("choices") and value not in meta["choices"] and value.lower() in meta["choices"]:
             value = value.lower()  # transfer_learning = True works like true
     if meta.get("choices") and value not in meta["choices"]:
-        raise fail(f"not an allowed value; allowed: {', '.join(meta['choices'])}")
+        raise fail(f"not an allowed value; allowed: {', '.join(str(c) for c in meta['choices'])}")
     if meta.get("min") is not None and value < meta["min"]:
         raise fail(f"must be >= {meta['min']}")
     if meta.get("max") is not None and value > meta["max"]:
@@ -398,7 +402,7 @@ def to_ini(cfg: Config) -> str:
         for f in fields(cls):
             lines.append(f"# {f.metadata['help']}")
             if f.metadata.get("choices"):
-                lines.append(f"# choices: {', '.join(f.metadata['choices'])}")
+                lines.append(f"# choices: {', '.join(str(c) for c in f.metadata['choices'])}")
             lines.append(f"{f.name} = {_format_value(getattr(obj, f.name))}")
         lines.append("")
     return "\n".join(lines)
