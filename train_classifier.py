@@ -57,15 +57,27 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
         recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
     cache = build_cache(recordings, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers,
-                        prune_under=None if cfg.testing.testing else data_dir)  # a testing subset prunes nothing
-    return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged}
+                        prune_under=None if cfg.testing.testing else data_dir / "train_audio")  # a subset prunes nothing
+    background = None
+    aug = cfg.augmentation
+    if aug.data_augmentation and aug.augment_background:
+        files = sorted(str(p) for p in (data_dir / "unlabeled_soundscapes").glob("*.ogg"))
+        if not files:
+            log.warning("augment_background: no unlabeled_soundscapes/*.ogg in %s, no background mixing", data_dir)
+        else:
+            picked = np.random.default_rng(cfg.trainer.seed).permutation(len(files))[:aug.background_files]
+            table = pd.DataFrame({"path": [files[i] for i in sorted(picked)]})
+            background = build_cache(table, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers).table
+            log.info("background mixing: %d unlabeled soundscapes", len(background))
+    return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged, "background": background}
 
 
 def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Split, build datasets/model/optimizer, train; returns the training results."""
     import torch  # noqa: PLC0415
 
-    from dataloader.augment import BatchAugment  # noqa: PLC0415
+    from dataloader.augment import BackgroundBank, BatchAugment  # noqa: PLC0415
+    from dataloader.dataset import MelWindowDataset  # noqa: PLC0415
     from dataloader.loaders import make_loaders  # noqa: PLC0415
     from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
     from dataloader.splits import cap_per_class, filter_rare_classes, train_val_split  # noqa: PLC0415
@@ -87,7 +99,13 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
     standardizer = fit_standardizer(train_df, cfg.data_process, cache.folder)  # training recordings only
     device = torch.device(_device(cfg))
-    augment = BatchAugment(cfg.augmentation, standardizer.units_per_db())
+    bank = None
+    if data.get("background") is not None and len(data["background"]):
+        bg = data["background"]
+        bank = BackgroundBank(MelWindowDataset(bg["entry"], np.zeros((len(bg), 0), np.float32), frames, "random",
+                                               cfg.data.pad_mode, standardizer,
+                                               list(zip(bg["clip_mean"], bg["clip_std"]))))
+    augment = BatchAugment(cfg.augmentation, standardizer.units_per_db(), background=bank)
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
     train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames, standardizer,
                                             augment=augment if in_workers else None)

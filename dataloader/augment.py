@@ -1,8 +1,8 @@
-"""Batch-level augmentation on the device, vectorised: random gain, overlay mixing (union of labels),
-Gaussian noise, SpecAugment masks."""
+"""Batch-level augmentation on the device, vectorised: random gain, overlay mixing (union of labels), CutMix
+along time (labels by share), background soundscapes overlaid, Gaussian noise, SpecAugment masks."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -12,17 +12,56 @@ from torch.utils.data import default_collate
 class BatchAugment:
     """Applies the ``[augmentation]`` section to a training batch ``x (B, 1, n_mels, frames)``, ``y (B, classes)``."""
 
-    def __init__(self, aug: Any, units_per_db: Optional[np.ndarray] = None):
+    def __init__(self, aug: Any, units_per_db: Optional[np.ndarray] = None,
+                 background: Optional[Callable[[int], torch.Tensor]] = None):
         """``units_per_db`` (n_mels,): how far one dB moves each mel bin after standardisation
-        (1 / std for per_frequency, zeros for per_clip, which is level-invariant); None disables gain."""
+        (1 / std for per_frequency, zeros for per_clip, which is level-invariant); None disables gain.
+        ``background(n)``: n standardised background windows (1, n_mels, frames), e.g. from unlabeled
+        soundscapes (:class:`BackgroundBank`)."""
         self.aug = aug
         self.units_per_db = None if units_per_db is None else torch.as_tensor(units_per_db, dtype=torch.float32)
+        self.background = background
 
     @property
     def enabled(self) -> bool:
         a = self.aug
         return bool(a.data_augmentation and (a.augment_add_noise or a.augment_spec_augment or a.augment_mixup
-                                             or a.augment_gain))
+                                             or a.augment_gain or a.augment_cutmix
+                                             or (a.augment_background and self.background is not None)))
+
+    def _chosen(self, b: int, prob: float, device: torch.device) -> torch.Tensor:
+        return (torch.rand(b, device=device) < prob).nonzero().squeeze(1)
+
+    def cutmix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a ``cutmix_prob`` share of the batch, a random time span (up to ``cutmix_max_fraction`` of the
+        window) comes from a shuffled partner; targets mix by the share of time each contributes."""
+        b, frames = x.shape[0], x.shape[3]
+        chosen = self._chosen(b, self.aug.cutmix_prob, x.device)
+        if b < 2 or chosen.numel() == 0:
+            return x, y
+        partner = torch.randperm(b, device=x.device)[chosen]
+        width = (torch.rand(chosen.numel(), device=x.device) * self.aug.cutmix_max_fraction * frames).long()
+        start = (torch.rand(chosen.numel(), device=x.device) * (frames - width + 1)).long()
+        pos = torch.arange(frames, device=x.device).view(1, -1)
+        span = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (n, frames)
+        x[chosen] = torch.where(span.view(-1, 1, 1, frames), x[partner], x[chosen])
+        share = (width.float() / frames).view(-1, 1)
+        y = y.clone()
+        y[chosen] = (1 - share) * torch.nan_to_num(y[chosen]) + share * torch.nan_to_num(y[partner])
+        return x, y
+
+    def overlay_background(self, x: torch.Tensor) -> torch.Tensor:
+        """For a ``background_prob`` share of the batch, overlay (element-wise max, i.e. the sounds added) a
+        background window attenuated by 0..``background_gain_db`` dB; targets are unchanged."""
+        chosen = self._chosen(x.shape[0], self.aug.background_prob, x.device)
+        if chosen.numel() == 0 or self.background is None:
+            return x
+        bg = self.background(chosen.numel()).to(x.device, dtype=x.dtype)
+        if self.units_per_db is not None and self.aug.background_gain_db > 0:
+            db = -torch.rand(chosen.numel(), 1, 1, 1, device=x.device) * self.aug.background_gain_db
+            bg = bg + db * self.units_per_db.to(x.device).view(1, 1, -1, 1)
+        x[chosen] = torch.maximum(x[chosen], bg)
+        return x
 
     def gain(self, x: torch.Tensor) -> torch.Tensor:
         """Random level change of ±``gain_db`` per example (in place): the absolute-dB front end keeps recording
@@ -76,6 +115,10 @@ class BatchAugment:
             x = self.gain(x)
         if self.aug.augment_mixup and self.aug.mixup_prob > 0:
             x, y = self.mixup(x, y)
+        if self.aug.augment_cutmix and self.aug.cutmix_prob > 0:
+            x, y = self.cutmix(x, y)
+        if self.aug.augment_background and self.aug.background_prob > 0:
+            x = self.overlay_background(x)
         if self.aug.augment_add_noise and self.aug.noise_std > 0:
             x = x.add_(torch.randn_like(x), alpha=self.aug.noise_std)
         if self.aug.augment_spec_augment and self.aug.n_masks > 0:
@@ -93,3 +136,15 @@ class AugmentingCollate:
     def __call__(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = default_collate(items)
         return self.augment(x, y)
+
+
+class BackgroundBank:
+    """``bank(n)``: n random standardised windows (n, 1, n_mels, frames) from a dataset of background recordings
+    (e.g. a :class:`dataloader.dataset.MelWindowDataset` over cached unlabeled soundscapes)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __call__(self, n: int) -> torch.Tensor:
+        idx = torch.randint(0, len(self.dataset), (n,))
+        return torch.stack([self.dataset[int(i)][0] for i in idx])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from dataloader.augment import BatchAugment
@@ -113,3 +114,36 @@ def test_cpu_training_augments_batches_in_the_loader_workers(tmp_path):
     x1, y1 = next(iter(noisy))
     assert x1.shape == x0.shape and torch.equal(y0, y1)
     assert 0.3 < (x1 - x0).std() < 0.7  # the workers added the configured noise
+
+
+def test_cutmix_takes_a_time_span_from_a_partner_and_mixes_labels_by_its_share():
+    torch.manual_seed(0)
+    cfg = AugmentationConfig(augment_gain=False, augment_add_noise=False, augment_spec_augment=False,
+                             augment_mixup=False, augment_cutmix=True, cutmix_prob=1.0, cutmix_max_fraction=0.5)
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, 3, 100).clone()
+    y = torch.eye(4)
+    out, my = BatchAugment(cfg)(x.clone(), y.clone())
+    for i in range(4):
+        values = out[i, 0, 0].unique().tolist()
+        assert float(i) in values and len(values) <= 2  # own content plus at most one partner's span
+        share = (out[i, 0, 0] != i).float().mean().item()
+        assert share <= 0.5 and my[i, i] == pytest.approx(1 - share, abs=1e-6)
+        assert my[i].sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_background_windows_are_overlaid_without_changing_targets():
+    from dataloader.augment import BackgroundBank
+
+    cfg = AugmentationConfig(augment_gain=False, augment_add_noise=False, augment_spec_augment=False,
+                             augment_mixup=False, augment_background=True, background_prob=1.0, background_gain_db=0)
+
+    class Loud:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return torch.full((1, 4, 10), 5.0), torch.zeros(0)
+
+    x, y = torch.zeros(6, 1, 4, 10), torch.eye(6)[:, :2]
+    out, my = BatchAugment(cfg, np.ones(4, np.float32), background=BackgroundBank(Loud()))(x, y.clone())
+    assert torch.equal(out, torch.full_like(out, 5.0)) and torch.equal(my, y)

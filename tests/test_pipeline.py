@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -121,10 +122,12 @@ def test_a_winning_recipe_is_a_config_change(run, tmp_path):
               "agent.head_lr_scale=5", "agent.label_smoothing=0.05", "data.sampler=balanced",
               "data.secondary_labels=mask", "data.max_recordings_per_class=3", "trainer.accumulate_steps=2",
               "trainer.grad_clip=2.0", "trainer.early_stopping_patience=1", "callbacks.checkpoint_top_k=2",
-              "testing.testing_epochs=2", f"paths.runs_dir={tmp_path / 'runs'}"]
+              "testing.testing_epochs=2", "augmentation.augment_cutmix=true", "augmentation.augment_background=true",
+              "augmentation.background_files=2", f"paths.runs_dir={tmp_path / 'runs'}"]
     assert train_classifier.main(run["args"] + ["--set=" + r for r in recipe]) == 0
     (run_dir,) = list((tmp_path / "runs").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert re.search(r"background mixing: [12] unlabeled soundscapes", (run_dir / "train.log").read_text())
     ckpt = load_checkpoint(summary["checkpoint"])
     assert ckpt["model_kwargs"] == {"head": "sed", "in_chans": 1} and ckpt["activation"] == "softmax"
     assert summary["n_train"] <= 3 * len(ckpt["labels"])

@@ -220,6 +220,17 @@ class AugmentationConfig:
                               "i.e. the two sounds added); targets become the union, as species overlap in "
                               "soundscapes.")
     mixup_prob: float = opt(0.5, "Share of the batch that gets a partner overlaid.", minimum=0.0, maximum=1.0)
+    augment_cutmix: bool = opt(False, "CutMix along time: a span of a partner's window replaces the same span; "
+                               "targets mix by time share.")
+    cutmix_prob: float = opt(0.5, "Share of the batch that gets a CutMix span.", minimum=0.0, maximum=1.0)
+    cutmix_max_fraction: float = opt(0.5, "Longest CutMix span, as a share of the window.", minimum=0.0,
+                                     maximum=1.0)
+    augment_background: bool = opt(False, "Overlay windows of unlabeled soundscapes (the recording conditions "
+                                   "of the test set) on training windows; targets unchanged.")
+    background_prob: float = opt(0.5, "Share of the batch that gets a background.", minimum=0.0, maximum=1.0)
+    background_gain_db: float = opt(10.0, "The background is attenuated by a random 0..this many dB.",
+                                    minimum=0.0)
+    background_files: int = opt(200, "Unlabeled soundscapes (a seeded sample) cached as backgrounds.", minimum=1)
 
 
 SECTIONS: dict[str, type] = {
