@@ -85,7 +85,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from factory.models import create_model  # noqa: PLC0415
     from factory.optimizers import create_optimizer  # noqa: PLC0415
     from factory.schedulers import create_scheduler  # noqa: PLC0415
-    from utils.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, NeptuneLogger  # noqa: PLC0415
+    from utils.callbacks import CSVLogger, EarlyStopping, MLflowLogger, ModelCheckpoint, NeptuneLogger  # noqa: PLC0415
     from utils.checkpoints import load_checkpoint  # noqa: PLC0415
     from utils.trainer import Trainer, TrainOptions  # noqa: PLC0415
 
@@ -144,6 +144,9 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         callbacks.append(checkpoint)
     if cfg.trainer.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor, cfg.trainer.early_stopping_patience))
+    if cfg.callbacks.mlflow_logger:
+        callbacks.append(MLflowLogger(cfg.callbacks.mlflow_tracking_uri, cfg.callbacks.mlflow_experiment, run_dir,
+                                      cfg.to_dict(), name=run_dir.name))
     if cfg.callbacks.neptune_logger:
         callbacks.append(NeptuneLogger(cfg.callbacks.neptune_project, cfg.callbacks.neptune_mode, run_dir,
                                        cfg.to_dict(), name=run_dir.name))

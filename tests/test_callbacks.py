@@ -6,7 +6,7 @@ import logging
 import pandas as pd
 import pytest
 
-from utils.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, NeptuneLogger
+from utils.callbacks import CSVLogger, EarlyStopping, MLflowLogger, ModelCheckpoint, NeptuneLogger
 from utils.checkpoints import load_checkpoint
 
 
@@ -87,3 +87,27 @@ def test_top_k_keeps_the_k_best_epochs(tmp_path):
 def test_early_stopping_ends_training_after_patience_epochs_without_progress():
     assert feed(EarlyStopping("val_score", patience=2), [0.5, 0.8, 0.7, 0.79, 0.95]) == 4
     assert feed(EarlyStopping("val_loss", patience=3), [0.5, 0.6, 0.7, 0.8]) == 4  # loss keeps falling: no stop
+
+
+def test_mlflow_logs_params_metrics_and_curves_to_a_local_store(tmp_path, caplog):
+    mlflow = pytest.importorskip("mlflow")
+    run_folder = tmp_path / "runs" / "r1"
+    run_folder.mkdir(parents=True)
+    logger = MLflowLogger("", "birdclef-test", run_folder, {"trainer": {"seed": 1}, "model": {"type": "x"}}, "r1")
+    feed(CSVLogger(run_folder), [0.5, 0.7])
+    feed(logger, [0.5, 0.7])
+    assert "MLflow logger off" not in caplog.text
+    client = mlflow.tracking.MlflowClient((tmp_path / "runs" / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("birdclef-test").experiment_id])
+    assert run.data.params["trainer.seed"] == "1" and run.data.metrics["val_score"] == 0.7
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "val_score")] == [0.5, 0.7]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.csv", "training_curves.png"}
+
+
+def test_an_unreachable_mlflow_server_turns_the_logger_off_and_the_run_goes_on(tmp_path, caplog, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with caplog.at_level(logging.WARNING):
+        feed(MLflowLogger("http://127.0.0.1:9", "x", tmp_path, {}), [0.5, 0.6])
+    assert caplog.text.count("MLflow logger off") == 1

@@ -1,4 +1,5 @@
-"""Trainer callbacks: local metrics log (always on), checkpoints, and a Neptune logger that never breaks a run."""
+"""Trainer callbacks: local metrics log (always on), checkpoints, early stopping, and Neptune and MLflow
+loggers that never break a run."""
 from __future__ import annotations
 
 import csv
@@ -197,3 +198,67 @@ class NeptuneLogger(Callback):
             self.run.stop()
         except Exception as exc:  # noqa: BLE001
             self._disable("stop", exc)
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class MLflowLogger(Callback):
+    """Logs the config (as params), per-epoch metrics and, at the end, ``metrics.csv``/``training_curves.png``
+    to MLflow: the maintained, self-hostable tracker. ``tracking_uri`` empty = a local store under the runs
+    folder (MLflow's file store, which it keeps in maintenance mode: for a shared server give its
+    ``http://`` URI). Any failure turns the logger off with one warning; the run goes on."""
+
+    def __init__(self, tracking_uri: str, experiment: str, folder: str | Path, config: dict[str, Any],
+                 name: str = "", local_store: Optional[Path] = None):
+        self.tracking_uri, self.experiment, self.folder = tracking_uri, experiment, Path(folder)
+        self.config, self.name = config, name
+        self.local_store = local_store or self.folder.parent / "mlruns"
+        self.mlflow: Any = None
+
+    def _disable(self, what: str, exc: BaseException) -> None:
+        log.warning("MLflow logger off (%s failed: %s); the run goes on with the local logs", what, exc)
+        self.mlflow = None
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        try:
+            if not self.tracking_uri:
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            import mlflow  # noqa: PLC0415 - only when the logger is on
+
+            mlflow.set_tracking_uri(self.tracking_uri or self.local_store.resolve().as_uri())
+            mlflow.set_experiment(self.experiment)
+            mlflow.start_run(run_name=self.name or None)
+            params = {k: str(v)[:500] for k, v in _flatten(self.config).items()}
+            for i in range(0, len(params), 100):  # MLflow takes at most 100 params per call
+                mlflow.log_params(dict(list(params.items())[i:i + 100]))
+            self.mlflow = mlflow
+        except Exception as exc:  # noqa: BLE001 - a tracker must never break training
+            self._disable("start", exc)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        if self.mlflow is None:
+            return
+        try:
+            self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+                                     if k != "epoch" and v == v}, step=epoch)  # NaN is not logged
+        except Exception as exc:  # noqa: BLE001
+            self._disable("logging", exc)
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        if self.mlflow is None:
+            return
+        try:
+            for name in ("metrics.csv", "training_curves.png"):
+                if (self.folder / name).is_file():
+                    self.mlflow.log_artifact(str(self.folder / name))
+            self.mlflow.end_run()
+        except Exception as exc:  # noqa: BLE001
+            self._disable("closing", exc)

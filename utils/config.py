@@ -69,6 +69,10 @@ class CallbacksConfig:
     model_checkpoint_type: str = opt("val_score", "Metric the checkpoint monitors (score: higher is better, "
                                      "loss: lower is better).", choices=("val_score", "val_loss"))
     model_checkpoint_verbose: bool = opt(True, "Log each time a new best checkpoint is written.")
+    mlflow_logger: bool = opt(False, "Log params, metrics and curves to MLflow.")
+    mlflow_tracking_uri: str = opt("", "MLflow tracking URI (e.g. http://host:5000); empty = a local store in "
+                                   "<runs_dir>/mlruns.")
+    mlflow_experiment: str = opt("birdclef", "MLflow experiment name.")
     checkpoint_top_k: int = opt(1, "Keep the k best checkpoints (best.pt is the best; others top-<rank>.pt).",
                                 minimum=1)
 
