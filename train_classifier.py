@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from utils.config import Config, ConfigError, load_config, to_ini
-from utils.runtime import configure_cpu
+from utils.distributed import DistContext, barrier, broadcast, init_from_env, shutdown
+from utils.runtime import available_cores, configure_cpu
 from utils.run_folder import create_run_dir, make_run_id, seed_everything, setup_logging, write_summary
 
 log = logging.getLogger("train_classifier")
@@ -72,8 +73,10 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
     return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged, "background": background}
 
 
-def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Split, build datasets/model/optimizer, train; returns the training results."""
+def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistContext] = None) -> dict[str, Any]:
+    """Split, build datasets/model/optimizer, train; returns the training results. Under torchrun (``ctx``)
+    every rank trains its share and rank 0 alone logs, checkpoints and writes files."""
+    ctx = ctx or DistContext()
     import torch  # noqa: PLC0415
 
     from dataloader.augment import BackgroundBank, BatchAugment  # noqa: PLC0415
@@ -98,7 +101,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     labels = sorted(table["primary_label"].unique())
     frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
     standardizer = fit_standardizer(train_df, cfg.data_process, cache.folder)  # training recordings only
-    device = torch.device(_device(cfg))
+    device = torch.device(f"cuda:{ctx.local_rank}" if _device(cfg) == "cuda" else "cpu")
     bank = None
     if data.get("background") is not None and len(data["background"]):
         bg = data["background"]
@@ -108,7 +111,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     augment = BatchAugment(cfg.augmentation, standardizer.units_per_db(), background=bank)
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
     train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames, standardizer,
-                                            augment=augment if in_workers else None)
+                                            augment=augment if in_workers else None, rank=ctx.rank,
+                                            world_size=ctx.world_size)
     log.info("split fold %d/%d: %d train, %d validation recordings, %d classes", cfg.data.fold, cfg.data.n_folds,
              len(train_df), len(val_df), len(labels))
 
@@ -155,20 +159,24 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                            compile=cfg.trainer.compile, grad_clip=cfg.trainer.grad_clip,
                            accumulate_steps=cfg.trainer.accumulate_steps,
                            activation="softmax" if agent.loss == "ce" else "sigmoid", lr_verbose=agent.lr_verbose)
+    if not ctx.is_main:
+        callbacks, checkpoint = [], None  # only rank 0 logs and checkpoints
     trainer = Trainer(model, loss, optimizer, scheduler, device, labels, callbacks,
-                      augment=None if in_workers else augment, options=options, checkpoint_extra=extra)
+                      augment=None if in_workers else augment, options=options, checkpoint_extra=extra, dist_ctx=ctx)
     start_epoch = 1
     resume_from = resolve_resume(cfg.trainer.resume, Path(cfg.paths.runs_dir), run_dir)
     if resume_from is not None:
         start_epoch = trainer.resume(load_checkpoint(resume_from), train_loader)
-        adopt_best_checkpoint(resume_from, start_epoch - 1, run_dir)
+        if ctx.is_main:
+            adopt_best_checkpoint(resume_from, start_epoch - 1, run_dir)
         log.info("resumed from %s: epochs %d..%d still to train", resume_from, start_epoch, n_epochs)
     history = trainer.fit(train_loader, val_loader, n_epochs, start_epoch)
     probs, targets = trainer.last_val
     val_pred = pd.DataFrame(probs, columns=labels)
     val_pred.insert(0, "filename", list(val_df["filename"]))
     val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
-    val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
+    if ctx.is_main:
+        val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
     sign = -1.0 if monitor.endswith("loss") else 1.0
     best = max(history, key=lambda m: -np.inf if np.isnan(m[monitor]) else sign * m[monitor])
     return {"history": history, "best": best, "n_train": len(train_df), "n_val": len(val_df), "labels": labels,
@@ -249,19 +257,40 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("--stage predict needs --checkpoint PATH [PATH ...]")
         return 2
     t0 = time.perf_counter()
-    configure_cpu(cfg.trainer.threads)
+    ctx = init_from_env(use_cuda=_device(cfg) == "cuda")
+    try:
+        return _run(cfg, args, ctx, t0)
+    finally:
+        shutdown(ctx)
+
+
+def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
+    """The stages of one run (every rank under torchrun; rank 0 alone writes the run folder)."""
+    threads = cfg.trainer.threads or (max(1, available_cores() // ctx.world_size) if ctx.enabled else 0)
+    configure_cpu(threads)
     seed_everything(cfg.trainer.seed)
     model_name = cfg.testing.testing_model if cfg.testing.testing else cfg.model.type
-    run_id = make_run_id(model_name, cfg.testing.testing)
-    run_dir = create_run_dir(cfg.paths.runs_dir, run_id)
+    run_dir = None
+    if ctx.is_main:
+        run_dir = create_run_dir(cfg.paths.runs_dir, make_run_id(model_name, cfg.testing.testing))
+        setup_logging(run_dir / "train.log")
+        (run_dir / "config.ini").write_text(to_ini(cfg))
+    else:
+        logging.getLogger().setLevel(logging.WARNING)  # one voice: rank 0's
+    run_dir = Path(broadcast(ctx, str(run_dir) if run_dir else None))
     run_id = run_dir.name
-    setup_logging(run_dir / "train.log")
-    (run_dir / "config.ini").write_text(to_ini(cfg))
-    log.info("run %s: stage %s, folder %s", run_id, args.stage, run_dir)
+    log.info("run %s: stage %s, folder %s%s", run_id, args.stage, run_dir,
+             f" (rank {ctx.rank} of {ctx.world_size})" if ctx.enabled else "")
     summary: dict[str, Any] = {"run_id": run_id, "run_dir": str(run_dir), "stage": args.stage,
                                "testing": cfg.testing.testing}
-    data = prepare_data(cfg) if args.stage != "predict" else None
-    if data is not None:
+    data = None
+    if args.stage != "predict":
+        if not ctx.is_main:
+            barrier(ctx)  # rank 0 builds the cache first; the others then find it complete
+        data = prepare_data(cfg)
+        if ctx.is_main:
+            barrier(ctx)
+    if data is not None and ctx.is_main:
         cache = data["cache"]
         pd.concat([cache.skipped, data["merged"]], ignore_index=True).to_csv(run_dir / "skipped_files.csv",
                                                                              index=False)
@@ -273,11 +302,15 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"pruned {cache.pruned} (cache {cache.folder})")
     checkpoints = args.checkpoint
     if args.stage in ("train", "all"):
-        result = train(cfg, data, run_dir)
+        result = train(cfg, data, run_dir, ctx)
+        if not ctx.is_main:
+            return 0
         summary.update(val_score=result["best"]["val_score"], best_epoch=result["best"]["epoch"],
                        n_train=result["n_train"], n_val=result["n_val"], epochs=len(result["history"]),
                        model=result["model_name"], checkpoint=result["checkpoint"])
         checkpoints = [result["checkpoint"]] if result["checkpoint"] else None
+    if not ctx.is_main:
+        return 0
     if args.stage in ("predict", "all"):
         if not checkpoints:
             log.error("no checkpoint to predict with ([callbacks] model_checkpoint = false?)")

@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 
 from dataloader.augment import AugmentingCollate, BatchAugment
 from dataloader.dataset import MelWindowDataset, multi_hot
@@ -31,12 +31,34 @@ def _clip_stats(df: pd.DataFrame) -> Optional[list[tuple[float, float]]]:
     return list(zip(df["clip_mean"].astype(float), df["clip_std"].astype(float)))
 
 
+class DistributedWeightedSampler(Sampler[int]):
+    """Weighted sampling with replacement under torchrun: every rank draws the same seeded sample for the
+    epoch and takes its own stride of it."""
+
+    def __init__(self, weights: np.ndarray, num_samples: int, rank: int, world_size: int, seed: int):
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        self.num_samples, self.rank, self.world_size, self.seed, self.epoch = num_samples, rank, world_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        total = len(self) * self.world_size
+        drawn = torch.multinomial(self.weights, total, replacement=True, generator=g)
+        return iter(drawn[self.rank::self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.world_size)
+
+
 def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: Any, trainer: Any,
-                 frames: int, standardizer: Standardizer, augment: Optional[BatchAugment] = None
-                 ) -> tuple[DataLoader, DataLoader]:
+                 frames: int, standardizer: Standardizer, augment: Optional[BatchAugment] = None,
+                 rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DataLoader]:
     """(train, validation) loaders over cache entries (column ``entry``) from the ``[data]`` and ``[trainer]``
     sections; validation uses each recording's first window. With ``augment``, training batches are augmented
-    in the loader's worker processes (for CPU training, where the "device" is the training thread's own core)."""
+    in the loader's worker processes (for CPU training, where the "device" is the training thread's own core).
+    With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets."""
     sw, mode = data.secondary_label_weight, data.secondary_labels
     train_ds, val_ds = (MelWindowDataset(df["entry"], multi_hot(df, labels, sw, mode), frames, crop, data.pad_mode,
                                          standardizer, _clip_stats(df))
@@ -44,12 +66,20 @@ def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                   worker_init_fn=_seed_worker)
     generator = torch.Generator().manual_seed(trainer.seed)
-    sampler = None
+    sampler: Optional[Sampler[int]] = None
+    val_sampler: Optional[Sampler[int]] = None
     if data.sampler == "balanced":
-        sampler = WeightedRandomSampler(torch.as_tensor(balanced_weights(train_df["primary_label"]), dtype=torch.double),
-                                        num_samples=len(train_ds), replacement=True, generator=generator)
+        weights = balanced_weights(train_df["primary_label"])
+        sampler = (DistributedWeightedSampler(weights, len(train_ds), rank, world_size, trainer.seed)
+                   if world_size > 1 else
+                   WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(train_ds),
+                                         replacement=True, generator=generator))
+    elif world_size > 1:
+        sampler = DistributedSampler(train_ds, world_size, rank, shuffle=data.shuffle, seed=trainer.seed)
+    if world_size > 1:
+        val_sampler = DistributedSampler(val_ds, world_size, rank, shuffle=False)
     train_loader = DataLoader(train_ds, batch_size=trainer.batch_size, shuffle=data.shuffle and sampler is None,
                               sampler=sampler, generator=generator,
                               collate_fn=AugmentingCollate(augment) if augment is not None else None, **common)
-    val_loader = DataLoader(val_ds, batch_size=trainer.batch_size * 2, shuffle=False, **common)
+    val_loader = DataLoader(val_ds, batch_size=trainer.batch_size * 2, shuffle=False, sampler=val_sampler, **common)
     return train_loader, val_loader

@@ -133,3 +133,26 @@ def test_a_winning_recipe_is_a_config_change(run, tmp_path):
     assert summary["n_train"] <= 3 * len(ckpt["labels"])
     sub = pd.read_csv(summary["submission"])
     assert np.allclose(sub.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-3) or sub.shape[1] - 1 > len(ckpt["labels"])
+
+
+def test_torchrun_trains_with_two_gloo_processes_and_rank_0_alone_writes(run, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(train_classifier.__file__).resolve().parent
+    args = run["args"] + [f"--set=paths.runs_dir={tmp_path / 'runs'}", "--set=testing.testing_epochs=2",
+                          "--set=trainer.device=cpu", "--set=data.sampler=balanced", "--stage", "train"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29517", str(root / "train_classifier.py"), *args],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = list((tmp_path / "runs").iterdir())  # one run folder, written by rank 0
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2] and metrics["val_score"].between(0, 1).all()
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert not any(k.startswith("module.") for k in ckpt["model"])  # the plain model, not the DDP wrapper
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_train"] + summary["n_val"] == 24

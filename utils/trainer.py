@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from factory.schedulers import steps_per_epoch_end
 from utils.callbacks import Callback
+from utils.distributed import DistContext, all_gather, broadcast
 from utils.metrics import ScoringError, competition_score
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,17 @@ class Trainer:
                  scheduler: Optional[Any], device: torch.device, labels: Sequence[str],
                  callbacks: Sequence[Callback] = (),
                  augment: Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
-                 options: Optional[TrainOptions] = None, checkpoint_extra: Optional[dict[str, Any]] = None):
+                 options: Optional[TrainOptions] = None, checkpoint_extra: Optional[dict[str, Any]] = None,
+                 dist_ctx: Optional[DistContext] = None):
         self.options = options or TrainOptions()
+        self.dist = dist_ctx or DistContext()
         self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
         self.model = model.to(device).to(memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if self.options.compile else self.model
+        forward: nn.Module = self.model
+        if self.dist.enabled:  # gradients averaged across ranks; self.model stays the plain module
+            forward = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.forward = torch.compile(forward) if self.options.compile else forward
         self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
         self.device, self.labels, self.callbacks = device, list(labels), list(callbacks)
         self.augment, self.checkpoint_extra = augment, checkpoint_extra or {}
@@ -107,6 +114,8 @@ class Trainer:
     def train_epoch(self, loader: DataLoader, epoch: int) -> float:
         """One pass over ``loader``; returns the mean training loss."""
         self.model.train()
+        if hasattr(loader.sampler, "set_epoch"):  # distributed samplers reshuffle per epoch from the seed
+            loader.sampler.set_epoch(epoch)
         total, count, acc = 0.0, 0, self.options.accumulate_steps
         per_step = self.scheduler is not None and not steps_per_epoch_end(self.scheduler)
         bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=None)
@@ -131,22 +140,29 @@ class Trainer:
             total += loss.item() * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
-        return total / max(count, 1)
+        sums = all_gather(self.dist, (total, count))
+        return sum(t for t, _ in sums) / max(sum(c for _, c in sums), 1)
 
     @torch.inference_mode()
     def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
-        """(probabilities, targets, mean loss) over ``loader``."""
+        """(probabilities, targets, mean loss) over ``loader``; under torchrun each rank predicts its share
+        and the logits are gathered in dataset order, so every rank gets the single-process result."""
         self.model.eval()
-        probs, targets, total, count = [], [], 0.0, 0
+        logits_all, targets = [], []
         for x, y in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None):
             with self._autocast():
-                logits = self.forward(self._to_device(x))
-            y = y.to(self.device)
-            total += self.loss_fn(logits.float(), y).item() * len(x)
-            count += len(x)
-            probs.append(self.probabilities(logits).cpu().numpy())
-            targets.append(y.cpu().numpy())
-        return np.concatenate(probs), np.concatenate(targets), total / max(count, 1)
+                logits_all.append(self.model(self._to_device(x)).float().cpu())
+            targets.append(y.float().cpu())
+        logits, y = torch.cat(logits_all), torch.cat(targets)
+        if self.dist.enabled:
+            order = list(iter(loader.sampler))
+            parts = all_gather(self.dist, (order, logits, y))
+            n = len(loader.dataset)
+            logits, y = torch.empty(n, logits.shape[1]), torch.empty(n, y.shape[1])
+            for idx, part_logits, part_y in parts:  # padded duplicates land on the same row twice
+                logits[idx], y[idx] = part_logits, part_y
+        loss = self.loss_fn(logits, y).item() if len(y) else float("nan")
+        return self.probabilities(logits).numpy(), y.numpy(), loss
 
     def fit(self, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int, start_epoch: int = 1
             ) -> list[dict[str, float]]:
@@ -173,6 +189,7 @@ class Trainer:
                      if self.options.lr_verbose else "")
             for cb in self.callbacks:
                 cb.on_epoch_end(self, epoch, metrics)
+            self.stop_training = broadcast(self.dist, self.stop_training)  # rank 0's callbacks decide
             if self.stop_training:
                 log.info("training stopped after epoch %d", epoch)
                 break
