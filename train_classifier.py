@@ -8,6 +8,7 @@ With no Kaggle data in [paths] data_dir, the embedded demo dataset is generated 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -45,8 +46,18 @@ def _device(cfg: Config) -> str:
     return "cuda" if wants_cuda else "cpu"
 
 
+def cache_settings(cfg: Config) -> Any:
+    """What the cache holds: mels from ``[data_process]``, or 16 kHz waveforms for ``[model] family = wav2vec2``."""
+    if cfg.model.family == "wav2vec2":
+        from dataloader.preprocess import WaveformSettings  # noqa: PLC0415
+        from factory.wav2vec2 import SAMPLE_RATE  # noqa: PLC0415
+
+        return WaveformSettings(SAMPLE_RATE, cfg.data_process.mode, cfg.data_process.max_length_s)
+    return cfg.data_process
+
+
 def prepare_data(cfg: Config) -> dict[str, Any]:
-    """Resolve the data source, list recordings, build (or reuse) the mel cache."""
+    """Resolve the data source, list recordings, build (or reuse) the cache (mels, or waveforms for Wav2Vec2)."""
     from dataloader.preprocess import build_cache  # noqa: PLC0415
     from dataloader.sources import load_recordings, merge_duplicates, resolve_data_dir  # noqa: PLC0415
     from dataloader.splits import seeded_sample  # noqa: PLC0415
@@ -57,11 +68,11 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
     if cfg.testing.testing:
         recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
-    cache = build_cache(recordings, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers,
+    cache = build_cache(recordings, cache_settings(cfg), cfg.paths.cache_dir, cfg.data.num_workers,
                         prune_under=None if cfg.testing.testing else data_dir / "train_audio")  # a subset prunes nothing
     background = None
     aug = cfg.augmentation
-    if aug.data_augmentation and aug.augment_background:
+    if aug.data_augmentation and aug.augment_background and cfg.model.family != "wav2vec2":
         files = sorted(str(p) for p in (data_dir / "unlabeled_soundscapes").glob("*.ogg"))
         if not files:
             log.warning("augment_background: no unlabeled_soundscapes/*.ogg in %s, no background mixing", data_dir)
@@ -81,6 +92,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
 
     from dataloader.augment import BackgroundBank, BatchAugment  # noqa: PLC0415
     from dataloader.dataset import MelWindowDataset  # noqa: PLC0415
+    from dataloader.features import DB_FLOOR, Standardizer  # noqa: PLC0415
     from dataloader.loaders import make_loaders  # noqa: PLC0415
     from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
     from dataloader.splits import cap_per_class, filter_rare_classes, train_val_split  # noqa: PLC0415
@@ -99,8 +111,14 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
         raise RuntimeError("the validation fold is empty: too few recordings per class for n_folds")
     train_df = cap_per_class(train_df, cfg.data.max_recordings_per_class, cfg.trainer.seed)
     labels = sorted(table["primary_label"].unique())
-    frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
-    standardizer = fit_standardizer(train_df, cfg.data_process, cache.folder)  # training recordings only
+    waveform = cfg.model.family == "wav2vec2"
+    settings = cache_settings(cfg)
+    if waveform:  # raw samples; the model normalises each window itself
+        frames = int(round(cfg.data.window_s * settings.sample_rate))
+        standardizer = Standardizer.identity(1)
+    else:
+        frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
+        standardizer = fit_standardizer(train_df, cfg.data_process, cache.folder)  # training recordings only
     device = torch.device(f"cuda:{ctx.local_rank}" if _device(cfg) == "cuda" else "cpu")
     bank = None
     if data.get("background") is not None and len(data["background"]):
@@ -108,23 +126,31 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
         bank = BackgroundBank(MelWindowDataset(bg["entry"], np.zeros((len(bg), 0), np.float32), frames, "random",
                                                cfg.data.pad_mode, standardizer,
                                                list(zip(bg["clip_mean"], bg["clip_std"]))))
-    augment = BatchAugment(cfg.augmentation, standardizer.units_per_db(), background=bank)
+    augment = BatchAugment(cfg.augmentation, None if waveform else standardizer.units_per_db(), background=bank,
+                           domain="waveform" if waveform else "mel")
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
     train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames, standardizer,
                                             augment=augment if in_workers else None, rank=ctx.rank,
-                                            world_size=ctx.world_size)
+                                            world_size=ctx.world_size, pad_value=0.0 if waveform else DB_FLOOR)
     log.info("split fold %d/%d: %d train, %d validation recordings, %d classes", cfg.data.fold, cfg.data.n_folds,
              len(train_df), len(val_df), len(labels))
 
-    model_name = cfg.testing.testing_model if cfg.testing.testing else cfg.model.type
+    model_name = cfg.testing.testing_model if cfg.testing.testing and not waveform else cfg.model.type
     n_epochs = cfg.testing.testing_epochs if cfg.testing.testing else cfg.trainer.n_epochs
-    model_kwargs = {"head": cfg.model.head, "in_chans": cfg.model.in_chans}
-    model = create_model(model_name, num_classes=len(labels), transfer_learning=cfg.model.transfer_learning,
-                         pretrained_path=cfg.model.pretrained_path, drop_rate=cfg.model.drop_rate,
-                         drop_path_rate=cfg.model.drop_path_rate, **model_kwargs)
+    if waveform:
+        from factory.wav2vec2 import create_wav2vec2  # noqa: PLC0415 - transformers only when used
+
+        model = create_wav2vec2(model_name, len(labels), cfg.model.transfer_learning, cfg.model.pretrained_path,
+                                cfg.model.freeze_feature_encoder)
+        model_kwargs = {"family": "wav2vec2", "hf_config": model.hf.config.to_dict()}
+    else:
+        model_kwargs = {"head": cfg.model.head, "in_chans": cfg.model.in_chans}
+        model = create_model(model_name, num_classes=len(labels), transfer_learning=cfg.model.transfer_learning,
+                             pretrained_path=cfg.model.pretrained_path, drop_rate=cfg.model.drop_rate,
+                             drop_path_rate=cfg.model.drop_path_rate, **model_kwargs)
     agent = cfg.agent
     optimizer = create_optimizer(agent.optimizer, model, lr=agent.lr_warmup_end, weight_decay=agent.weight_decay,
-                                 head_lr_scale=agent.head_lr_scale)
+                                 head_lr_scale=agent.head_lr_scale, layer_lr_decay=agent.layer_lr_decay)
     steps_per_epoch = -(-len(train_loader) // cfg.trainer.accumulate_steps)  # optimizer steps
     scheduler = create_scheduler(agent.lr_decay_type if agent.lr_decay else "none", optimizer,
                                  total_steps=steps_per_epoch * n_epochs,
@@ -137,7 +163,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
                        focal_alpha=agent.focal_alpha, focal_weight=agent.focal_weight,
                        asl_gamma_pos=agent.asl_gamma_pos, asl_gamma_neg=agent.asl_gamma_neg, asl_clip=agent.asl_clip)
     extra = {"config": cfg.to_dict(), "model_name": model_name, "model_kwargs": model_kwargs,
-             "data_process": cfg.to_dict()["data_process"],
+             "input": "waveform" if waveform else "mel",
+             "data_process": dataclasses.asdict(settings),
              "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode,
              "standardizer": standardizer.to_dict()}
     monitor = cfg.callbacks.model_checkpoint_type
@@ -154,7 +181,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     if cfg.callbacks.neptune_logger:
         callbacks.append(NeptuneLogger(cfg.callbacks.neptune_project, cfg.callbacks.neptune_mode, run_dir,
                                        cfg.to_dict(), name=run_dir.name))
-    options = TrainOptions(channels_last=cfg.trainer.channels_last,
+    options = TrainOptions(channels_last=cfg.trainer.channels_last and not waveform,
                            amp=cfg.trainer.amp == "true" or (cfg.trainer.amp == "auto" and device.type == "cuda"),
                            compile=cfg.trainer.compile, grad_clip=cfg.trainer.grad_clip,
                            accumulate_steps=cfg.trainer.accumulate_steps,

@@ -13,12 +13,14 @@ class BatchAugment:
     """Applies the ``[augmentation]`` section to a training batch ``x (B, 1, n_mels, frames)``, ``y (B, classes)``."""
 
     def __init__(self, aug: Any, units_per_db: Optional[np.ndarray] = None,
-                 background: Optional[Callable[[int], torch.Tensor]] = None):
+                 background: Optional[Callable[[int], torch.Tensor]] = None, domain: str = "mel"):
         """``units_per_db`` (n_mels,): how far one dB moves each mel bin after standardisation
         (1 / std for per_frequency, zeros for per_clip, which is level-invariant); None disables gain.
         ``background(n)``: n standardised background windows (1, n_mels, frames), e.g. from unlabeled
-        soundscapes (:class:`BackgroundBank`)."""
-        self.aug = aug
+        soundscapes (:class:`BackgroundBank`). ``domain = "waveform"`` (batches (B, 1, 1, samples)): overlays
+        add the signals instead of taking the max of dB mels, noise scales with each example's level, masks
+        are time-only and silence, and there is no per-bin gain."""
+        self.aug, self.domain = aug, domain
         self.units_per_db = None if units_per_db is None else torch.as_tensor(units_per_db, dtype=torch.float32)
         self.background = background
 
@@ -83,6 +85,9 @@ class BatchAugment:
         """SpecAugment: ``n_masks`` frequency and time bands per example set to the example's mean (one pass)."""
         b = x.shape[0]
         mask = torch.zeros(b, 1, x.shape[2], x.shape[3], dtype=torch.bool, device=x.device)
+        if self.domain == "waveform":  # time masks only, in samples (time_mask_max frames of 10 ms), silenced
+            mask |= self._bands(x, 3, self.aug.time_mask_max * 160).view(b, 1, 1, -1)
+            return x.masked_fill_(mask, 0.0)
         if self.aug.freq_mask_max > 0:
             mask |= self._bands(x, 2, self.aug.freq_mask_max).view(b, 1, -1, 1)
         if self.aug.time_mask_max > 0:
@@ -102,7 +107,10 @@ class BatchAugment:
         if b < 2 or chosen.numel() == 0:
             return x, y
         partner = torch.randperm(b, device=x.device)[chosen]
-        x[chosen] = torch.maximum(x[chosen], x[partner])  # the gathers copy first: no aliasing
+        if self.domain == "waveform":  # two sounds added are their samples added
+            x[chosen] = x[chosen] + x[partner]
+        else:
+            x[chosen] = torch.maximum(x[chosen], x[partner])  # the gathers copy first: no aliasing
         y = y.clone()
         y[chosen] = torch.fmax(y[chosen], y[partner])  # fmax: a masked (NaN) label takes the partner's value
         return x, y
@@ -120,7 +128,10 @@ class BatchAugment:
         if self.aug.augment_background and self.aug.background_prob > 0:
             x = self.overlay_background(x)
         if self.aug.augment_add_noise and self.aug.noise_std > 0:
-            x = x.add_(torch.randn_like(x), alpha=self.aug.noise_std)
+            if self.domain == "waveform":  # noise at noise_std of each example's own level
+                x = x.add_(torch.randn_like(x) * (self.aug.noise_std * x.std(dim=(1, 2, 3), keepdim=True)))
+            else:
+                x = x.add_(torch.randn_like(x), alpha=self.aug.noise_std)
         if self.aug.augment_spec_augment and self.aug.n_masks > 0:
             x = self.spec_augment(x)
         return x, y

@@ -57,11 +57,13 @@ class MelWindowDataset(Dataset):
     OPEN_MAPS = 4096  # memory maps kept open per process (opening one costs more than reading a crop)
 
     def __init__(self, entries: Sequence[str], targets: np.ndarray, frames: int, crop: str, pad_mode: str,
-                 standardizer: Standardizer, clip_stats: Optional[Sequence[tuple[float, float]]] = None):
+                 standardizer: Standardizer, clip_stats: Optional[Sequence[tuple[float, float]]] = None,
+                 pad_value: float = DB_FLOOR):
         self.entries = list(entries)
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
         self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
         self.frames, self.crop, self.pad_mode, self.standardizer = frames, crop, pad_mode, standardizer
+        self.pad_value = pad_value  # digital silence: the dB floor for mels, 0 for waveforms
         if standardizer.mode == "per_clip" and clip_stats is None:
             raise ValueError("per_clip standardisation needs each recording's clip_stats")
         self.clip_stats = list(clip_stats) if clip_stats is not None else None
@@ -87,6 +89,6 @@ class MelWindowDataset(Dataset):
         if mel.shape[1] >= start + self.frames:  # the usual case: float16 crop -> standardised float32 in one pass
             window = mel[:, start:start + self.frames]
         else:
-            window = fit_window(mel, start, self.frames, self.pad_mode, DB_FLOOR)
+            window = fit_window(mel, start, self.frames, self.pad_mode, self.pad_value)
         window = self.standardizer.apply(window, *(self.clip_stats[i] if self.clip_stats is not None else ()))
         return torch.from_numpy(window).unsqueeze(0), self.targets[i]

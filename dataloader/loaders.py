@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRa
 
 from dataloader.augment import AugmentingCollate, BatchAugment
 from dataloader.dataset import MelWindowDataset, multi_hot
-from dataloader.features import Standardizer
+from dataloader.features import DB_FLOOR, Standardizer
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -54,14 +54,14 @@ class DistributedWeightedSampler(Sampler[int]):
 
 def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: Any, trainer: Any,
                  frames: int, standardizer: Standardizer, augment: Optional[BatchAugment] = None,
-                 rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DataLoader]:
+                 rank: int = 0, world_size: int = 1, pad_value: float = DB_FLOOR) -> tuple[DataLoader, DataLoader]:
     """(train, validation) loaders over cache entries (column ``entry``) from the ``[data]`` and ``[trainer]``
     sections; validation uses each recording's first window. With ``augment``, training batches are augmented
     in the loader's worker processes (for CPU training, where the "device" is the training thread's own core).
     With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets."""
     sw, mode = data.secondary_label_weight, data.secondary_labels
     train_ds, val_ds = (MelWindowDataset(df["entry"], multi_hot(df, labels, sw, mode), frames, crop, data.pad_mode,
-                                         standardizer, _clip_stats(df))
+                                         standardizer, _clip_stats(df), pad_value)
                         for df, crop in ((train_df, data.crop), (val_df, "first")))
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                   worker_init_fn=_seed_worker)

@@ -51,6 +51,25 @@ BLOCK_S = 60.0  # ... of this many seconds, so memory does not grow with a file'
 IN_FLIGHT_PER_WORKER = 4  # queued tasks per worker: enough to never idle, few enough to bound memory
 
 
+@dataclass(frozen=True)
+class WaveformSettings:
+    """What a waveform cache (for models on raw audio, e.g. Wav2Vec2) is made of: one float16 (1, samples)
+    array per recording at ``sample_rate``, built by the same machinery as the mel cache."""
+
+    sample_rate: int = 16000
+    mode: str = "slice"
+    max_length_s: float = 60.0
+    kind: str = "waveform"
+
+
+def _is_waveform(dp: Any) -> bool:
+    return getattr(dp, "kind", "mel") == "waveform"
+
+
+def _rows(dp: dict[str, Any]) -> int:
+    return 1 if dp.get("kind") == "waveform" else dp["n_mels"]
+
+
 def cache_key(dp: Any) -> str:
     """Hash of exactly what changes the cached bytes: the [data_process] settings that shape the mel (not the
     normalisation, applied when reading) and the format version."""
@@ -118,13 +137,14 @@ def _init_worker(dp: dict[str, Any], mels_dir: str, limit_threads: bool = True) 
 
         threadpool_limits(1)
     _WORKER["dp"] = dp
-    _WORKER["frontend"] = MelFrontEnd(dp["sample_rate"], dp["n_fft"], dp["hop_length"], dp["n_mels"], dp["f_min"],
-                                      dp["f_max"])
+    _WORKER["frontend"] = None if dp.get("kind") == "waveform" else MelFrontEnd(
+        dp["sample_rate"], dp["n_fft"], dp["hop_length"], dp["n_mels"], dp["f_min"], dp["f_max"])
     _WORKER["mels_dir"] = Path(mels_dir)
 
 
 def _seconds(frames: int) -> float:
-    return round(frames * _WORKER["dp"]["hop_length"] / _WORKER["dp"]["sample_rate"], 3)
+    dp = _WORKER["dp"]
+    return round(frames * dp.get("hop_length", 1) / dp["sample_rate"], 3)
 
 
 def _decode_blocks(reader: MonoReader) -> tuple[int, Iterator[np.ndarray]]:
@@ -133,12 +153,15 @@ def _decode_blocks(reader: MonoReader) -> tuple[int, Iterator[np.ndarray]]:
     dp, fe = _WORKER["dp"], _WORKER["frontend"]
     total = reader.length(dp["max_length_s"] if dp["mode"] == "single" else None)
     if total <= LONG_FILE_S * reader.samplerate:
-        mel = fe(resample(reader.read(0, total), reader.samplerate, dp["sample_rate"]))
-        return mel.shape[1], iter([mel])
+        audio = resample(reader.read(0, total), reader.samplerate, dp["sample_rate"])
+        out = audio[None, :] if fe is None else fe(audio)
+        return out.shape[1], iter([out])
     source = reader if reader.samplerate == dp["sample_rate"] else ResampledReader(reader, total, dp["sample_rate"])
     length = total if source is reader else source.length
-    return 1 + length // dp["hop_length"], fe.blocks(source.read, length,
-                                                     int(BLOCK_S * dp["sample_rate"] / dp["hop_length"]))
+    block = int(BLOCK_S * dp["sample_rate"])
+    if fe is None:  # waveform cache: the samples themselves, block by block
+        return length, (source.read(a, min(length, a + block))[None, :] for a in range(0, length, block))
+    return 1 + length // dp["hop_length"], fe.blocks(source.read, length, block // dp["hop_length"])
 
 
 def _failure(path: str, exc: BaseException) -> dict[str, Any]:
@@ -152,11 +175,12 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
     sums (for ``sums.bin``)."""
     final = _WORKER["mels_dir"] / f"{entry}.npy"
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    acc = StatsAccumulator(_WORKER["dp"]["n_mels"])
+    acc = StatsAccumulator(_rows(_WORKER["dp"]))
+    waveform = _WORKER["frontend"] is None
     try:
         with MonoReader(path) as reader:
             n_frames, blocks = _decode_blocks(reader)
-            peak, out = DB_FLOOR, None
+            peak, out = (0.0 if waveform else DB_FLOOR), None
             for block in blocks:
                 stored = block.astype(np.float16)
                 if out is None and stored.shape[1] == n_frames:  # one block: a plain save
@@ -166,8 +190,8 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
                         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(block.shape[0], n_frames))
                     out[:, acc.count:acc.count + stored.shape[1]] = stored
                 acc.add(block)  # the float32 values: the same statistics as the stored ones to within 0.001 dB
-                peak = max(peak, float(block.max()))
-        if peak <= DB_FLOOR:  # every frame at the dB floor: all samples are zero
+                peak = max(peak, float(np.abs(block).max()) if waveform else float(block.max()))
+        if peak <= (0.0 if waveform else DB_FLOOR):  # every frame at the dB floor: all samples are zero
             raise AudioError("silence only (all samples zero)")
     except Exception as exc:  # noqa: BLE001 - any bad file is skipped with its reason, never fatal
         tmp.unlink(missing_ok=True)
@@ -320,10 +344,10 @@ class MelCache:
 
     def __init__(self, cache_dir: str | Path, dp: Any):
         self.dp = dp
-        self.folder = Path(cache_dir) / f"mel-{cache_key(dp)}"
+        self.folder = Path(cache_dir) / f"{'wave' if _is_waveform(dp) else 'mel'}-{cache_key(dp)}"
         self.mels_dir = self.folder / "mels"
         self.manifest_path = self.folder / "manifest.jsonl"
-        self.sums = SumsLog(self.folder / "sums.bin", dp.n_mels)
+        self.sums = SumsLog(self.folder / "sums.bin", 1 if _is_waveform(dp) else dp.n_mels)
 
     def load_manifest(self) -> dict[tuple[str, int, int], dict[str, Any]]:
         """Identity -> manifest record (later lines win); a torn last line (killed run) is ignored."""

@@ -183,3 +183,18 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, transfer_learni
 def list_models(pattern: str = "") -> list[str]:
     """Model names ``create_model`` accepts: every timm model (optionally filtered by a glob pattern)."""
     return timm.list_models(pattern or "*")
+
+
+def model_from_checkpoint(payload: dict) -> nn.Module:
+    """The trained network of a checkpoint payload (its architecture from ``model_name``/``model_kwargs``,
+    no pretrained weights fetched), with its weights loaded."""
+    kwargs = dict(payload.get("model_kwargs", {}))
+    if kwargs.pop("family", "cnn") == "wav2vec2":
+        from factory.wav2vec2 import create_wav2vec2  # noqa: PLC0415 - transformers only for such checkpoints
+
+        model = create_wav2vec2(payload["model_name"], len(payload["labels"]), hf_config=kwargs["hf_config"],
+                                freeze_feature_encoder=False)
+    else:
+        model = create_model(payload["model_name"], num_classes=len(payload["labels"]), **kwargs)
+    model.load_state_dict(payload["model"])
+    return model

@@ -68,9 +68,18 @@ def _lamb(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
 
 
 def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
-                     head_lr_scale: float = 1.0) -> torch.optim.Optimizer:
-    """Build the optimizer ``name`` over ``model``'s parameters."""
-    return OPTIMIZERS.create(name, params=param_groups(model, weight_decay, lr, head_lr_scale), lr=lr)
+                     head_lr_scale: float = 1.0, layer_lr_decay: float = 1.0) -> torch.optim.Optimizer:
+    """Build the optimizer ``name`` over ``model``'s parameters; ``layer_lr_decay`` < 1 gives a transformer's
+    lower layers smaller learning rates (Wav2Vec2 models)."""
+    if layer_lr_decay != 1.0:
+        if not hasattr(model, "hf"):
+            raise ValueError("layer_lr_decay applies to transformer (Wav2Vec2) models; keep it 1.0 for CNNs")
+        from factory.wav2vec2 import layerwise_param_groups  # noqa: PLC0415
+
+        groups = layerwise_param_groups(model, lr, weight_decay, layer_lr_decay, head_lr_scale)
+    else:
+        groups = param_groups(model, weight_decay, lr, head_lr_scale)
+    return OPTIMIZERS.create(name, params=groups, lr=lr)
 
 
 def list_optimizers() -> list[str]:

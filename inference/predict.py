@@ -18,7 +18,7 @@ from tqdm import tqdm
 from dataloader.audio import AudioError, load_audio
 from dataloader.dataset import fit_window
 from dataloader.features import DB_FLOOR, MelFrontEnd, Standardizer
-from factory.models import create_model
+from factory.models import model_from_checkpoint
 from inference.submission import n_windows, row_ids, to_submission_frame
 from utils.checkpoints import load_checkpoint
 from utils.config import DataProcessConfig
@@ -37,34 +37,39 @@ class SoundscapePredictor:
         for p, payload in zip(checkpoints, payloads):
             if payload["data_process"] != first["data_process"] or payload["window_s"] != first["window_s"]:
                 raise ValueError(f"{p}: front-end settings differ from {checkpoints[0]}; an ensemble shares one mel")
-        self.dp = DataProcessConfig(**first["data_process"])
+        self.waveform = first.get("input", "mel") == "waveform"
         self.window_s = float(first["window_s"])
         self.pad_mode = first.get("pad_mode", "repeat")
-        self.frontend = MelFrontEnd.from_config(self.dp)
         self.standardizer = Standardizer.from_dict(first["standardizer"])
-        self.frames = self.frontend.frames_for(self.window_s)
+        if self.waveform:  # raw samples (Wav2Vec2): no front end, windows of window_s * sample_rate samples
+            self.sample_rate = int(first["data_process"]["sample_rate"])
+            self.frontend, self.frames = None, int(round(self.window_s * self.sample_rate))
+        else:
+            dp = DataProcessConfig(**first["data_process"])
+            self.sample_rate, self.frontend = dp.sample_rate, MelFrontEnd.from_config(dp)
+            self.frames = self.frontend.frames_for(self.window_s)
         self.device, self.batch_size = torch.device(device), batch_size
         self.labels: list[str] = []
         self.models: list[tuple[torch.nn.Module, np.ndarray, str]] = []
         for payload in payloads:
             self.labels.extend(label for label in payload["labels"] if label not in self.labels)
         for payload in payloads:
-            model = create_model(payload["model_name"], num_classes=len(payload["labels"]),
-                                 **payload.get("model_kwargs", {}))
-            model.load_state_dict(payload["model"])
+            model = model_from_checkpoint(payload)
             model = model.to(self.device, memory_format=torch.channels_last).eval()
             self.models.append((model, np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
                                 payload.get("activation", "sigmoid")))
 
     def windows(self, path: str | Path) -> np.ndarray:
         """(n_windows, 1, n_mels, frames) float32 for a soundscape; the last partial window is padded."""
-        audio = load_audio(path, self.dp.sample_rate)
-        mel = self.frontend(audio)  # dB, as in the cache; windows are padded and standardised as in training
+        audio = load_audio(path, self.sample_rate)
+        # dB mel as in the cache (or the samples themselves); windows padded and standardised as in training
+        mel = audio[None, :] if self.waveform else self.frontend(audio)
         clip = self.standardizer.clip_stats(mel) if self.standardizer.mode == "per_clip" else ()
-        count = n_windows(audio.size / self.dp.sample_rate, self.window_s)
+        count = n_windows(audio.size / self.sample_rate, self.window_s)
         out = np.empty((count, 1, mel.shape[0], self.frames), dtype=np.float32)
+        silence = 0.0 if self.waveform else DB_FLOOR
         for k in range(count):
-            window = fit_window(mel[:, k * self.frames:], 0, self.frames, self.pad_mode, DB_FLOOR)
+            window = fit_window(mel[:, k * self.frames:], 0, self.frames, self.pad_mode, silence)
             out[k, 0] = self.standardizer.apply(window, *clip)
         return out
 

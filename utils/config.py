@@ -126,6 +126,8 @@ class AgentConfig:
     plateau_factor: float = opt(0.5, "Factor of each drop (plateau).", minimum=0.0, maximum=1.0)
     head_lr_scale: float = opt(1.0, "The classifier head's learning rate as a multiple of the backbone's.",
                                minimum=0.0)
+    layer_lr_decay: float = opt(1.0, "wav2vec2: layer-wise learning-rate decay (layer i of L gets "
+                                "lr * decay^(L - i); 1.0 = off).", minimum=0.0, maximum=1.0)
     lr_verbose: bool = opt(False, "Log the learning rate at each epoch end.")
     loss: str = opt("bce", "Loss function: a name of factory.list_losses().",
                     validator=lambda v: _registered(v, "losses"))
@@ -145,8 +147,10 @@ class AgentConfig:
 
 @dataclass
 class ModelConfig:
-    type: str = opt("efficientnet_b0", "Any timm model name; built with in_chans=1 and a new head.",
-                    validator=_timm_model_name)
+    family: str = opt("cnn", "cnn = a timm network on mel spectrograms; wav2vec2 = a transformers Wav2Vec2 on raw "
+                      "16 kHz waveforms (from a waveform cache).", choices=("cnn", "wav2vec2"))
+    type: str = opt("efficientnet_b0", "cnn: any timm model name, built with a new head. wav2vec2: a Hugging Face "
+                    "name (e.g. facebook/wav2vec2-base) or a local save_pretrained folder.")
     transfer_learning: str = opt("auto", "Pretrained ImageNet weights: auto = use them when available (local "
                                  "file, timm/HF cache, or hub when online), otherwise warn and start from random "
                                  "weights; true = insist and fail fast; false = random weights.",
@@ -159,6 +163,7 @@ class ModelConfig:
                     "with attention pooling over time, as the BirdCLEF SED solutions).", choices=("linear", "sed"))
     in_chans: int = opt(1, "Input channels of the network: 1 (the stem adapted to the mel), or 3 (the mel "
                         "repeated, keeping an RGB-pretrained stem as it is).", choices=(1, 3))
+    freeze_feature_encoder: bool = opt(True, "wav2vec2: keep the convolutional feature encoder frozen.")
 
 
 @dataclass
@@ -385,6 +390,12 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
 
 def _check_cross_fields(cfg: Config) -> None:
     dp, data = cfg.data_process, cfg.data
+    if cfg.model.family == "cnn":
+        problem = _timm_model_name(cfg.model.type)
+        if problem:
+            raise ConfigError(f"[model] type = {cfg.model.type!r}: {problem}")
+    if cfg.agent.layer_lr_decay != 1.0 and cfg.model.family != "wav2vec2":
+        raise ConfigError("[agent] layer_lr_decay applies to [model] family = wav2vec2")
     if data.fold >= data.n_folds:
         raise ConfigError(f"[data] fold = {data.fold}: must be < n_folds ({data.n_folds}); allowed: 0..{data.n_folds - 1}")
     if dp.f_max > dp.sample_rate / 2:
