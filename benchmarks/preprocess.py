@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 from dataloader.audio import load_audio  # noqa: E402
 from dataloader.demo import write_ogg  # noqa: E402
 from dataloader.features import MelFrontEnd  # noqa: E402
-from dataloader.preprocess import _pool_context, build_cache, fit_standardizer  # noqa: E402
+from dataloader.preprocess import build_cache, fit_standardizer  # noqa: E402
+from dataloader.worker_pool import pool_context  # noqa: E402
 from utils.config import DataProcessConfig  # noqa: E402
 
 
@@ -92,7 +93,7 @@ def _init_stage_worker() -> None:
 def stage_throughputs(files: list[Path], workers: int) -> tuple[float, float]:
     """Audio seconds per wall second of decoding alone and of the front end alone, with ``workers`` processes
     started the way the cache builder starts them."""
-    with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_stage_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=_init_stage_worker) as pool:
         rows = list(pool.map(_stage_times, [str(f) for f in files], chunksize=2))
     audio = sum(r[0] for r in rows)
     return audio / (sum(r[1] for r in rows) / workers), audio / (sum(r[2] for r in rows) / workers)

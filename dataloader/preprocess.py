@@ -14,10 +14,9 @@ standardised ones (float16 keeps them to 0.03-0.06 dB, the same precision as sta
 file is decoded exactly once, in a single pass with no barrier; the workers also return each file's per-bin
 sums, so the statistics of any set of recordings -- the run's own training split, every one of them -- are
 added up in milliseconds (:func:`fit_standardizer`): the validation fold never leaks into them and changing
-the normalisation costs nothing. One pool of worker processes
-(forked where the platform allows, so starting it costs milliseconds) takes files longest first with a
-bounded number in flight; a worker that dies (a decoder crash) costs only the file it was decoding, which
-is found by re-running the suspects one at a time.
+the normalisation costs nothing. A :class:`dataloader.worker_pool.WorkerPool`
+takes files longest first with a bounded number in flight; a worker that dies (a decoder crash) costs only
+the file it was decoding.
 """
 from __future__ import annotations
 
@@ -26,21 +25,17 @@ import hashlib
 import itertools
 import json
 import logging
-import multiprocessing
 import os
-import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from dataloader.audio import AudioError, MonoReader, ResampledReader, resample
 from dataloader.features import DB_FLOOR, MelFrontEnd, StatsAccumulator, Standardizer
+from dataloader.worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +43,6 @@ CACHE_FORMAT_VERSION = 4  # 4: float16 dB (standardised when read), NumPy/pocket
 NOT_IN_CACHE = ("normalization",)  # [data_process] keys applied when the cache is read, not cached
 LONG_FILE_S = 300.0  # longer files are decoded (and resampled) and transformed in blocks ...
 BLOCK_S = 60.0  # ... of this many seconds, so memory does not grow with a file's length
-IN_FLIGHT_PER_WORKER = 4  # queued tasks per worker: enough to never idle, few enough to bound memory
 
 
 @dataclass(frozen=True)
@@ -208,86 +202,6 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
             "clip_mean": clip_mean, "clip_std": clip_std, "sums": (acc.sum, acc.sumsq)}
 
 
-# ---- the worker pool ---------------------------------------------------------------------------------------
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """fork on Linux (workers start in milliseconds and touch no torch state), spawn elsewhere."""
-    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-
-
-class _Workers:
-    """Worker processes shared by the statistics and the writing phase of one build (the calling process
-    itself when ``workers`` is 1). Tasks are tuples whose first item is the file's path."""
-
-    def __init__(self, workers: int, dp: dict[str, Any], mels_dir: Path):
-        self.workers, self._init = workers, (dp, str(mels_dir))
-        self._pool: Optional[ProcessPoolExecutor] = None
-        if workers <= 1:
-            _init_worker(*self._init, limit_threads=False)
-
-    def __enter__(self) -> "_Workers":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._close()
-
-    def _start(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(), initializer=_init_worker,
-                                             initargs=self._init)
-            self._pool.submit(int).result()  # start every worker now, before progress-bar threads exist
-        return self._pool
-
-    def _close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def run(self, fn: Callable[..., dict[str, Any]], tasks: list[tuple], desc: str) -> Iterator[dict[str, Any]]:
-        """Yield ``fn(*task)`` for every task (completion order) with a tqdm bar of files/s and audio-hours/s."""
-        if not tasks:
-            return
-        results = (fn(*t) for t in tasks) if self.workers <= 1 else self._parallel(fn, tasks)
-        with tqdm(total=len(tasks), desc=desc, unit="file", mininterval=1.0) as bar:
-            audio_s = 0.0
-            for res in results:
-                audio_s += res.get("seconds", 0.0)
-                bar.set_postfix_str(f"{audio_s / 3600 / max(bar.format_dict['elapsed'], 1e-9):.3f} audio-h/s",
-                                    refresh=False)
-                bar.update()
-                yield res
-
-    def _parallel(self, fn: Callable[..., dict[str, Any]], tasks: list[tuple]) -> Iterator[dict[str, Any]]:
-        todo, pending = iter(tasks), {}
-        suspects: list[tuple] = []
-        self._start()
-        while True:
-            for task in itertools.islice(todo, self.workers * IN_FLIGHT_PER_WORKER - len(pending)):
-                pending[self._pool.submit(fn, *task)] = task
-            if not pending:
-                break
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            try:
-                results = [f.result() for f in finished]
-            except BrokenProcessPool:
-                suspects.extend(pending.values())  # one of these killed its worker; find it alone
-                pending.clear()
-                self._close()
-                self._start()
-                continue
-            for f in finished:
-                del pending[f]
-            yield from results
-        yield from (self._alone(fn, task) for task in suspects)
-
-    def _alone(self, fn: Callable[..., dict[str, Any]], task: tuple) -> dict[str, Any]:
-        """Run one task by itself; if its worker dies, that file is the culprit."""
-        try:
-            return self._start().submit(fn, *task).result()
-        except BrokenProcessPool:
-            self._close()
-            return {"source": task[0], "error": "worker process died while decoding (crash in the decoder?)"}
-
-
 # ---- the cache -------------------------------------------------------------------------------------------
 @dataclass
 class CacheResult:
@@ -441,7 +355,7 @@ def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, worker
             todo.append((path, _entry_name(path, *ident)))
     todo.sort(key=lambda pe: -idents[pe[0]][0])  # longest first: no straggler at the end
     reused = len(done) + sum(1 for p in skipped if p in idents)
-    with _Workers(workers, dataclasses.asdict(dp), cache.mels_dir) as pool, \
+    with WorkerPool(workers, _init_worker, (dataclasses.asdict(dp), str(cache.mels_dir))) as pool, \
             open(cache.manifest_path, "a") as manifest_file, cache.sums.append() as sums_file:
         for res in pool.run(_task_write, todo, "preprocessing"):
             path = res["source"]

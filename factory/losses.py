@@ -7,6 +7,7 @@ and softmax targets to ``t (1 - ε) + ε / classes``.
 """
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -18,15 +19,16 @@ from factory.registry import Registry
 LOSSES = Registry("loss")
 
 
-class ElementwiseLoss(nn.Module):
+class ElementwiseLoss(nn.Module, abc.ABC):
     """Mean over the known (non-NaN) entries of a per-(example, class) loss."""
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         self.label_smoothing = label_smoothing
 
+    @abc.abstractmethod
     def elementwise(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Per-entry loss, (B, classes)."""
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         known = ~torch.isnan(targets)
