@@ -232,3 +232,11 @@ def test_resume_auto_picks_the_newest_last_checkpoint_of_another_run(tmp_path):
     assert resolve_resume("auto", tmp_path / "none", tmp_path / "current") is None
     with pytest.raises(ConfigError, match="no such checkpoint"):
         resolve_resume(str(tmp_path / "missing.pt"), tmp_path, tmp_path / "current")
+
+
+def test_mixed_precision_trains_with_bf16_autocast_on_cpu():
+    trainer = make_trainer(amp=True)
+    history = trainer.fit(synthetic_loader(), synthetic_loader(shuffle=False), 2)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    assert next(trainer.model.parameters()).dtype == torch.float32  # weights stay fp32
