@@ -185,7 +185,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
                            amp=cfg.trainer.amp == "true" or (cfg.trainer.amp == "auto" and device.type == "cuda"),
                            compile=cfg.trainer.compile, grad_clip=cfg.trainer.grad_clip,
                            accumulate_steps=cfg.trainer.accumulate_steps,
-                           activation="softmax" if agent.loss == "ce" else "sigmoid", lr_verbose=agent.lr_verbose)
+                           activation="softmax" if agent.loss == "ce" else "sigmoid", lr_verbose=agent.lr_verbose,
+                           monitor=monitor)
     if not ctx.is_main:
         callbacks, checkpoint = [], None  # only rank 0 logs and checkpoints
     trainer = Trainer(model, loss, optimizer, scheduler, device, labels, callbacks,
@@ -198,17 +199,29 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
             adopt_best_checkpoint(resume_from, start_epoch - 1, run_dir)
         log.info("resumed from %s: epochs %d..%d still to train", resume_from, start_epoch, n_epochs)
     history = trainer.fit(train_loader, val_loader, n_epochs, start_epoch)
-    probs, targets = trainer.last_val
-    val_pred = pd.DataFrame(probs, columns=labels)
-    val_pred.insert(0, "filename", list(val_df["filename"]))
-    val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
     if ctx.is_main:
-        val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
+        write_validation_outputs(trainer, val_df, labels, run_dir, cfg.data.fold)
     sign = -1.0 if monitor.endswith("loss") else 1.0
     best = max(history, key=lambda m: -np.inf if np.isnan(m[monitor]) else sign * m[monitor])
     return {"history": history, "best": best, "n_train": len(train_df), "n_val": len(val_df), "labels": labels,
             "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
             "model_name": model_name}
+
+
+def write_validation_outputs(trainer: Any, val_df: pd.DataFrame, labels: list[str], run_dir: Path, fold: int) -> None:
+    """The best epoch's out-of-fold predictions (``val_predictions.csv``) and per-class ROC-AUC / AP
+    (``per_class_metrics.csv`` and ``.png``) in the run folder."""
+    from utils.metrics import per_class_table, plot_per_class  # noqa: PLC0415
+
+    epoch, probs, targets = trainer.best_val or (trainer.history[-1]["epoch"], *trainer.last_val)
+    val_pred = pd.DataFrame(probs, columns=labels)
+    val_pred.insert(0, "filename", list(val_df["filename"]))
+    val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
+    val_pred.insert(2, "fold", fold)
+    val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
+    table = per_class_table((np.nan_to_num(targets) >= 1.0).astype(np.int8), probs, labels)
+    table.to_csv(run_dir / "per_class_metrics.csv", index=False, float_format="%.5f")
+    plot_per_class(table, run_dir / "per_class_metrics.png", f"validation at epoch {epoch}, per class (positives)")
 
 
 def resolve_resume(resume: str, runs_dir: Path, run_dir: Path) -> Optional[Path]:

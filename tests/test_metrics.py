@@ -61,3 +61,23 @@ def test_missing_rows_raise():
     sol, sub = frames({"a": [1, 0, 0]}, {"a": [0.9, 0.1, 0.2]})
     with pytest.raises(ScoringError, match="row ids"):
         competition_score(sol, sub.iloc[:2], "row_id")
+
+
+def test_cmap_and_padded_cmap_match_the_earlier_birdclef_definitions():
+    from sklearn.metrics import average_precision_score
+
+    from utils.metrics import cmap_score, padded_cmap_score, per_class_table
+
+    sol = pd.DataFrame({"row_id": ["a", "b", "c", "d"], "s1": [1, 0, 0, 1], "s2": [0, 1, 0, 0], "s3": [0, 0, 0, 0]})
+    sub = pd.DataFrame({"row_id": ["d", "c", "b", "a"], "s1": [0.9, 0.2, 0.3, 0.6], "s2": [0.1, 0.5, 0.4, 0.2],
+                        "s3": [0.3, 0.2, 0.1, 0.9]})
+    aligned = sub.set_index("row_id").loc[sol["row_id"]]
+    expected = np.mean([average_precision_score(sol[c], aligned[c]) for c in ("s1", "s2")])  # s3: no positive
+    assert cmap_score(sol, sub, "row_id") == pytest.approx(expected)
+    ones = pd.DataFrame([[1, 1, 1]] * 5, columns=["s1", "s2", "s3"])  # the 2023 notebook's padding, verbatim
+    padded = average_precision_score(pd.concat([sol[["s1", "s2", "s3"]], ones]).to_numpy(),
+                                     pd.concat([aligned.reset_index(drop=True), ones]).to_numpy(), average="macro")
+    assert padded_cmap_score(sol, sub, "row_id") == pytest.approx(padded)
+    table = per_class_table(sol[["s1", "s2", "s3"]].to_numpy(), aligned.to_numpy(), ["s1", "s2", "s3"])
+    assert table["positives"].tolist() == [2, 1, 0] and np.isnan(table.loc[2, "roc_auc"])
+    assert table.loc[0, "average_precision"] == pytest.approx(average_precision_score(sol["s1"], aligned["s1"]))

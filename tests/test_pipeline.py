@@ -34,7 +34,8 @@ def run(small_demo, tmp_path_factory):
 def test_run_folder_holds_config_log_metrics_checkpoints_and_summary(run):
     run_dir, summary = run["run_dir"], run["summary"]
     for name in ("config.ini", "train.log", "metrics.csv", "val_predictions.csv", "checkpoints/best.pt",
-                 "checkpoints/last.pt", "training_curves.png", "skipped_files.csv"):
+                 "checkpoints/last.pt", "training_curves.png", "skipped_files.csv", "per_class_metrics.csv",
+                 "per_class_metrics.png"):
         assert (run_dir / name).is_file(), name
     for key in ("val_score", "soundscape_score", "n_train", "n_val", "epochs", "checkpoint", "submission",
                 "wall_seconds"):

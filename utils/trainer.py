@@ -17,20 +17,29 @@ from tqdm import tqdm
 from factory.schedulers import steps_per_epoch_end
 from utils.callbacks import Callback
 from utils.distributed import DistContext, all_gather, broadcast
-from utils.metrics import ScoringError, competition_score
+from utils.metrics import ScoringError, cmap_score, competition_score, padded_cmap_score
 
 log = logging.getLogger(__name__)
 
 
-def validation_score(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> float:
-    """Competition metric on validation windows; positives are the primary labels (target 1.0)."""
+def validation_scores(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """Metrics on validation windows, positives being the primary labels (target 1.0): ``val_score`` (the
+    BirdCLEF 2024 metric), ``val_cmap`` and ``val_padded_cmap`` (BirdCLEF 2023); NaN when undefined."""
     ids = [str(i) for i in range(len(targets))]
     solution = pd.DataFrame((np.nan_to_num(targets) >= 1.0).astype(np.int8), columns=list(labels)).assign(row_id=ids)
     submission = pd.DataFrame(probs, columns=list(labels)).assign(row_id=ids)
-    try:
-        return competition_score(solution, submission, "row_id")
-    except ScoringError:
-        return float("nan")
+    out = {}
+    for key, fn in (("val_score", competition_score), ("val_cmap", cmap_score), ("val_padded_cmap", padded_cmap_score)):
+        try:
+            out[key] = round(fn(solution, submission, "row_id"), 6)
+        except ScoringError:
+            out[key] = float("nan")
+    return out
+
+
+def validation_score(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> float:
+    """The competition metric alone (see :func:`validation_scores`)."""
+    return validation_scores(targets, probs, labels)["val_score"]
 
 
 @dataclass
@@ -44,6 +53,7 @@ class TrainOptions:
     accumulate_steps: int = 1
     activation: str = "sigmoid"  # "softmax" for a model trained with softmax cross-entropy
     lr_verbose: bool = False
+    monitor: str = "val_score"  # which epoch's validation outputs to keep as the best (``*_loss``: lowest)
 
 
 def rng_state() -> dict[str, Any]:
@@ -97,6 +107,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.options.amp and self.amp_dtype == torch.float16)
         self.history: list[dict[str, float]] = []
         self.last_val: tuple[np.ndarray, np.ndarray] = (np.zeros((0, len(self.labels))),) * 2
+        self.best_val: Optional[tuple[int, np.ndarray, np.ndarray]] = None  # (epoch, probs, targets)
         self.stop_training = False
         self.train_loader: Optional[DataLoader] = None
 
@@ -177,8 +188,9 @@ class Trainer:
             probs, targets, val_loss = self.predict(val_loader)
             self.last_val = (probs, targets)
             metrics = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
-                       "val_score": round(validation_score(targets, probs, self.labels), 6),
+                       **validation_scores(targets, probs, self.labels),
                        "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
+            self._keep_if_best(epoch, metrics, probs, targets)
             if self.scheduler is not None and steps_per_epoch_end(self.scheduler):
                 self.scheduler.step(metrics["val_score"] if metrics["val_score"] == metrics["val_score"] else 0.0)
             self.history.append(metrics)
@@ -196,6 +208,16 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
+
+    def _keep_if_best(self, epoch: int, metrics: dict[str, float], probs: np.ndarray, targets: np.ndarray) -> None:
+        key = self.options.monitor
+        value = metrics[key]
+        if value != value:  # NaN never wins
+            return
+        earlier = [h[key] for h in self.history if h[key] == h[key]]
+        lower = key.endswith("loss")
+        if not earlier or (value < min(earlier) if lower else value > max(earlier)):
+            self.best_val = (epoch, probs, targets)
 
     def checkpoint_payload(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         """Plain-data checkpoint: weights, optimizer/scheduler/scaler state, epoch, metrics and history, every
