@@ -125,7 +125,7 @@ class Trainer:
     def train_epoch(self, loader: DataLoader, epoch: int) -> float:
         """One pass over ``loader``; returns the mean training loss."""
         self.model.train()
-        if hasattr(loader.sampler, "set_epoch"):  # distributed samplers reshuffle per epoch from the seed
+        if hasattr(getattr(loader, "sampler", None), "set_epoch"):  # distributed samplers reshuffle per epoch
             loader.sampler.set_epoch(epoch)
         total, count, acc = 0.0, 0, self.options.accumulate_steps
         per_step = self.scheduler is not None and not steps_per_epoch_end(self.scheduler)
