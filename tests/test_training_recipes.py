@@ -240,3 +240,19 @@ def test_mixed_precision_trains_with_bf16_autocast_on_cpu():
     assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
     assert all(math.isfinite(h["train_loss"]) for h in history)
     assert next(trainer.model.parameters()).dtype == torch.float32  # weights stay fp32
+
+
+def test_every_registered_loss_and_schedule_builds_and_takes_a_step():
+    from factory.schedulers import list_schedulers, steps_per_epoch_end
+
+    for name in list_losses():
+        logits = torch.randn(4, 3, requires_grad=True)
+        create_loss(name)(logits, torch.eye(3)[[0, 1, 2, 0]]).backward()
+        assert torch.isfinite(logits.grad).all(), name
+    for name in list_schedulers():
+        opt = torch.optim.SGD(Tiny().parameters(), lr=0.1)
+        sched = create_scheduler(name, opt, total_steps=10, warmup_steps=2, steps_per_epoch=5, lr_start=0.01,
+                                 lr_peak=0.1, lr_end=0.001, gamma=0.9)
+        opt.step()
+        sched.step(0.5) if steps_per_epoch_end(sched) else sched.step()
+        assert 0 < opt.param_groups[0]["lr"] <= 0.1 + 1e-9, name
