@@ -111,3 +111,23 @@ def test_an_unreachable_mlflow_server_turns_the_logger_off_and_the_run_goes_on(t
     with caplog.at_level(logging.WARNING):
         feed(MLflowLogger("http://127.0.0.1:9", "x", tmp_path, {}), [0.5, 0.6])
     assert caplog.text.count("MLflow logger off") == 1
+
+
+def test_an_unreachable_neptune_service_falls_back_to_offline_with_one_warning(tmp_path, monkeypatch, caplog):
+    import neptune
+
+    real = neptune.init_run
+    modes = []
+
+    def unreachable(**kw):
+        modes.append(kw["mode"])
+        if kw["mode"] == "async":
+            raise ConnectionError("api.neptune.ai unreachable")
+        return real(**kw)
+
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", "a-token-from-the-environment")
+    monkeypatch.setattr(neptune, "init_run", unreachable)
+    with caplog.at_level(logging.WARNING):
+        feed(NeptuneLogger("ws/proj", "async", tmp_path, {"a": 1}), [0.5, 0.6])
+    assert modes == ["async", "offline"] and caplog.text.count("Neptune unreachable") == 1
+    assert "Neptune logger off" not in caplog.text and list((tmp_path / ".neptune").rglob("*"))

@@ -174,9 +174,18 @@ class NeptuneLogger(Callback):
             import neptune  # noqa: PLC0415 - slow import, only when the logger is on
             from neptune.utils import stringify_unsupported  # noqa: PLC0415
 
-            self.run = neptune.init_run(project=self.project or None, mode=mode, name=self.name or None,
+            def start(run_mode: str) -> Any:
+                return neptune.init_run(project=self.project or None, mode=run_mode, name=self.name or None,
                                         capture_hardware_metrics=False, capture_stdout=False,
                                         capture_stderr=False, git_ref=False)
+
+            try:
+                self.run = start(mode)
+            except Exception as exc:  # noqa: BLE001 - the service may be unreachable: keep the logs locally
+                if mode not in ("async", "sync"):
+                    raise
+                log.warning("Neptune unreachable (%s): logging offline to %s", exc, self.folder / ".neptune")
+                self.run = start("offline")
             self.run["config"] = stringify_unsupported(self.config)
         except Exception as exc:  # noqa: BLE001 - a tracker must never break training
             self._disable("start", exc)
