@@ -256,3 +256,14 @@ def test_every_registered_loss_and_schedule_builds_and_takes_a_step():
         opt.step()
         sched.step(0.5) if steps_per_epoch_end(sched) else sched.step()
         assert 0 < opt.param_groups[0]["lr"] <= 0.1 + 1e-9, name
+
+
+def test_torch_compile_switch_trains_the_same_model():
+    eager, compiled = make_trainer(), make_trainer(compile=True)
+    assert compiled.forward is not compiled.model
+    batches = list(synthetic_loader(n=8, shuffle=False))
+    losses = []
+    for t in (eager, compiled):
+        torch.manual_seed(1)  # the same augmentation noise for both
+        losses.append(t.train_epoch(batches, 1))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
