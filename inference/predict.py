@@ -18,19 +18,20 @@ from tqdm import tqdm
 from dataloader.audio import AudioError, load_audio
 from dataloader.dataset import fit_window
 from dataloader.features import DB_FLOOR, MelFrontEnd, Standardizer
-from factory.models import model_from_checkpoint
+from inference.backends import Runner, load_metadata, make_runner
 from inference.submission import n_windows, row_ids, to_submission_frame
-from utils.checkpoints import load_checkpoint
 from utils.config import DataProcessConfig
 
 log = logging.getLogger(__name__)
 
 
 class SoundscapePredictor:
-    """An ensemble of checkpoints sharing one front end; ``predict_file`` gives per-window probabilities."""
+    """An ensemble of models (checkpoints ``.pt``, or exports ``.onnx``/``.xml``) sharing one front end;
+    ``predict_file`` gives per-window probabilities, optionally smoothed over ±``smooth`` neighbouring windows."""
 
-    def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = 64):
-        payloads = [load_checkpoint(p) for p in checkpoints]
+    def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = 64,
+                 backend: str = "auto", threads: int = 0, smooth: int = 0):
+        payloads = [load_metadata(p) for p in checkpoints]
         if not payloads:
             raise ValueError("at least one checkpoint is needed")
         first = payloads[0]
@@ -48,15 +49,14 @@ class SoundscapePredictor:
             dp = DataProcessConfig(**first["data_process"])
             self.sample_rate, self.frontend = dp.sample_rate, MelFrontEnd.from_config(dp)
             self.frames = self.frontend.frames_for(self.window_s)
-        self.device, self.batch_size = torch.device(device), batch_size
+        self.batch_size, self.smooth = batch_size, smooth
         self.labels: list[str] = []
-        self.models: list[tuple[torch.nn.Module, np.ndarray, str]] = []
+        self.models: list[tuple[Runner, np.ndarray, str]] = []
         for payload in payloads:
             self.labels.extend(label for label in payload["labels"] if label not in self.labels)
-        for payload in payloads:
-            model = model_from_checkpoint(payload)
-            model = model.to(self.device, memory_format=torch.channels_last).eval()
-            self.models.append((model, np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
+        for path, payload in zip(checkpoints, payloads):
+            self.models.append((make_runner(path, backend, device, threads),
+                                np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
                                 payload.get("activation", "sigmoid")))
 
     def windows(self, path: str | Path) -> np.ndarray:
@@ -73,20 +73,19 @@ class SoundscapePredictor:
             out[k, 0] = self.standardizer.apply(window, *clip)
         return out
 
-    @torch.inference_mode()
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """Mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a model
         trained with softmax cross-entropy), (n_windows, len(self.labels))."""
         total = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
         counts = np.zeros(len(self.labels), dtype=np.float32)
-        for model, columns, activation in self.models:
+        for run, columns, activation in self.models:
             for i in range(0, len(windows), self.batch_size):
-                x = torch.from_numpy(windows[i:i + self.batch_size]).to(self.device)
-                logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+                logits = torch.from_numpy(np.asarray(run(windows[i:i + self.batch_size]), dtype=np.float32))
                 probs = torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
-                total[i:i + len(x), columns] += probs.cpu().numpy()
+                total[i:i + len(logits), columns] += probs.numpy()
             counts[columns] += 1
-        return total / np.maximum(counts, 1)
+        probs = total / np.maximum(counts, 1)
+        return smooth_windows(probs, self.smooth) if self.smooth else probs
 
     def predict_file(self, path: str | Path) -> tuple[list[str], np.ndarray]:
         """Row ids and probabilities for every window of ``path``."""
@@ -94,24 +93,53 @@ class SoundscapePredictor:
         return row_ids(Path(path).stem, len(probs), self.window_s), probs
 
 
+def smooth_windows(probs: np.ndarray, k: int) -> np.ndarray:
+    """Mean over each window and its ±``k`` neighbours in the same file (edges use the windows they have)."""
+    if k <= 0 or len(probs) < 2:
+        return probs
+    cum = np.vstack([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0, dtype=np.float64)])
+    idx = np.arange(len(probs))
+    lo, hi = np.maximum(idx - k, 0), np.minimum(idx + k + 1, len(probs))
+    return ((cum[hi] - cum[lo]) / (hi - lo)[:, None]).astype(np.float32)
+
+
 def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, columns: Sequence[str],
-                   fill_value: float = 0.0, limit: Optional[int] = None) -> pd.DataFrame:
-    """Submission frame for the ``.ogg`` files of ``audio_dir`` (sorted; the first ``limit`` when given);
-    an unreadable file gets rows of ``fill_value`` and a warning instead of stopping the submission."""
+                   fill_value: float = 0.0, limit: Optional[int] = None, prefetch: int = 2) -> pd.DataFrame:
+    """Submission frame for the ``.ogg`` files of ``audio_dir`` (sorted; the first ``limit`` when given).
+
+    Decoding and the mel of the next ``prefetch`` files run in a background thread (soundfile and the FFTs
+    release the GIL) while the models work on the current one, so memory stays bounded and both kinds of
+    work overlap. An unreadable file gets rows of ``fill_value`` and a warning instead of stopping the
+    submission."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
     files = sorted(Path(audio_dir).glob("*.ogg"))[:limit]
     frames = []
-    for path in tqdm(files, desc="predict soundscapes", unit="file"):
+
+    def load(path: Path) -> Optional[np.ndarray]:
         try:
-            ids, probs = predictor.predict_file(path)
+            return predictor.windows(path)
         except AudioError as exc:
             log.warning("%s: %s -- its rows get %s", path.name, exc, fill_value)
-            try:
-                count = n_windows(sf.info(str(path)).duration, predictor.window_s)
-            except (sf.LibsndfileError, RuntimeError, ValueError):  # the header is unreadable too
-                count = n_windows(240.0, predictor.window_s)
-            ids = row_ids(path.stem, count, predictor.window_s)
-            probs = np.full((count, len(predictor.labels)), fill_value, dtype=np.float32)
-        frames.append(to_submission_frame(ids, probs, predictor.labels, columns))
+            return None
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(load, p) for p in files[:prefetch]]
+        for k, path in enumerate(tqdm(files, desc="predict soundscapes", unit="file")):
+            windows = pending.pop(0).result()
+            if k + prefetch < len(files):
+                pending.append(pool.submit(load, files[k + prefetch]))
+            if windows is not None:
+                probs = predictor.predict_windows(windows)
+                ids = row_ids(path.stem, len(probs), predictor.window_s)
+            else:
+                try:
+                    count = n_windows(sf.info(str(path)).duration, predictor.window_s)
+                except (sf.LibsndfileError, RuntimeError, ValueError):  # the header is unreadable too
+                    count = n_windows(240.0, predictor.window_s)
+                ids = row_ids(path.stem, count, predictor.window_s)
+                probs = np.full((count, len(predictor.labels)), fill_value, dtype=np.float32)
+            frames.append(to_submission_frame(ids, probs, predictor.labels, columns))
     if not frames:
         return pd.DataFrame(columns=["row_id", *columns])
     return pd.concat(frames, ignore_index=True)

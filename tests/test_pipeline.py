@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -177,3 +178,41 @@ def test_wav2vec2_trains_on_a_waveform_cache_and_predicts_end_to_end(run, tmp_pa
     assert model_from_checkpoint(ckpt).hf.config.hidden_size == 32
     entry = np.load(next((run["work"] / "cache").glob("wave-*/mels/*.npy")))
     assert entry.dtype == np.float16 and entry.shape[0] == 1
+
+
+def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    import predict as predict_cli
+    from inference.export import export
+
+    reports = export(run["summary"]["checkpoint"], tmp_path / "exported")
+    assert [r["format"] for r in reports] == ["onnx", "openvino"]
+    assert all(r["max_abs_diff"] <= 1e-4 for r in reports)
+    demo = run["demo"]
+    outs = []
+    for model in (run["summary"]["checkpoint"], reports[0]["path"], reports[1]["path"]):
+        out = tmp_path / f"{Path(model).suffix[1:]}.csv"
+        assert predict_cli.main(["--checkpoint", model, "--audio-dir", str(demo / "test_soundscapes"),
+                                 "--out", str(out), "--smooth", "1"]) == 0
+        outs.append(pd.read_csv(out))
+    columns = list(pd.read_csv(demo / "sample_submission.csv", nrows=0).columns)
+    for sub in outs:
+        validate_submission(sub, columns[1:])
+        assert list(sub["row_id"]) == list(outs[0]["row_id"])
+        assert np.abs(sub.iloc[:, 1:].to_numpy() - outs[0].iloc[:, 1:].to_numpy()).max() <= 1e-4
+
+
+def test_predict_cli_dry_runs_on_unlabeled_soundscapes_when_the_test_folder_is_empty(run, tmp_path):
+    import shutil
+
+    import predict as predict_cli
+
+    data = tmp_path / "kaggle"
+    shutil.copytree(run["demo"], data, ignore=shutil.ignore_patterns("test_soundscapes"))
+    (data / "test_soundscapes").mkdir()
+    out = tmp_path / "sub.csv"
+    assert predict_cli.main(["--checkpoint", run["summary"]["checkpoint"], "--audio-dir",
+                             str(data / "test_soundscapes"), "--out", str(out)]) == 0
+    stems = {r.rsplit("_", 1)[0] for r in pd.read_csv(out)["row_id"]}
+    assert stems == {p.stem for p in sorted((data / "unlabeled_soundscapes").glob("*.ogg"))[:3]}

@@ -42,3 +42,11 @@ def test_invalid_submissions_are_refused(mutate, message, tmp_path):
     with pytest.raises(SubmissionError, match=message):
         write_submission(mutate(good), ["a", "b"], tmp_path / "sub.csv")
     assert not (tmp_path / "sub.csv").exists()
+
+
+def test_smoothing_averages_each_window_with_its_neighbours():
+    from inference.predict import smooth_windows
+
+    probs = np.array([[0.0], [3.0], [0.0], [6.0]], dtype=np.float32)
+    np.testing.assert_allclose(smooth_windows(probs, 1)[:, 0], [1.5, 1.0, 3.0, 3.0])
+    assert smooth_windows(probs, 0) is probs

@@ -1,0 +1,98 @@
+"""Model runners for inference: PyTorch checkpoints, ONNX Runtime and OpenVINO exports.
+
+A runner maps a float32 batch ``(n, 1, n_mels, frames)`` (or ``(n, 1, 1, samples)`` for waveform models) to
+logits ``(n, classes)``. Exported models carry their checkpoint's metadata (labels, front end, statistics,
+activation) in a JSON file beside them (``model.onnx`` + ``model.json``), so every backend predicts from the
+same information. onnxruntime and openvino are imported only when used.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from utils.checkpoints import load_checkpoint
+
+Runner = Callable[[np.ndarray], np.ndarray]
+METADATA_KEYS = ("labels", "model_name", "model_kwargs", "data_process", "window_s", "pad_mode", "standardizer",
+                 "activation", "input")
+
+
+def metadata_path(model_path: str | Path) -> Path:
+    """``model.onnx`` / ``model.xml`` -> ``model.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def checkpoint_metadata(payload: dict[str, Any]) -> dict[str, Any]:
+    """The plain-data fields of a checkpoint that inference needs (no weights)."""
+    meta = {k: payload[k] for k in METADATA_KEYS if k in payload}
+    meta["standardizer"] = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in meta["standardizer"].items()}
+    return meta
+
+
+def load_metadata(model_path: str | Path) -> dict[str, Any]:
+    """Metadata of a checkpoint (``.pt``) or of an exported model (its ``.json``)."""
+    path = Path(model_path)
+    if path.suffix in (".onnx", ".xml"):
+        side = metadata_path(path)
+        if not side.is_file():
+            raise FileNotFoundError(f"{path}: its metadata {side.name} is missing (export writes it beside the model)")
+        return json.loads(side.read_text())
+    return checkpoint_metadata(load_checkpoint(path))
+
+
+def torch_runner(checkpoint: str | Path, device: str = "cpu") -> Runner:
+    """Eager PyTorch (channels_last) on ``device``."""
+    from factory.models import model_from_checkpoint  # noqa: PLC0415
+
+    model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device, memory_format=torch.channels_last).eval()
+
+    @torch.inference_mode()
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+        return model(x).float().cpu().numpy()
+    return run
+
+
+def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
+    """ONNX Runtime on the CPU with all graph optimisations; ``threads`` 0 = its default."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def openvino_runner(path: str | Path, threads: int = 0) -> Runner:
+    """OpenVINO on the CPU (throughput hint); ``threads`` 0 = its default."""
+    import openvino as ov  # noqa: PLC0415
+
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+    out = compiled.output(0)
+    return lambda batch: np.asarray(request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[out])
+
+
+def make_runner(model_path: str | Path, backend: str = "auto", device: str = "cpu", threads: int = 0) -> Runner:
+    """The runner for ``model_path``: ``.pt`` -> torch, ``.onnx`` -> ONNX Runtime, ``.xml`` -> OpenVINO
+    (``backend`` checks that the file matches the one asked for)."""
+    suffix = Path(model_path).suffix
+    kind = {".onnx": "onnx", ".xml": "openvino"}.get(suffix, "torch")
+    if backend not in ("auto", kind):
+        raise ValueError(f"{model_path}: a {kind} model, but --backend {backend}; export it first "
+                         f"(python export.py --checkpoint CKPT) or pass the matching file")
+    if kind == "onnx":
+        return onnx_runner(model_path, threads)
+    if kind == "openvino":
+        return openvino_runner(model_path, threads)
+    return torch_runner(model_path, device)

@@ -1,0 +1,87 @@
+"""Offline inference for a Kaggle submission, from a shell or a notebook.
+
+    python predict.py --checkpoint A.pt [B.onnx C.xml ...] --audio-dir DIR --out submission.csv
+                      [--backend auto|torch|onnx|openvino] [--sample-submission FILE] [--smooth K]
+
+Each soundscape is decoded once and its mel computed once with the front end and statistics stored with the
+models; 5-s windows (the last partial one padded) go through every model of the ensemble (``.pt``
+checkpoints, or ``.onnx``/``.xml`` files from ``python -m inference.export``), probabilities are averaged,
+optionally smoothed over ±K neighbouring windows, validated against ``sample_submission.csv`` and written.
+When DIR holds no ``.ogg`` (as outside Kaggle's scoring), a dry run predicts the first files of the sibling
+``unlabeled_soundscapes/``. Imports nothing from training.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from inference.predict import SoundscapePredictor, predict_folder  # noqa: E402
+from inference.submission import write_submission  # noqa: E402
+
+log = logging.getLogger("predict")
+DRY_RUN_FILES = 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", nargs="+", required=True, help=".pt checkpoints and/or exported .onnx/.xml models")
+    p.add_argument("--audio-dir", required=True, help="folder of .ogg soundscapes (Kaggle: test_soundscapes)")
+    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
+    p.add_argument("--sample-submission", help="its columns and their order (default: DIR/../sample_submission.csv "
+                   "when present, else the models' labels)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--smooth", type=int, default=0, help="average each window with its ±K neighbours")
+    p.add_argument("--fill-value", type=float, default=0.0, help="probability for the rows of an unreadable file")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0 = their default)")
+    p.add_argument("--limit", type=int, help="only the first N files")
+    return p.parse_args(argv)
+
+
+def species_columns(sample_submission: str | None, audio_dir: Path, labels: list[str]) -> list[str]:
+    """The submission's species columns: from sample_submission.csv (given, or beside the audio folder)."""
+    import pandas as pd  # noqa: PLC0415
+
+    path = Path(sample_submission) if sample_submission else audio_dir.parent / "sample_submission.csv"
+    if path.is_file():
+        return list(pd.read_csv(path, nrows=0).columns)[1:]
+    if sample_submission:
+        raise FileNotFoundError(f"--sample-submission {path}: no such file")
+    log.warning("no sample_submission.csv beside %s: columns are the models' %d labels", audio_dir, len(labels))
+    return sorted(labels)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    audio_dir, limit = Path(args.audio_dir), args.limit
+    if not any(audio_dir.glob("*.ogg")):
+        dry = audio_dir.parent / "unlabeled_soundscapes"
+        if not any(dry.glob("*.ogg")):
+            log.error("no .ogg in %s, and no %s for a dry run", audio_dir, dry)
+            return 1
+        log.info("%s is empty (as outside Kaggle scoring): dry run on %d files of %s", audio_dir, DRY_RUN_FILES, dry)
+        columns_dir, audio_dir, limit = audio_dir, dry, DRY_RUN_FILES
+    else:
+        columns_dir = audio_dir
+    t0 = time.perf_counter()
+    predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
+                                    threads=args.threads, smooth=args.smooth)
+    columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
+    frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit)
+    out = write_submission(frame, columns, args.out)
+    log.info("%d rows, %d files -> %s in %.1f s", len(frame), frame["row_id"].str.rsplit("_", n=1).str[0].nunique(),
+             out, time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
