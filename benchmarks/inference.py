@@ -1,0 +1,135 @@
+"""Submission-speed benchmark: end-to-end inference (decode + mel + model + CSV) per backend, in one run.
+
+    python benchmarks/inference.py [--checkpoint CKPT] [--files 6] [--audio-dir DIR --ground-truth CSV]
+
+Without ``--checkpoint``, an efficientnet_b0 with random weights and 182 classes stands in for a trained model
+(speed does not depend on the weights). Without ``--audio-dir``, ``--files`` 4-minute 32 kHz OGG soundscapes are
+generated. Prints one JSON line per backend (torch eager fp32, ONNX Runtime, OpenVINO, ONNX Runtime int8 with
+dynamic quantization): ``windows_per_s`` end to end, ``realtime_factor``, ``model_only_windows_per_s`` (the model
+alone on pre-made inputs), ``ratio_to_model_only``, ``speedup_vs_torch_eager``, ``projected_test_minutes`` for
+the ~52,800 windows of the BirdCLEF 2024 test set on this machine, the largest probability difference from
+torch, and with ``--ground-truth`` the competition score.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TEST_WINDOWS = 52_800  # BirdCLEF 2024: ~1,100 soundscapes x 48 windows (../shared/BIRDCLEF.md)
+
+
+def stand_in_checkpoint(path: Path) -> Path:
+    """A checkpoint of the default model (random weights) with the default front end and 182 classes."""
+    import torch  # noqa: PLC0415
+
+    from factory.models import create_model  # noqa: PLC0415
+    from utils.checkpoints import save_checkpoint  # noqa: PLC0415
+    from utils.config import Config  # noqa: PLC0415
+
+    cfg = Config()
+    torch.manual_seed(0)
+    model = create_model(cfg.model.type, num_classes=182)
+    n_mels = cfg.data_process.n_mels
+    save_checkpoint(path, {"model": model.state_dict(), "labels": [f"sp{i:03d}" for i in range(182)],
+                           "model_name": cfg.model.type, "model_kwargs": {"head": "linear", "in_chans": 1},
+                           "data_process": cfg.to_dict()["data_process"], "window_s": cfg.data.window_s,
+                           "pad_mode": cfg.data.pad_mode, "activation": "sigmoid", "input": "mel",
+                           "standardizer": {"mode": "per_frequency", "mean": [-60.0] * n_mels,
+                                            "std": [15.0] * n_mels}})
+    return path
+
+
+def soundscapes(folder: Path, files: int, seconds: float = 240.0) -> Path:
+    """``files`` soundscapes of pink-ish noise with chirps, 32 kHz OGG."""
+    from dataloader.demo import write_ogg  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    n = int(seconds * 32000)
+    t = np.arange(n, dtype=np.float32) / 32000
+    for k in range(files):
+        noise = np.cumsum(rng.standard_normal(n).astype(np.float32)) * 1e-3
+        noise -= np.convolve(noise, np.ones(256, np.float32) / 256, mode="same")
+        chirp = 0.1 * np.sin(2 * np.pi * (2000 + 500 * np.sin(t)) * t) * (rng.random(n) < 0.3)
+        write_ogg(folder / f"bench_{k:02d}.ogg", (noise + chirp).astype(np.float32))
+    return folder
+
+
+def model_only(predictor, shape: tuple[int, ...], n: int = 256) -> float:
+    """Windows per second of the ensemble's runners alone on pre-made inputs (the predictor's batch size)."""
+    batch = np.random.default_rng(0).standard_normal((n, *shape)).astype(np.float32)
+    predictor.predict_windows(batch[:predictor.batch_size])  # warm-up
+    t0 = time.perf_counter()
+    predictor.predict_windows(batch)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint")
+    p.add_argument("--files", type=int, default=6)
+    p.add_argument("--audio-dir")
+    p.add_argument("--ground-truth", help="solution CSV (row_id + species) to score each backend")
+    p.add_argument("--batch-size", type=int, default=64)
+    args = p.parse_args()
+    import soundfile as sf  # noqa: PLC0415
+
+    from inference.export import export, input_shape  # noqa: PLC0415
+    from inference.backends import load_metadata  # noqa: PLC0415
+    from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
+    from utils.metrics import competition_score  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ckpt = Path(args.checkpoint) if args.checkpoint else stand_in_checkpoint(tmp / "stand_in.pt")
+        audio = Path(args.audio_dir) if args.audio_dir else soundscapes(tmp / "audio", args.files)
+        audio_s = sum(sf.info(str(f)).duration for f in audio.glob("*.ogg"))
+        onnx_path, xml_path = (Path(r["path"]) for r in export(ckpt, tmp / "exported"))
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+
+        int8 = tmp / "exported" / "int8.onnx"
+        quantize_dynamic(str(onnx_path), str(int8), weight_type=QuantType.QInt8)
+        int8.with_suffix(".json").write_text(onnx_path.with_suffix(".json").read_text())
+        meta = load_metadata(ckpt)
+        columns = list(meta["labels"])
+        solution = pd.read_csv(args.ground_truth) if args.ground_truth else None
+        if solution is not None:
+            columns = list(solution.columns[1:])
+        reference, torch_speed = None, None
+        for backend, model in (("torch_eager_fp32", ckpt), ("onnxruntime", onnx_path), ("openvino", xml_path),
+                               ("onnxruntime_int8_dynamic", int8)):
+            predictor = SoundscapePredictor([model], batch_size=args.batch_size)
+            only = model_only(predictor, input_shape(meta))
+            t0 = time.perf_counter()
+            frame = predict_folder(predictor, audio, columns)
+            frame.to_csv(tmp / f"{backend}.csv", index=False)
+            wall = time.perf_counter() - t0
+            speed = len(frame) / wall
+            probs = frame.iloc[:, 1:].to_numpy()
+            if reference is None:
+                reference, torch_speed = probs, speed
+            row = {"backend": backend, "windows": len(frame), "windows_per_s": round(speed, 1),
+                   "realtime_factor": round(audio_s / wall, 1), "model_only_windows_per_s": round(only, 1),
+                   "ratio_to_model_only": round(speed / only, 3),
+                   "speedup_vs_torch_eager": round(speed / torch_speed, 2),
+                   "projected_test_minutes": round(TEST_WINDOWS / speed / 60, 1),
+                   "max_prob_diff_vs_torch": float(np.abs(probs - reference).max()),
+                   "model_bytes": model.stat().st_size + (model.with_suffix(".bin").stat().st_size
+                                                          if model.suffix == ".xml" else 0)}
+            if solution is not None:
+                row["score"] = round(competition_score(solution, frame, "row_id"), 4)
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
