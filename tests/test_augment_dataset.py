@@ -73,7 +73,7 @@ def test_spec_augment_masks_bands_and_disabled_is_identity():
 
 
 def test_inference_path_imports_nothing_from_training():
-    code = ("import sys, inference.predict, inference.submission; "
+    code = ("import sys, predict, inference.predict, inference.submission, inference.backends; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('neptune', 'kaggle') "
             "or m in ('utils.trainer', 'utils.callbacks', 'factory.optimizers', 'factory.schedulers', "
             "'factory.losses')]; print(bad); sys.exit(1 if bad else 0)")
