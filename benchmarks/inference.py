@@ -49,22 +49,6 @@ def stand_in_checkpoint(path: Path) -> Path:
     return path
 
 
-def soundscapes(folder: Path, files: int, seconds: float = 240.0) -> Path:
-    """``files`` soundscapes of pink-ish noise with chirps, 32 kHz OGG."""
-    from dataloader.demo import write_ogg  # noqa: PLC0415
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    n = int(seconds * 32000)
-    t = np.arange(n, dtype=np.float32) / 32000
-    for k in range(files):
-        noise = np.cumsum(rng.standard_normal(n).astype(np.float32)) * 1e-3
-        noise -= np.convolve(noise, np.ones(256, np.float32) / 256, mode="same")
-        chirp = 0.1 * np.sin(2 * np.pi * (2000 + 500 * np.sin(t)) * t) * (rng.random(n) < 0.3)
-        write_ogg(folder / f"bench_{k:02d}.ogg", (noise + chirp).astype(np.float32))
-    return folder
-
-
 def model_only(predictor, shape: tuple[int, ...], n: int = 256) -> float:
     """Windows per second of the ensemble's runners alone on pre-made inputs (the predictor's batch size)."""
     batch = np.random.default_rng(0).standard_normal((n, *shape)).astype(np.float32)
@@ -84,6 +68,7 @@ def main() -> None:
     args = p.parse_args()
     import soundfile as sf  # noqa: PLC0415
 
+    from inference.budget import generate_soundscapes  # noqa: PLC0415
     from inference.export import export, input_shape  # noqa: PLC0415
     from inference.backends import load_metadata  # noqa: PLC0415
     from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
@@ -92,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = Path(args.checkpoint) if args.checkpoint else stand_in_checkpoint(tmp / "stand_in.pt")
-        audio = Path(args.audio_dir) if args.audio_dir else soundscapes(tmp / "audio", args.files)
+        audio = Path(args.audio_dir) if args.audio_dir else generate_soundscapes(tmp / "audio", args.files)
         audio_s = sum(sf.info(str(f)).duration for f in audio.glob("*.ogg"))
         onnx_path, xml_path = (Path(r["path"]) for r in export(ckpt, tmp / "exported"))
         from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415

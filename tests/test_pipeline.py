@@ -202,6 +202,15 @@ def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(r
         assert list(sub["row_id"]) == list(outs[0]["row_id"])
         assert np.abs(sub.iloc[:, 1:].to_numpy() - outs[0].iloc[:, 1:].to_numpy()).max() <= 1e-4
 
+    from inference.budget import plan
+
+    rows = plan([reports[0]["path"], reports[1]["path"]], kaggle_speedup=2.0, budget_minutes=1e-3, files=1)
+    assert [r.get("component") for r in rows[:3]] == ["decode+mel", reports[0]["path"], reports[1]["path"]]
+    verdict = rows[-1]
+    assert verdict["fits"] is False and verdict["margin_minutes"] < 0  # nothing fits a budget of 0.06 s
+    expected = sum(r["projected_minutes"] for r in rows[:3])
+    assert verdict["projected_minutes"] == pytest.approx(expected, abs=0.2)
+
 
 def test_predict_cli_dry_runs_on_unlabeled_soundscapes_when_the_test_folder_is_empty(run, tmp_path):
     import shutil
