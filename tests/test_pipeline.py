@@ -225,3 +225,62 @@ def test_predict_cli_dry_runs_on_unlabeled_soundscapes_when_the_test_folder_is_e
                              str(data / "test_soundscapes"), "--out", str(out)]) == 0
     stems = {r.rsplit("_", 1)[0] for r in pd.read_csv(out)["row_id"]}
     assert stems == {p.stem for p in sorted((data / "unlabeled_soundscapes").glob("*.ogg"))[:3]}
+
+
+NOTEBOOK_PRELUDE = """
+import socket, sys
+def _no_network(*args, **kwargs):
+    raise OSError("network access is blocked in this test, as in a Kaggle submission")
+socket.socket.connect = _no_network
+socket.create_connection = _no_network
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("neptune", "kaggle", "mlflow"):
+            raise ModuleNotFoundError(f"No module named {name!r} (not in Kaggle's notebook)")
+        return None
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def test_kaggle_notebook_runs_headless_on_a_packaged_dataset_offline(run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from inference.package import assemble
+
+    root = Path(train_classifier.__file__).resolve().parent
+    dataset = assemble([run["summary"]["checkpoint"]], tmp_path / "dataset", "someone/birdclef-models")
+    meta = json.loads((dataset / "dataset-metadata.json").read_text())
+    assert meta["id"] == "someone/birdclef-models" and (dataset / "predict.py").is_file()
+    assert [p.suffix for p in (dataset / "models").iterdir()] == [".pt"]
+    notebook = json.loads((root / "submissions" / "kaggle_inference.ipynb").read_text())
+    code = NOTEBOOK_PRELUDE + "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    out = tmp_path / "working" / "submission.csv"
+    out.parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(BIRDCLEF_MODEL_DIR=str(dataset), BIRDCLEF_AUDIO_DIR=str(run["demo"] / "test_soundscapes"),
+               BIRDCLEF_OUT=str(out), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    columns = list(pd.read_csv(run["demo"] / "sample_submission.csv", nrows=0).columns)
+    validate_submission(pd.read_csv(out), columns[1:])
+
+
+def test_packaging_pushes_with_the_kaggle_cli(run, tmp_path, monkeypatch):
+    import os
+
+    from inference.package import assemble, push
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kaggle").write_text("#!/bin/sh\necho \"$@\" >> \"$KAGGLE_CALLS\"\n[ \"$2\" = status ] && exit 1\nexit 0\n")
+    (bin_dir / "kaggle").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("KAGGLE_CALLS", str(tmp_path / "calls"))
+    dataset = assemble([run["summary"]["checkpoint"]], tmp_path / "dataset", "someone/birdclef-models")
+    push(dataset)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "datasets status someone/birdclef-models"
+    assert calls[1].startswith("datasets create -p ") and calls[1].endswith("--dir-mode zip")
