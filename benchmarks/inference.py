@@ -4,8 +4,8 @@
 
 Without ``--checkpoint``, an efficientnet_b0 with random weights and 182 classes stands in for a trained model
 (speed does not depend on the weights). Without ``--audio-dir``, ``--files`` 4-minute 32 kHz OGG soundscapes are
-generated. Prints one JSON line per backend (torch eager fp32, ONNX Runtime, OpenVINO, ONNX Runtime int8 with
-dynamic quantization): ``windows_per_s`` end to end, ``realtime_factor``, ``model_only_windows_per_s`` (the model
+generated. Prints one JSON line per backend (torch eager fp32 with contiguous tensors: the baseline; torch
+channels_last; ONNX Runtime; OpenVINO; ONNX Runtime int8 with dynamic quantization): ``windows_per_s`` end to end, ``realtime_factor``, ``model_only_windows_per_s`` (the model
 alone on pre-made inputs), ``ratio_to_model_only``, ``speedup_vs_torch_eager``, ``projected_test_minutes`` for
 the ~52,800 windows of the BirdCLEF 2024 test set on this machine, the largest probability difference from
 torch, and with ``--ground-truth`` the competition score.
@@ -70,7 +70,7 @@ def main() -> None:
 
     from inference.budget import generate_soundscapes  # noqa: PLC0415
     from inference.export import export, input_shape  # noqa: PLC0415
-    from inference.backends import load_metadata  # noqa: PLC0415
+    from inference.backends import load_metadata, torch_runner  # noqa: PLC0415
     from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
     from utils.metrics import competition_score  # noqa: PLC0415
 
@@ -91,9 +91,12 @@ def main() -> None:
         if solution is not None:
             columns = list(solution.columns[1:])
         reference, torch_speed = None, None
-        for backend, model in (("torch_eager_fp32", ckpt), ("onnxruntime", onnx_path), ("openvino", xml_path),
-                               ("onnxruntime_int8_dynamic", int8)):
+        for backend, model in (("torch_eager_fp32", ckpt), ("torch_channels_last", ckpt), ("onnxruntime", onnx_path),
+                               ("openvino", xml_path), ("onnxruntime_int8_dynamic", int8)):
             predictor = SoundscapePredictor([model], batch_size=args.batch_size)
+            if backend == "torch_eager_fp32":  # the plain baseline: contiguous tensors
+                run, cols, act = predictor.models[0]
+                predictor.models = [(torch_runner(ckpt, channels_last=False), cols, act)]
             only = model_only(predictor, input_shape(meta))
             t0 = time.perf_counter()
             frame = predict_folder(predictor, audio, columns)

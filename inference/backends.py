@@ -44,15 +44,16 @@ def load_metadata(model_path: str | Path) -> dict[str, Any]:
     return checkpoint_metadata(load_checkpoint(path))
 
 
-def torch_runner(checkpoint: str | Path, device: str = "cpu") -> Runner:
-    """Eager PyTorch (channels_last) on ``device``."""
+def torch_runner(checkpoint: str | Path, device: str = "cpu", channels_last: bool = True) -> Runner:
+    """Eager PyTorch on ``device`` (channels_last by default: ~2x faster than contiguous on this CPU)."""
     from factory.models import model_from_checkpoint  # noqa: PLC0415
 
-    model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device, memory_format=torch.channels_last).eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device, memory_format=fmt).eval()
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
         return model(x).float().cpu().numpy()
     return run
 
