@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "when present, else the models' labels)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--smooth", type=int, default=0, help="average each window with its ±K neighbours")
+    p.add_argument("--row-seconds", type=float, help="submission row length (default: the models' input length); "
+                   "models trained on longer inputs see a context window centred on each row")
     p.add_argument("--fill-value", type=float, default=0.0, help="probability for the rows of an unreadable file")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0 = their default)")
     p.add_argument("--limit", type=int, help="only the first N files")
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         columns_dir = audio_dir
     t0 = time.perf_counter()
     predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
-                                    threads=args.threads, smooth=args.smooth)
+                                    threads=args.threads, smooth=args.smooth, row_s=args.row_seconds)
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
     frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit)
     out = write_submission(frame, columns, args.out)

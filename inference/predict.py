@@ -30,7 +30,9 @@ class SoundscapePredictor:
     ``predict_file`` gives per-window probabilities, optionally smoothed over ±``smooth`` neighbouring windows."""
 
     def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = 64,
-                 backend: str = "auto", threads: int = 0, smooth: int = 0):
+                 backend: str = "auto", threads: int = 0, smooth: int = 0, row_s: Optional[float] = None):
+        """``row_s``: the length of a submission row (default: the models' input length, 5 s for BirdCLEF).
+        Models trained on longer inputs (e.g. 10 s) see a context window centred on each row."""
         payloads = [load_metadata(p) for p in checkpoints]
         if not payloads:
             raise ValueError("at least one checkpoint is needed")
@@ -39,16 +41,21 @@ class SoundscapePredictor:
             if payload["data_process"] != first["data_process"] or payload["window_s"] != first["window_s"]:
                 raise ValueError(f"{p}: front-end settings differ from {checkpoints[0]}; an ensemble shares one mel")
         self.waveform = first.get("input", "mel") == "waveform"
-        self.window_s = float(first["window_s"])
+        self.input_s = float(first["window_s"])  # what the models were trained on
+        self.window_s = float(row_s or self.input_s)  # one submission row
+        if self.input_s < self.window_s:
+            raise ValueError(f"the models take {self.input_s}-s inputs, shorter than a {self.window_s}-s row")
         self.pad_mode = first.get("pad_mode", "repeat")
         self.standardizer = Standardizer.from_dict(first["standardizer"])
         if self.waveform:  # raw samples (Wav2Vec2): no front end, windows of window_s * sample_rate samples
             self.sample_rate = int(first["data_process"]["sample_rate"])
             self.frontend, self.frames = None, int(round(self.window_s * self.sample_rate))
+            self.input_frames = int(round(self.input_s * self.sample_rate))
         else:
             dp = DataProcessConfig(**first["data_process"])
             self.sample_rate, self.frontend = dp.sample_rate, MelFrontEnd.from_config(dp)
             self.frames = self.frontend.frames_for(self.window_s)
+            self.input_frames = self.frontend.frames_for(self.input_s)
         self.batch_size, self.smooth = batch_size, smooth
         self.labels: list[str] = []
         self.models: list[tuple[Runner, np.ndarray, str]] = []
@@ -66,10 +73,14 @@ class SoundscapePredictor:
         mel = audio[None, :] if self.waveform else self.frontend(audio)
         clip = self.standardizer.clip_stats(mel) if self.standardizer.mode == "per_clip" else ()
         count = n_windows(audio.size / self.sample_rate, self.window_s)
-        out = np.empty((count, 1, mel.shape[0], self.frames), dtype=np.float32)
+        out = np.empty((count, 1, mel.shape[0], self.input_frames), dtype=np.float32)
         silence = 0.0 if self.waveform else DB_FLOOR
+        extra = self.input_frames - self.frames  # context around each row, split evenly before and after
         for k in range(count):
-            window = fit_window(mel[:, k * self.frames:], 0, self.frames, self.pad_mode, silence)
+            if extra == 0:
+                window = fit_window(mel[:, k * self.frames:], 0, self.frames, self.pad_mode, silence)
+            else:
+                window = context_window(mel, k * self.frames - extra // 2, self.input_frames, silence)
             out[k, 0] = self.standardizer.apply(window, *clip)
         return out
 
@@ -91,6 +102,15 @@ class SoundscapePredictor:
         """Row ids and probabilities for every window of ``path``."""
         probs = self.predict_windows(self.windows(path))
         return row_ids(Path(path).stem, len(probs), self.window_s), probs
+
+
+def context_window(mel: np.ndarray, start: int, frames: int, silence: float) -> np.ndarray:
+    """``frames`` columns of ``mel`` from ``start`` (may be negative or run past the end: digital silence there)."""
+    out = np.full((mel.shape[0], frames), silence, dtype=np.float32)
+    lo, hi = max(start, 0), min(start + frames, mel.shape[1])
+    if hi > lo:
+        out[:, lo - start:hi - start] = mel[:, lo:hi]
+    return out
 
 
 def smooth_windows(probs: np.ndarray, k: int) -> np.ndarray:

@@ -284,3 +284,20 @@ def test_packaging_pushes_with_the_kaggle_cli(run, tmp_path, monkeypatch):
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls[0] == "datasets status someone/birdclef-models"
     assert calls[1].startswith("datasets create -p ") and calls[1].endswith("--dir-mode zip")
+
+
+def test_a_model_trained_on_10_s_inputs_predicts_5_s_rows_with_centred_context(run, tmp_path):
+    import predict as predict_cli
+
+    args = run["args"] + [f"--set=paths.runs_dir={tmp_path / 'runs'}", "--set=data.window_s=10", "--stage", "train"]
+    assert train_classifier.main(args) == 0
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    assert load_checkpoint(ckpt)["window_s"] == 10.0
+    out = tmp_path / "sub.csv"
+    audio = run["demo"] / "test_soundscapes"
+    assert predict_cli.main(["--checkpoint", str(ckpt), "--audio-dir", str(audio), "--out", str(out),
+                             "--row-seconds", "5"]) == 0
+    sub = pd.read_csv(out)
+    expected = sum(n_windows(sf.info(str(p)).duration, 5.0) for p in audio.glob("*.ogg"))
+    assert len(sub) == expected and sub["row_id"].str.endswith("_5").sum() == len(list(audio.glob("*.ogg")))
