@@ -5,7 +5,7 @@
 Without ``--checkpoint``, an efficientnet_b0 with random weights and 182 classes stands in for a trained model
 (speed does not depend on the weights). Without ``--audio-dir``, ``--files`` 4-minute 32 kHz OGG soundscapes are
 generated. Prints one JSON line per backend (torch eager fp32 with contiguous tensors: the baseline; torch
-channels_last; ONNX Runtime; OpenVINO; ONNX Runtime int8 with dynamic quantization): ``windows_per_s`` end to end, ``realtime_factor``, ``model_only_windows_per_s`` (the model
+channels_last; ONNX Runtime; OpenVINO; ONNX Runtime int8, static (QDQ, calibrated) and dynamic): ``windows_per_s`` end to end, ``realtime_factor``, ``model_only_windows_per_s`` (the model
 alone on pre-made inputs), ``ratio_to_model_only``, ``speedup_vs_torch_eager``, ``projected_test_minutes`` for
 the ~52,800 windows of the BirdCLEF 2024 test set on this machine, the largest probability difference from
 torch, and with ``--ground-truth`` the competition score.
@@ -69,7 +69,7 @@ def main() -> None:
     import soundfile as sf  # noqa: PLC0415
 
     from inference.budget import generate_soundscapes  # noqa: PLC0415
-    from inference.export import export, input_shape  # noqa: PLC0415
+    from inference.export import export, input_shape, quantize_int8  # noqa: PLC0415
     from inference.backends import load_metadata, torch_runner  # noqa: PLC0415
     from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
     from utils.metrics import competition_score  # noqa: PLC0415
@@ -80,11 +80,12 @@ def main() -> None:
         audio = Path(args.audio_dir) if args.audio_dir else generate_soundscapes(tmp / "audio", args.files)
         audio_s = sum(sf.info(str(f)).duration for f in audio.glob("*.ogg"))
         onnx_path, xml_path = (Path(r["path"]) for r in export(ckpt, tmp / "exported"))
-        from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
-
-        int8 = tmp / "exported" / "int8.onnx"
-        quantize_dynamic(str(onnx_path), str(int8), weight_type=QuantType.QInt8)
-        int8.with_suffix(".json").write_text(onnx_path.with_suffix(".json").read_text())
+        int8 = {}
+        for mode in ("static", "dynamic"):  # static: calibrated on the benchmark's own soundscapes
+            q = quantize_int8(onnx_path, mode, audio)
+            int8[mode] = tmp / "exported" / f"int8_{mode}.onnx"
+            Path(q["path"]).rename(int8[mode])
+            int8[mode].with_suffix(".json").write_text(onnx_path.with_suffix(".json").read_text())
         meta = load_metadata(ckpt)
         columns = list(meta["labels"])
         solution = pd.read_csv(args.ground_truth) if args.ground_truth else None
@@ -92,7 +93,8 @@ def main() -> None:
             columns = list(solution.columns[1:])
         reference, torch_speed = None, None
         for backend, model in (("torch_eager_fp32", ckpt), ("torch_channels_last", ckpt), ("onnxruntime", onnx_path),
-                               ("openvino", xml_path), ("onnxruntime_int8_dynamic", int8)):
+                               ("openvino", xml_path), ("onnxruntime_int8_static", int8["static"]),
+                               ("onnxruntime_int8_dynamic", int8["dynamic"])):
             predictor = SoundscapePredictor([model], batch_size=args.batch_size)
             if backend == "torch_eager_fp32":  # the plain baseline: contiguous tensors
                 run, cols, act = predictor.models[0]

@@ -202,6 +202,13 @@ def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(r
         assert list(sub["row_id"]) == list(outs[0]["row_id"])
         assert np.abs(sub.iloc[:, 1:].to_numpy() - outs[0].iloc[:, 1:].to_numpy()).max() <= 1e-4
 
+    from inference.export import quantize_int8
+
+    q = quantize_int8(Path(reports[0]["path"]), "static", demo / "test_soundscapes",
+                      str(demo / "test_soundscapes_ground_truth.csv"), max_windows=32)
+    assert q["bytes"] < q["fp32_bytes"] / 2 and 0.0 <= q["score_int8"] <= 1.0
+    assert q["score_change"] == pytest.approx(q["score_int8"] - q["score_fp32"], abs=1e-3)
+
     from inference.budget import plan
 
     rows = plan([reports[0]["path"], reports[1]["path"]], kaggle_speedup=2.0, budget_minutes=1e-3, files=1)
