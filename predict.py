@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "models trained on longer inputs see a context window centred on each row")
     p.add_argument("--fill-value", type=float, default=0.0, help="probability for the rows of an unreadable file")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0 = their default)")
+    p.add_argument("--decode-threads", type=int, default=0, help="threads decoding and computing mels ahead of "
+                   "the models (0 = half the cores, at least 1)")
     p.add_argument("--limit", type=int, help="only the first N files")
     return p.parse_args(argv)
 
@@ -78,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
                                     threads=args.threads, smooth=args.smooth, row_s=args.row_seconds)
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
-    frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit)
+    decode_threads = args.decode_threads or max(1, (os.cpu_count() or 2) // 2)
+    frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,
+                           decode_threads=decode_threads)
     out = write_submission(frame, columns, args.out)
     log.info("%d rows, %d files -> %s in %.1f s", len(frame), frame["row_id"].str.rsplit("_", n=1).str[0].nunique(),
              out, time.perf_counter() - t0)

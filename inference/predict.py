@@ -124,13 +124,13 @@ def smooth_windows(probs: np.ndarray, k: int) -> np.ndarray:
 
 
 def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, columns: Sequence[str],
-                   fill_value: float = 0.0, limit: Optional[int] = None, prefetch: int = 2) -> pd.DataFrame:
+                   fill_value: float = 0.0, limit: Optional[int] = None, decode_threads: int = 1) -> pd.DataFrame:
     """Submission frame for the ``.ogg`` files of ``audio_dir`` (sorted; the first ``limit`` when given).
 
-    Decoding and the mel of the next ``prefetch`` files run in a background thread (soundfile and the FFTs
-    release the GIL) while the models work on the current one, so memory stays bounded and both kinds of
-    work overlap. An unreadable file gets rows of ``fill_value`` and a warning instead of stopping the
-    submission."""
+    Decoding and the mel of the next files run in ``decode_threads`` background threads (soundfile and the
+    FFTs release the GIL, so they use other cores) while the models work on the current file; at most
+    ``decode_threads + 1`` files wait decoded, so memory stays bounded. An unreadable file gets rows of
+    ``fill_value`` and a warning instead of stopping the submission."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     files = sorted(Path(audio_dir).glob("*.ogg"))[:limit]
@@ -143,7 +143,8 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
             log.warning("%s: %s -- its rows get %s", path.name, exc, fill_value)
             return None
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    prefetch = decode_threads + 1
+    with ThreadPoolExecutor(max_workers=decode_threads) as pool:
         pending = [pool.submit(load, p) for p in files[:prefetch]]
         for k, path in enumerate(tqdm(files, desc="predict soundscapes", unit="file")):
             windows = pending.pop(0).result()
