@@ -2,14 +2,16 @@
 IR, each checked against PyTorch on the same inputs.
 
     python -m inference.export --checkpoint runs/<id>/checkpoints/best.pt [--out-dir DIR] [--no-openvino]
-                               [--int8 static|dynamic --calibration-dir SOUNDSCAPES [--ground-truth CSV]]
+                               [--int8 static|dynamic --calibration-dir SOUNDSCAPES
+                                [--eval-dir SOUNDSCAPES --ground-truth CSV]]
 
 Writes ``<name>.onnx`` (+ ``<name>.xml``/``.bin``) and ``<name>.json`` (labels, front end, statistics,
 activation: what ``predict.py`` needs), prints one JSON line per format with the max abs difference from
 PyTorch, and fails when it exceeds ``--tolerance`` (1e-4). ``--int8`` adds an ONNX Runtime int8 model
 (``static``: QDQ, per-channel, calibrated on windows of ``--calibration-dir``; ``dynamic``: weights only) and
-reports how far its probabilities move on those windows, and with ``--ground-truth`` (a solution CSV for the
-calibration soundscapes) the competition score of fp32 and int8 and their difference.
+reports how far its probabilities move on those windows, and with ``--eval-dir`` + ``--ground-truth`` (other
+soundscapes and their solution CSV, e.g. the demo's test soundscapes; calibrate on unlabeled ones) the
+competition score of fp32 and int8 and their difference.
 """
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ def _report(fmt: str, path: Path, got: np.ndarray, reference: np.ndarray, tolera
 
 
 def quantize_int8(onnx_path: Path, mode: str, calibration_dir: str | Path, ground_truth: str | None = None,
-                  max_windows: int = 256) -> dict[str, Any]:
+                  max_windows: int = 256, eval_dir: str | Path | None = None) -> dict[str, Any]:
     """Write ``<name>.int8.onnx`` (+ its ``.json``) and report the change against the fp32 ONNX model."""
     import pandas as pd  # noqa: PLC0415
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,  # noqa: PLC0415
@@ -124,10 +126,11 @@ def quantize_int8(onnx_path: Path, mode: str, calibration_dir: str | Path, groun
         columns = list(solution.columns[1:])
         scores = {}
         for name, predictor in (("fp32", fp32), ("int8", int8)):
-            frame = predict_folder(predictor, calibration_dir, columns)
+            frame = predict_folder(predictor, eval_dir or calibration_dir, columns)
             scores[name] = competition_score(solution, frame, "row_id")
         report.update(score_fp32=round(scores["fp32"], 4), score_int8=round(scores["int8"], 4),
-                      score_change=round(scores["int8"] - scores["fp32"], 4))
+                      score_change=round(scores["int8"] - scores["fp32"], 4),
+                      scored_on=str(eval_dir or calibration_dir), held_out=eval_dir is not None)
     return report
 
 
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=TOLERANCE)
     p.add_argument("--int8", choices=("static", "dynamic"))
     p.add_argument("--calibration-dir", help="soundscapes (.ogg) to calibrate and to measure the int8 change on")
-    p.add_argument("--ground-truth", help="solution CSV for those soundscapes: reports the score change")
+    p.add_argument("--eval-dir", help="other soundscapes to score fp32 vs int8 on (default: the calibration ones)")
+    p.add_argument("--ground-truth", help="solution CSV of the scored soundscapes: reports the score change")
     args = p.parse_args(argv)
     if args.int8 and not args.calibration_dir:
         p.error("--int8 needs --calibration-dir")
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(report), flush=True)
         if args.int8:
             print(json.dumps(quantize_int8(Path(reports[0]["path"]), args.int8, args.calibration_dir,
-                                           args.ground_truth)), flush=True)
+                                           args.ground_truth, eval_dir=args.eval_dir)), flush=True)
     except ExportMismatch as exc:
         print(f"export check failed: {exc}", file=sys.stderr)
         return 1

@@ -204,9 +204,10 @@ def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(r
 
     from inference.export import quantize_int8
 
-    q = quantize_int8(Path(reports[0]["path"]), "static", demo / "test_soundscapes",
-                      str(demo / "test_soundscapes_ground_truth.csv"), max_windows=32)
-    assert q["bytes"] < q["fp32_bytes"] / 2 and 0.0 <= q["score_int8"] <= 1.0
+    q = quantize_int8(Path(reports[0]["path"]), "static", demo / "unlabeled_soundscapes",
+                      str(demo / "test_soundscapes_ground_truth.csv"), max_windows=32,
+                      eval_dir=demo / "test_soundscapes")
+    assert q["bytes"] < q["fp32_bytes"] / 2 and 0.0 <= q["score_int8"] <= 1.0 and q["held_out"]
     assert q["score_change"] == pytest.approx(q["score_int8"] - q["score_fp32"], abs=1e-3)
 
     from inference.budget import plan
