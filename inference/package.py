@@ -60,7 +60,7 @@ def assemble(models: list[str | Path], out: str | Path, dataset_id: str, title: 
 def download_wheels(out: Path, packages: list[str], python_version: str, platform: str) -> list[str]:
     """``pip download`` binary wheels (with dependencies) for Kaggle's Python into ``out/wheels``."""
     wheels = out / "wheels"
-    wheels.mkdir(exist_ok=True)
+    wheels.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(wheels),
                     "--python-version", python_version, "--platform", platform, *packages], check=True)
     return sorted(p.name for p in wheels.glob("*.whl"))
