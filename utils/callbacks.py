@@ -2,12 +2,13 @@
 loggers that never break a run."""
 from __future__ import annotations
 
+import abc
 import csv
 import logging
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from utils.checkpoints import save_checkpoint
 
@@ -149,64 +150,90 @@ class EarlyStopping(Callback):
             trainer.stop_training = True
 
 
-class NeptuneLogger(Callback):
+class TrackerCallback(Callback, abc.ABC):
+    """An external tracker that must never break training: :meth:`start` returns the tracker's client,
+    :meth:`log` and :meth:`finish` use it; the first failure of any of them turns the tracker off with one
+    warning and the run goes on with the local logs."""
+
+    tracker = "tracker"
+
+    def __init__(self) -> None:
+        self.client: Any = None
+
+    @abc.abstractmethod
+    def start(self) -> Any:
+        """Connect; return the client."""
+
+    def log(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Send one epoch's metrics."""
+
+    def finish(self) -> None:
+        """Upload what is left and close."""
+
+    def _guarded(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - a tracker must never break training
+            log.warning("%s logger off (%s failed: %s); the run goes on with the local logs", self.tracker, what, exc)
+            self.client = None
+            return None
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        self.client = self._guarded("start", self.start)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        if self.client is not None:
+            self._guarded("logging", lambda: self.log(epoch, metrics))
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        if self.client is not None:
+            self._guarded("closing", self.finish)
+
+
+class NeptuneLogger(TrackerCallback):
     """Logs config and per-epoch metrics to Neptune; any failure turns it off with one warning.
 
     The token comes only from ``NEPTUNE_API_TOKEN``.  Without it, ``async``/``sync`` fall back to
-    ``offline`` (files under the run folder), so the run goes on.
+    ``offline`` (files under the run folder), and so does an unreachable service, so the run goes on.
     """
 
+    tracker = "Neptune"
+
     def __init__(self, project: str, mode: str, folder: str | Path, config: dict[str, Any], name: str = ""):
+        super().__init__()
         self.project, self.mode, self.folder, self.config, self.name = project, mode, Path(folder), config, name
-        self.run: Any = None
 
-    def _disable(self, what: str, exc: BaseException) -> None:
-        log.warning("Neptune logger off (%s failed: %s); the run goes on with the local logs", what, exc)
-        self.run = None
-
-    def on_train_start(self, trainer: "Trainer") -> None:
+    def start(self) -> Any:
         mode = self.mode
         if mode in ("async", "sync") and not os.environ.get("NEPTUNE_API_TOKEN"):
             log.warning("NEPTUNE_API_TOKEN is not set: Neptune logs offline to %s", self.folder / ".neptune")
             mode = "offline"
+        os.environ["NEPTUNE_DATA_DIRECTORY"] = str(self.folder / ".neptune")  # offline files stay with the run
+        import neptune  # noqa: PLC0415 - slow import, only when the logger is on
+        from neptune.utils import stringify_unsupported  # noqa: PLC0415
+
+        def init(run_mode: str) -> Any:
+            return neptune.init_run(project=self.project or None, mode=run_mode, name=self.name or None,
+                                    capture_hardware_metrics=False, capture_stdout=False,
+                                    capture_stderr=False, git_ref=False)
+
         try:
-            os.environ["NEPTUNE_DATA_DIRECTORY"] = str(self.folder / ".neptune")  # offline files stay with the run
-            import neptune  # noqa: PLC0415 - slow import, only when the logger is on
-            from neptune.utils import stringify_unsupported  # noqa: PLC0415
+            run = init(mode)
+        except Exception as exc:  # noqa: BLE001 - the service may be unreachable: keep the logs locally
+            if mode not in ("async", "sync"):
+                raise
+            log.warning("Neptune unreachable (%s): logging offline to %s", exc, self.folder / ".neptune")
+            run = init("offline")
+        run["config"] = stringify_unsupported(self.config)
+        return run
 
-            def start(run_mode: str) -> Any:
-                return neptune.init_run(project=self.project or None, mode=run_mode, name=self.name or None,
-                                        capture_hardware_metrics=False, capture_stdout=False,
-                                        capture_stderr=False, git_ref=False)
+    def log(self, epoch: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if key != "epoch":
+                self.client[f"train/{key}"].append(value, step=epoch)
 
-            try:
-                self.run = start(mode)
-            except Exception as exc:  # noqa: BLE001 - the service may be unreachable: keep the logs locally
-                if mode not in ("async", "sync"):
-                    raise
-                log.warning("Neptune unreachable (%s): logging offline to %s", exc, self.folder / ".neptune")
-                self.run = start("offline")
-            self.run["config"] = stringify_unsupported(self.config)
-        except Exception as exc:  # noqa: BLE001 - a tracker must never break training
-            self._disable("start", exc)
-
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
-        if self.run is None:
-            return
-        try:
-            for key, value in metrics.items():
-                if key != "epoch":
-                    self.run[f"train/{key}"].append(value, step=epoch)
-        except Exception as exc:  # noqa: BLE001
-            self._disable("logging", exc)
-
-    def on_train_end(self, trainer: "Trainer") -> None:
-        if self.run is None:
-            return
-        try:
-            self.run.stop()
-        except Exception as exc:  # noqa: BLE001
-            self._disable("stop", exc)
+    def finish(self) -> None:
+        self.client.stop()
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -219,55 +246,40 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class MLflowLogger(Callback):
+class MLflowLogger(TrackerCallback):
     """Logs the config (as params), per-epoch metrics and, at the end, ``metrics.csv``/``training_curves.png``
     to MLflow: the maintained, self-hostable tracker. ``tracking_uri`` empty = a local store under the runs
     folder (MLflow's file store, which it keeps in maintenance mode: for a shared server give its
     ``http://`` URI). Any failure turns the logger off with one warning; the run goes on."""
 
+    tracker = "MLflow"
+
     def __init__(self, tracking_uri: str, experiment: str, folder: str | Path, config: dict[str, Any],
                  name: str = "", local_store: Optional[Path] = None):
+        super().__init__()
         self.tracking_uri, self.experiment, self.folder = tracking_uri, experiment, Path(folder)
         self.config, self.name = config, name
         self.local_store = local_store or self.folder.parent / "mlruns"
-        self.mlflow: Any = None
 
-    def _disable(self, what: str, exc: BaseException) -> None:
-        log.warning("MLflow logger off (%s failed: %s); the run goes on with the local logs", what, exc)
-        self.mlflow = None
+    def start(self) -> Any:
+        if not self.tracking_uri:
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        import mlflow  # noqa: PLC0415 - only when the logger is on
 
-    def on_train_start(self, trainer: "Trainer") -> None:
-        try:
-            if not self.tracking_uri:
-                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            import mlflow  # noqa: PLC0415 - only when the logger is on
+        mlflow.set_tracking_uri(self.tracking_uri or self.local_store.resolve().as_uri())
+        mlflow.set_experiment(self.experiment)
+        mlflow.start_run(run_name=self.name or None)
+        params = {k: str(v)[:500] for k, v in _flatten(self.config).items()}
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per call
+            mlflow.log_params(dict(list(params.items())[i:i + 100]))
+        return mlflow
 
-            mlflow.set_tracking_uri(self.tracking_uri or self.local_store.resolve().as_uri())
-            mlflow.set_experiment(self.experiment)
-            mlflow.start_run(run_name=self.name or None)
-            params = {k: str(v)[:500] for k, v in _flatten(self.config).items()}
-            for i in range(0, len(params), 100):  # MLflow takes at most 100 params per call
-                mlflow.log_params(dict(list(params.items())[i:i + 100]))
-            self.mlflow = mlflow
-        except Exception as exc:  # noqa: BLE001 - a tracker must never break training
-            self._disable("start", exc)
+    def log(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.client.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch" and v == v},
+                                step=epoch)  # NaN is not logged
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
-        if self.mlflow is None:
-            return
-        try:
-            self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()
-                                     if k != "epoch" and v == v}, step=epoch)  # NaN is not logged
-        except Exception as exc:  # noqa: BLE001
-            self._disable("logging", exc)
-
-    def on_train_end(self, trainer: "Trainer") -> None:
-        if self.mlflow is None:
-            return
-        try:
-            for name in ("metrics.csv", "training_curves.png"):
-                if (self.folder / name).is_file():
-                    self.mlflow.log_artifact(str(self.folder / name))
-            self.mlflow.end_run()
-        except Exception as exc:  # noqa: BLE001
-            self._disable("closing", exc)
+    def finish(self) -> None:
+        for name in ("metrics.csv", "training_curves.png"):
+            if (self.folder / name).is_file():
+                self.client.log_artifact(str(self.folder / name))
+        self.client.end_run()
