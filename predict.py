@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inference.predict import SoundscapePredictor, predict_folder  # noqa: E402
+from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
 
 log = logging.getLogger("predict")
@@ -38,12 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
     p.add_argument("--sample-submission", help="its columns and their order (default: DIR/../sample_submission.csv "
                    "when present, else the models' labels)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--smooth", type=int, default=0, help="average each window with its ±K neighbours")
     p.add_argument("--row-seconds", type=float, help="submission row length (default: the models' input length); "
                    "models trained on longer inputs see a context window centred on each row")
     p.add_argument("--fill-value", type=float, default=0.0, help="probability for the rows of an unreadable file")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0 = their default)")
+    p.add_argument("--precision", default="f32", choices=("f32", "bf16"),
+                   help="OpenVINO inference precision (bf16: faster on CPUs with bf16 instructions, not exact)")
     p.add_argument("--decode-threads", type=int, default=0, help="threads decoding and computing mels ahead of "
                    "the models (0 = half the cores, at least 1)")
     p.add_argument("--limit", type=int, help="only the first N files")
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         columns_dir = audio_dir
     t0 = time.perf_counter()
     predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
-                                    threads=args.threads, smooth=args.smooth, row_s=args.row_seconds)
+                                    threads=args.threads, smooth=args.smooth, row_s=args.row_seconds,
+                                    precision=args.precision)
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
     decode_threads = args.decode_threads or max(1, (os.cpu_count() or 2) // 2)
     frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,

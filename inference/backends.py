@@ -73,11 +73,18 @@ def onnx_runner(path: str | Path, threads: int = 0) -> Runner:
     return lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def openvino_runner(path: str | Path, threads: int = 0) -> Runner:
-    """OpenVINO on the CPU (throughput hint); ``threads`` 0 = its default."""
+def openvino_runner(path: str | Path, threads: int = 0, precision: str = "f32") -> Runner:
+    """OpenVINO on the CPU; ``threads`` 0 = its default; ``precision`` f32 (exact) or bf16 (CPUs with bf16
+    instructions run it ~1.3x faster; others fall back to f32).
+
+    The latency hint: one synchronous request then uses every core. The throughput hint splits the cores into
+    streams that only concurrent requests use, so one request at a time ran on a single core (measured here:
+    ~100 against ~230 windows/s for efficientnet_b0 on 2 cores)."""
     import openvino as ov  # noqa: PLC0415
 
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    if precision not in ("f32", "bf16"):
+        raise ValueError(f"OpenVINO precision {precision!r}: f32 or bf16")
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(str(path), "CPU", config)
@@ -86,9 +93,10 @@ def openvino_runner(path: str | Path, threads: int = 0) -> Runner:
     return lambda batch: np.asarray(request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[out])
 
 
-def make_runner(model_path: str | Path, backend: str = "auto", device: str = "cpu", threads: int = 0) -> Runner:
+def make_runner(model_path: str | Path, backend: str = "auto", device: str = "cpu", threads: int = 0,
+                precision: str = "f32") -> Runner:
     """The runner for ``model_path``: ``.pt`` -> torch, ``.onnx`` -> ONNX Runtime, ``.xml`` -> OpenVINO
-    (``backend`` checks that the file matches the one asked for)."""
+    (``backend`` checks that the file matches the one asked for; ``precision`` applies to OpenVINO)."""
     suffix = Path(model_path).suffix
     kind = {".onnx": "onnx", ".xml": "openvino"}.get(suffix, "torch")
     if backend not in ("auto", kind):
@@ -97,5 +105,5 @@ def make_runner(model_path: str | Path, backend: str = "auto", device: str = "cp
     if kind == "onnx":
         return onnx_runner(model_path, threads)
     if kind == "openvino":
-        return openvino_runner(model_path, threads)
+        return openvino_runner(model_path, threads, precision)
     return torch_runner(model_path, device)

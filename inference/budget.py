@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from inference.backends import load_metadata, make_runner  # noqa: E402
 from inference.export import input_shape  # noqa: E402
-from inference.predict import SoundscapePredictor  # noqa: E402
+from inference.predict import BATCH_SIZE, SoundscapePredictor  # noqa: E402
 
 TEST_WINDOWS = 52_800
 BUDGET_MINUTES = 120.0
@@ -58,7 +58,7 @@ def frontend_seconds_per_window(model: str | Path, files: int = 2) -> float:
         return (time.perf_counter() - t0) / windows
 
 
-def model_windows_per_s(model: str | Path, batch: int = 64, n: int = 192, threads: int = 0) -> float:
+def model_windows_per_s(model: str | Path, batch: int = BATCH_SIZE, n: int = 192, threads: int = 0) -> float:
     """Windows per second of ``model`` alone with its backend on pre-made inputs."""
     run = make_runner(model, threads=threads)
     x = np.random.default_rng(0).standard_normal((n, *input_shape(load_metadata(model)))).astype(np.float32)

@@ -180,7 +180,7 @@ def test_wav2vec2_trains_on_a_waveform_cache_and_predicts_end_to_end(run, tmp_pa
     assert entry.dtype == np.float16 and entry.shape[0] == 1
 
 
-def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(run, tmp_path):
+def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(run, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
     import predict as predict_cli
@@ -207,8 +207,32 @@ def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(r
     q = quantize_int8(Path(reports[0]["path"]), "static", demo / "unlabeled_soundscapes",
                       str(demo / "test_soundscapes_ground_truth.csv"), max_windows=32,
                       eval_dir=demo / "test_soundscapes")
-    assert q["bytes"] < q["fp32_bytes"] / 2 and 0.0 <= q["score_int8"] <= 1.0 and q["held_out"]
+    assert q["format"] == "int8_static" and Path(q["path"]).is_file() and q["held_out"]
+    assert q["bytes"] < q["fp32_bytes"] / 2 and 0.0 <= q["score_int8"] <= 1.0 and q["max_prob_diff"] < 0.2
     assert q["score_change"] == pytest.approx(q["score_int8"] - q["score_fp32"], abs=1e-3)
+
+    # the command: OpenVINO int8 (NNCF), scored by default on the checkpoint's own run's validation fold
+    from inference.export import main as export_main
+
+    capsys.readouterr()
+    assert export_main(["--checkpoint", run["summary"]["checkpoint"], "--out-dir", str(tmp_path / "int8"),
+                        "--no-openvino", "--int8", "openvino", "--calibration-dir",
+                        str(demo / "unlabeled_soundscapes")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # stdout: JSON lines only
+    q = lines[-1]
+    assert q["format"] == "int8_openvino" and Path(q["path"]).with_suffix(".bin").is_file()
+    assert q["bytes"] < q["fp32_bytes"] * 0.75  # int8 weights; the IR also keeps scales and its graph text
+    assert q["validation_recordings"] == run["summary"]["n_val"]
+    assert q["val_score_change"] == pytest.approx(q["val_score_int8"] - q["val_score_fp32"], abs=1e-5)
+    assert predict_cli.main(["--checkpoint", q["path"], "--audio-dir", str(demo / "test_soundscapes"),
+                             "--out", str(tmp_path / "int8.csv")]) == 0
+    validate_submission(pd.read_csv(tmp_path / "int8.csv"), columns[1:])
+    # bf16 is a hint: CPUs without bf16 run f32; either way the probabilities stay close to f32
+    bf16 = predict_cli.main(["--checkpoint", reports[1]["path"], "--audio-dir", str(demo / "test_soundscapes"),
+                             "--out", str(tmp_path / "bf16.csv"), "--precision", "bf16"])
+    assert bf16 == 0
+    assert np.abs(pd.read_csv(tmp_path / "bf16.csv").iloc[:, 1:].to_numpy()
+                  - outs[0].iloc[:, 1:].to_numpy()).max() < 0.05
 
     from inference.budget import plan
 

@@ -68,6 +68,21 @@ def padded_cmap_score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_c
     return float(average_precision_score(np.vstack([y, pad]), np.vstack([p, pad]), average="macro"))
 
 
+def validation_scores(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """Metrics on validation windows, positives being the primary labels (target 1.0): ``val_score`` (the
+    BirdCLEF 2024 metric), ``val_cmap`` and ``val_padded_cmap`` (BirdCLEF 2023); NaN when undefined."""
+    ids = [str(i) for i in range(len(targets))]
+    solution = pd.DataFrame((np.nan_to_num(targets) >= 1.0).astype(np.int8), columns=list(labels)).assign(row_id=ids)
+    submission = pd.DataFrame(probs, columns=list(labels)).assign(row_id=ids)
+    out = {}
+    for key, fn in (("val_score", competition_score), ("val_cmap", cmap_score), ("val_padded_cmap", padded_cmap_score)):
+        try:
+            out[key] = round(fn(solution, submission, "row_id"), 6)
+        except ScoringError:
+            out[key] = float("nan")
+    return out
+
+
 def per_class_table(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
     """One row per class: positives, ROC-AUC and average precision (NaN without positives or negatives)."""
     rows = []

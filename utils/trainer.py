@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -17,29 +16,9 @@ from tqdm import tqdm
 from factory.schedulers import steps_per_epoch_end
 from utils.callbacks import Callback
 from utils.distributed import DistContext, all_gather, broadcast
-from utils.metrics import ScoringError, cmap_score, competition_score, padded_cmap_score
+from utils.metrics import validation_scores
 
 log = logging.getLogger(__name__)
-
-
-def validation_scores(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
-    """Metrics on validation windows, positives being the primary labels (target 1.0): ``val_score`` (the
-    BirdCLEF 2024 metric), ``val_cmap`` and ``val_padded_cmap`` (BirdCLEF 2023); NaN when undefined."""
-    ids = [str(i) for i in range(len(targets))]
-    solution = pd.DataFrame((np.nan_to_num(targets) >= 1.0).astype(np.int8), columns=list(labels)).assign(row_id=ids)
-    submission = pd.DataFrame(probs, columns=list(labels)).assign(row_id=ids)
-    out = {}
-    for key, fn in (("val_score", competition_score), ("val_cmap", cmap_score), ("val_padded_cmap", padded_cmap_score)):
-        try:
-            out[key] = round(fn(solution, submission, "row_id"), 6)
-        except ScoringError:
-            out[key] = float("nan")
-    return out
-
-
-def validation_score(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> float:
-    """The competition metric alone (see :func:`validation_scores`)."""
-    return validation_scores(targets, probs, labels)["val_score"]
 
 
 @dataclass
