@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -33,8 +34,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--config", default=str(HERE / "config.ini"), help="INI file (default: config.ini)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set trainer.n_epochs=3")
-    p.add_argument("--stage", choices=("preprocess", "train", "predict", "all"), default="all")
+    p.add_argument("--stage", choices=("preprocess", "train", "predict", "all", "benchmark"), default="all",
+                   help="benchmark: time a few training steps and project the epoch and run times, then stop")
+    p.add_argument("--benchmark-steps", type=int, default=20, help="training steps timed by --stage benchmark")
     p.add_argument("--checkpoint", nargs="+", help="checkpoint(s) for --stage predict")
+    p.add_argument("--reset", action="store_true", help="remove the processed data (the cache folder of this "
+                   "config's settings, with the split files written there) and stop")
     return p.parse_args(argv)
 
 
@@ -59,17 +64,20 @@ def cache_settings(cfg: Config) -> Any:
 def prepare_data(cfg: Config) -> dict[str, Any]:
     """Resolve the data source, list recordings, build (or reuse) the cache (mels, or waveforms for Wav2Vec2)."""
     from dataloader.preprocess import build_cache  # noqa: PLC0415
-    from dataloader.sources import load_recordings, merge_duplicates, resolve_data_dir  # noqa: PLC0415
+    from dataloader.sources import load_source, merge_duplicates, resolve_data_dir  # noqa: PLC0415
     from dataloader.splits import seeded_sample  # noqa: PLC0415
 
     data_dir, is_demo = resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir,
                                          cfg.data.demo_seed, cfg.data.demo_scale, cfg.data.num_workers)
-    recordings, merged = merge_duplicates(load_recordings(data_dir))
+    recordings, merged = merge_duplicates(load_source(cfg.data.source, data_dir, cfg.data.labels_csv,
+                                                      cfg.data.background_label))
+    kaggle_layout = cfg.data.source not in ("folder", "csv")
     if cfg.testing.testing:
         recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
+    prune = None if cfg.testing.testing else (data_dir / "train_audio" if kaggle_layout else data_dir)
     cache = build_cache(recordings, cache_settings(cfg), cfg.paths.cache_dir, cfg.data.num_workers,
-                        prune_under=None if cfg.testing.testing else data_dir / "train_audio")  # a subset prunes nothing
+                        prune_under=prune)  # a testing subset prunes nothing
     background = None
     aug = cfg.augmentation
     if aug.data_augmentation and aug.augment_background and cfg.model.family != "wav2vec2":
@@ -81,44 +89,55 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
             table = pd.DataFrame({"path": [files[i] for i in sorted(picked)]})
             background = build_cache(table, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers).table
             log.info("background mixing: %d unlabeled soundscapes", len(background))
-    return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged, "background": background}
+    return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged, "background": background,
+            "kaggle_layout": kaggle_layout}
 
 
-def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistContext] = None) -> dict[str, Any]:
+def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistContext] = None,
+          benchmark_steps: int = 0) -> dict[str, Any]:
     """Split, build datasets/model/optimizer, train; returns the training results. Under torchrun (``ctx``)
-    every rank trains its share and rank 0 alone logs, checkpoints and writes files."""
+    every rank trains its share and rank 0 alone logs, checkpoints and writes files. With ``benchmark_steps``
+    only that many steps are timed and the epoch and run times projected (``{"benchmark": ...}``)."""
     ctx = ctx or DistContext()
     import torch  # noqa: PLC0415
 
     from dataloader.augment import BackgroundBank, BatchAugment  # noqa: PLC0415
     from dataloader.dataset import MelWindowDataset  # noqa: PLC0415
     from dataloader.features import DB_FLOOR, Standardizer  # noqa: PLC0415
-    from dataloader.loaders import make_loaders  # noqa: PLC0415
+    from dataloader.loaders import make_loaders, window_dataset  # noqa: PLC0415
     from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
-    from dataloader.splits import cap_per_class, filter_rare_classes, train_val_split  # noqa: PLC0415
+    from dataloader.curation import class_weights, event_presence, select_for_run  # noqa: PLC0415
+    from dataloader.dataset import make_targets  # noqa: PLC0415
+    from dataloader.splits import filter_rare_classes, write_split  # noqa: PLC0415
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import create_model  # noqa: PLC0415
     from factory.optimizers import create_optimizer  # noqa: PLC0415
     from factory.schedulers import create_scheduler  # noqa: PLC0415
     from utils.callbacks import CSVLogger, EarlyStopping, MLflowLogger, ModelCheckpoint, NeptuneLogger  # noqa: PLC0415
     from utils.checkpoints import load_checkpoint  # noqa: PLC0415
+    from utils.evaluation import evaluate_splits  # noqa: PLC0415
     from utils.trainer import Trainer, TrainOptions  # noqa: PLC0415
 
-    cache = data["cache"]
+    cache, task = data["cache"], cfg.data.task
     table = filter_rare_classes(cache.table, cfg.data.min_samples_in_class)
-    train_df, val_df = train_val_split(table, cfg.data.n_folds, cfg.data.fold, cfg.trainer.seed)
-    if len(val_df) == 0:
-        raise RuntimeError("the validation fold is empty: too few recordings per class for n_folds")
-    train_df = cap_per_class(train_df, cfg.data.max_recordings_per_class, cfg.trainer.seed)
-    labels = sorted(table["primary_label"].unique())
     waveform = cfg.model.family == "wav2vec2"
     settings = cache_settings(cfg)
+    frames_per_second = (settings.sample_rate if waveform
+                         else cfg.data_process.sample_rate / cfg.data_process.hop_length)
+    frames = int(round(cfg.data.window_s * frames_per_second))
+    selection = select_for_run(table, cfg.data, cfg.trainer.seed, frames)
+    if ctx.is_main:
+        for folder in (run_dir / "split", cache.folder / "splits" / split_key(cfg)):
+            write_split(folder, selection.recordings)
+        log.info("split written to %s and %s (train.csv, val.csv, test.csv, split_counts.json)", run_dir / "split",
+                 cache.folder / "splits" / split_key(cfg))
+        data["dropped"] = selection.dropped
+    train_df, val_df, test_df = (selection.parts[k] for k in ("train", "val", "test"))
+    labels = selection.labels
     if waveform:  # raw samples; the model normalises each window itself
-        frames = int(round(cfg.data.window_s * settings.sample_rate))
         standardizer = Standardizer.identity(1)
-    else:
-        frames = int(round(cfg.data.window_s * cfg.data_process.sample_rate / cfg.data_process.hop_length))
-        standardizer = fit_standardizer(train_df, cfg.data_process, cache.folder)  # training recordings only
+    else:  # training recordings only
+        standardizer = fit_standardizer(selection.recordings["train"], cfg.data_process, cache.folder)
     device = torch.device(f"cuda:{ctx.local_rank}" if _device(cfg) == "cuda" else "cpu")
     bank = None
     if data.get("background") is not None and len(data["background"]):
@@ -129,11 +148,15 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     augment = BatchAugment(cfg.augmentation, None if waveform else standardizer.units_per_db(), background=bank,
                            domain="waveform" if waveform else "mel")
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
+    pad_value = 0.0 if waveform else DB_FLOOR
     train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames, standardizer,
                                             augment=augment if in_workers else None, rank=ctx.rank,
-                                            world_size=ctx.world_size, pad_value=0.0 if waveform else DB_FLOOR)
-    log.info("split fold %d/%d: %d train, %d validation recordings, %d classes", cfg.data.fold, cfg.data.n_folds,
-             len(train_df), len(val_df), len(labels))
+                                            world_size=ctx.world_size, pad_value=pad_value,
+                                            frames_per_second=frames_per_second)
+    log.info("%s task: %d train, %d validation, %d test examples, %d classes", task, len(train_df), len(val_df),
+             len(test_df), len(labels))
+    bins = cfg.data.event_bins if task == "events" else 0
+    outputs = [f"{c}@{k}" for c in labels for k in range(bins)] if bins else labels  # events: class-major bins
 
     model_name = cfg.testing.testing_model if cfg.testing.testing and not waveform else cfg.model.type
     n_epochs = cfg.testing.testing_epochs if cfg.testing.testing else cfg.trainer.n_epochs
@@ -145,6 +168,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
         model_kwargs = {"family": "wav2vec2", "hf_config": model.hf.config.to_dict()}
     else:
         model_kwargs = {"head": cfg.model.head, "in_chans": cfg.model.in_chans}
+        if bins:
+            model_kwargs["event_bins"] = bins
         model = create_model(model_name, num_classes=len(labels), transfer_learning=cfg.model.transfer_learning,
                              pretrained_path=cfg.model.pretrained_path, drop_rate=cfg.model.drop_rate,
                              drop_path_rate=cfg.model.drop_path_rate, **model_kwargs)
@@ -159,14 +184,20 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
                                  lr_end=agent.lr_end, gamma=agent.exp_gamma, step_epochs=agent.step_epochs,
                                  step_gamma=agent.step_gamma, plateau_patience=agent.plateau_patience,
                                  plateau_factor=agent.plateau_factor)
-    loss = create_loss(agent.loss, label_smoothing=agent.label_smoothing, focal_gamma=agent.focal_gamma,
+    weights = None
+    if cfg.data.balance == "weights":
+        clip_targets = event_presence(train_df, labels) if bins else make_targets(train_df, labels, cfg.data)
+        weights = [w for w in class_weights(clip_targets, task) for _ in range(max(bins, 1))]
+        log.info("balance = weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(labels, weights[::max(bins, 1)])))
+    loss = create_loss(agent.loss, class_weights=weights, label_smoothing=agent.label_smoothing,
+                       focal_gamma=agent.focal_gamma,
                        focal_alpha=agent.focal_alpha, focal_weight=agent.focal_weight,
                        asl_gamma_pos=agent.asl_gamma_pos, asl_gamma_neg=agent.asl_gamma_neg, asl_clip=agent.asl_clip)
     extra = {"config": cfg.to_dict(), "model_name": model_name, "model_kwargs": model_kwargs,
              "input": "waveform" if waveform else "mel",
              "data_process": dataclasses.asdict(settings),
              "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode,
-             "standardizer": standardizer.to_dict()}
+             "standardizer": standardizer.to_dict(), "task": task, "classes": labels}
     monitor = cfg.callbacks.model_checkpoint_type
     callbacks: list = [CSVLogger(run_dir)]
     checkpoint = ModelCheckpoint(run_dir / "checkpoints", monitor, cfg.callbacks.model_checkpoint_verbose,
@@ -189,8 +220,20 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
                            monitor=monitor)
     if not ctx.is_main:
         callbacks, checkpoint = [], None  # only rank 0 logs and checkpoints
-    trainer = Trainer(model, loss, optimizer, scheduler, device, labels, callbacks,
+    if cfg.trainer.overfit_batch:
+        from utils.preflight import overfit_one_batch  # noqa: PLC0415
+
+        x, y = next(iter(train_loader))
+        first, last = overfit_one_batch(model, loss, x, y, cfg.trainer.overfit_batch, lr=agent.lr_warmup_end)
+        if not last <= first / 10:
+            raise RuntimeError(f"overfit_batch: the loss only fell from {first:.4f} to {last:.4f} in "
+                               f"{cfg.trainer.overfit_batch} steps on one batch; check the data, targets and model")
+    trainer = Trainer(model, loss, optimizer, scheduler, device, outputs, callbacks,
                       augment=None if in_workers else augment, options=options, checkpoint_extra=extra, dist_ctx=ctx)
+    if benchmark_steps:
+        from utils.preflight import estimate_run_time  # noqa: PLC0415
+
+        return {"benchmark": estimate_run_time(trainer, train_loader, val_loader, n_epochs, benchmark_steps)}
     start_epoch = 1
     resume_from = resolve_resume(cfg.trainer.resume, Path(cfg.paths.runs_dir), run_dir)
     if resume_from is not None:
@@ -199,11 +242,19 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
             adopt_best_checkpoint(resume_from, start_epoch - 1, run_dir)
         log.info("resumed from %s: epochs %d..%d still to train", resume_from, start_epoch, n_epochs)
     history = trainer.fit(train_loader, val_loader, n_epochs, start_epoch)
+    evaluation: dict[str, Any] = {}
     if ctx.is_main:
-        write_validation_outputs(trainer, val_df, labels, run_dir, cfg.data.fold)
+        write_validation_outputs(trainer, val_df, outputs, run_dir, cfg.data.fold)
+        if checkpoint and checkpoint.best_path.exists():  # held-out splits scored with the best epoch's weights
+            trainer.model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
+        evaluation = evaluate_splits(trainer, {"val": val_df, "test": test_df}, labels, cfg.data, cfg.evaluation,
+                                     run_dir, lambda df: window_dataset(df, labels, cfg.data, frames, "first",
+                                                                        standardizer, pad_value, frames_per_second),
+                                     batch_size=cfg.trainer.batch_size * 2)
     sign = -1.0 if monitor.endswith("loss") else 1.0
     best = max(history, key=lambda m: -np.inf if np.isnan(m[monitor]) else sign * m[monitor])
     return {"history": history, "best": best, "n_train": len(train_df), "n_val": len(val_df), "labels": labels,
+            "n_test": len(test_df), "evaluation": evaluation,
             "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
             "model_name": model_name}
 
@@ -293,6 +344,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return 2
+    if args.reset:
+        return reset_processed(cfg)
     if args.stage == "predict" and not args.checkpoint:
         log.error("--stage predict needs --checkpoint PATH [PATH ...]")
         return 2
@@ -334,24 +387,39 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
         cache = data["cache"]
         pd.concat([cache.skipped, data["merged"]], ignore_index=True).to_csv(run_dir / "skipped_files.csv",
                                                                              index=False)
-        summary.update(data_dir=str(data["data_dir"]), data_source="demo" if data["is_demo"] else "birdclef",
+        source = "demo" if data["is_demo"] else ("birdclef" if data["kaggle_layout"] else cfg.data.source)
+        summary.update(data_dir=str(data["data_dir"]), data_source=source, task=cfg.data.task,
                        cache=str(cache.folder), decoded=cache.decoded, reused=cache.reused, pruned=cache.pruned,
                        skipped=len(cache.skipped), merged_duplicates=len(data["merged"]),
                        recordings=len(cache.table))
         print(f"preprocess: decoded {cache.decoded}, reused {cache.reused}, skipped {len(cache.skipped)}, "
               f"pruned {cache.pruned} (cache {cache.folder})")
     checkpoints = args.checkpoint
+    if args.stage == "benchmark":
+        bench = train(cfg, data, run_dir, ctx, benchmark_steps=args.benchmark_steps)["benchmark"]
+        if ctx.is_main:
+            print(json.dumps({"run_id": run_id, "model": model_name, **bench}), flush=True)
+            write_summary(run_dir, {**summary, "benchmark": bench})
+        return 0
     if args.stage in ("train", "all"):
         result = train(cfg, data, run_dir, ctx)
         if not ctx.is_main:
             return 0
         summary.update(val_score=result["best"]["val_score"], best_epoch=result["best"]["epoch"],
-                       n_train=result["n_train"], n_val=result["n_val"], epochs=len(result["history"]),
-                       model=result["model_name"], checkpoint=result["checkpoint"])
+                       n_train=result["n_train"], n_val=result["n_val"], n_test=result["n_test"],
+                       epochs=len(result["history"]), model=result["model_name"], checkpoint=result["checkpoint"],
+                       **{f"{split}_metrics": m for split, m in result["evaluation"].items()})
+        if len(data.get("dropped", ())):  # duration outliers join the skipped files
+            summary["duration_outliers"] = len(data["dropped"])
+            skipped = pd.read_csv(run_dir / "skipped_files.csv")
+            pd.concat([skipped, data["dropped"]], ignore_index=True).to_csv(run_dir / "skipped_files.csv", index=False)
         checkpoints = [result["checkpoint"]] if result["checkpoint"] else None
     if not ctx.is_main:
         return 0
-    if args.stage in ("predict", "all"):
+    if args.stage == "all" and data is not None and not data["kaggle_layout"]:
+        log.info("[data] source = %s: no soundscapes to submit; the held-out splits were scored above",
+                 cfg.data.source)
+    elif args.stage in ("predict", "all"):
         if not checkpoints:
             log.error("no checkpoint to predict with ([callbacks] model_checkpoint = false?)")
             return 1
@@ -360,6 +428,32 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_summary(run_dir, summary)
     _print_summary(summary)
+    return 0
+
+
+def split_key(cfg: Config) -> str:
+    """Names a run's split files in the cache: the data source and every setting that changes the split."""
+    import hashlib  # noqa: PLC0415
+
+    d = cfg.data
+    text = json.dumps([d.source, str(Path(cfg.paths.data_dir).resolve()), d.labels_csv, d.task, d.split, d.n_folds,
+                       d.fold, d.train_ratio, d.test_val_ratio, d.min_samples_in_class, d.min_duration_quantile,
+                       d.max_duration_quantile, cfg.trainer.seed, cfg.testing.testing])
+    return f"{d.source}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
+def reset_processed(cfg: Config) -> int:
+    """``--reset``: remove this config's cache folder (mels or waveforms, statistics, split files); runs stay."""
+    import shutil  # noqa: PLC0415
+
+    from dataloader.preprocess import MelCache  # noqa: PLC0415
+
+    folder = MelCache(cfg.paths.cache_dir, cache_settings(cfg)).folder
+    if folder.is_dir():
+        shutil.rmtree(folder)
+        print(f"removed {folder}")
+    else:
+        print(f"nothing to remove: {folder} does not exist")
     return 0
 
 
@@ -372,8 +466,8 @@ def _data_dir_for_predict(cfg: Config) -> Path:
 
 def _print_summary(s: dict[str, Any]) -> None:
     lines = ["", "=" * 70, f"run {s['run_id']} ({s['stage']}) finished in {s['wall_seconds']:.0f} s"]
-    for key in ("data_source", "recordings", "skipped", "n_train", "n_val", "epochs", "val_score",
-                "soundscape_score", "run_dir", "checkpoint", "submission"):
+    for key in ("data_source", "task", "recordings", "skipped", "n_train", "n_val", "n_test", "epochs", "val_score",
+                "val_metrics", "test_metrics", "soundscape_score", "run_dir", "checkpoint", "submission"):
         if s.get(key) is not None:
             lines.append(f"  {key:<17} {s[key]}")
     lines.append("=" * 70)

@@ -12,6 +12,22 @@ from torch.utils.data import Dataset
 from dataloader.features import DB_FLOOR, Standardizer
 
 
+def make_targets(table: pd.DataFrame, labels: Sequence[str], data: object) -> np.ndarray:
+    """Recording-level targets for ``[data] task``: ``binary`` (rows, 1): 1 when ``labels[0]`` (the positive
+    class) is among the row's labels; ``multiclass`` one-hot of the primary label; ``multilabel`` (and the
+    clip targets of ``events``) :func:`multi_hot` with secondary labels as ``[data]`` says."""
+    if data.task == "binary":
+        extras = table["extra_labels"] if "extra_labels" in table else [[]] * len(table)
+        return np.array([[float(labels[0] in (p, *e))] for p, e in zip(table["primary_label"], extras)],
+                        dtype=np.float32)
+    if data.task == "multiclass":
+        index = {label: i for i, label in enumerate(labels)}
+        y = np.zeros((len(table), len(labels)), dtype=np.float32)
+        y[np.arange(len(table)), [index[p] for p in table["primary_label"]]] = 1.0
+        return y
+    return multi_hot(table, labels, data.secondary_label_weight, data.secondary_labels)
+
+
 def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: float, secondary_mode: str = "weight"
               ) -> np.ndarray:
     """(rows, classes) float32: 1 for the primary label (and the ``extra_labels`` of merged duplicates);
@@ -58,8 +74,10 @@ class MelWindowDataset(Dataset):
 
     def __init__(self, entries: Sequence[str], targets: np.ndarray, frames: int, crop: str, pad_mode: str,
                  standardizer: Standardizer, clip_stats: Optional[Sequence[tuple[float, float]]] = None,
-                 pad_value: float = DB_FLOOR):
+                 pad_value: float = DB_FLOOR, starts: Optional[Sequence[int]] = None):
+        """``starts``: a fixed first frame per item (``crop = chunks``: one item per chunk of a recording)."""
         self.entries = list(entries)
+        self.starts = None if starts is None else [int(s) for s in starts]
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
         self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
         self.frames, self.crop, self.pad_mode, self.standardizer = frames, crop, pad_mode, standardizer
@@ -81,14 +99,51 @@ class MelWindowDataset(Dataset):
         self._maps[i] = mel
         return mel
 
+    def target(self, i: int, start: int) -> torch.Tensor:
+        """The target of item ``i`` cropped from frame ``start`` (the recording's labels, whatever the crop)."""
+        return self.targets[i]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         mel = self._mel(i)
         start = 0
-        if self.crop == "random" and mel.shape[1] > self.frames:
+        if self.starts is not None:
+            start = self.starts[i]
+        elif self.crop == "random" and mel.shape[1] > self.frames:
             start = int(torch.randint(0, mel.shape[1] - self.frames + 1, (1,)))
         if mel.shape[1] >= start + self.frames:  # the usual case: float16 crop -> standardised float32 in one pass
             window = mel[:, start:start + self.frames]
         else:
             window = fit_window(mel, start, self.frames, self.pad_mode, self.pad_value)
         window = self.standardizer.apply(window, *(self.clip_stats[i] if self.clip_stats is not None else ()))
-        return torch.from_numpy(window).unsqueeze(0), self.targets[i]
+        return torch.from_numpy(window).unsqueeze(0), self.target(i, start)
+
+
+class EventWindowDataset(MelWindowDataset):
+    """Windows with frame-level targets (seed 001): ``(classes * event_bins,)`` float32, class-major, 1 where an
+    event of the class covers at least half of the time bin (or half of the event, for events shorter than a bin).
+    Event-free (background) recordings give all-zero targets: negatives, not a class."""
+
+    def __init__(self, entries: Sequence[str], events: Sequence[Sequence[tuple[float, float, str]]],
+                 labels: Sequence[str], event_bins: int, frames_per_second: float, frames: int, crop: str,
+                 pad_mode: str, standardizer: Standardizer, **kwargs: object):
+        index = {label: c for c, label in enumerate(labels)}
+        self.events = [[(a, b, index[lbl]) for a, b, lbl in evs if lbl in index] for evs in events]
+        self.n_classes, self.bins, self.fps = len(labels), event_bins, frames_per_second
+        super().__init__(entries, np.zeros((len(self.events), 0), np.float32), frames, crop, pad_mode, standardizer,
+                         **kwargs)
+
+    def target(self, i: int, start: int) -> torch.Tensor:
+        return torch.from_numpy(event_targets(self.events[i], start / self.fps, self.frames / self.fps,
+                                              self.n_classes, self.bins).reshape(-1))
+
+
+def event_targets(events: Sequence[tuple[float, float, int]], t0: float, duration: float, n_classes: int,
+                  bins: int) -> np.ndarray:
+    """(classes, bins) presence of ``events`` ((start_s, end_s, class index)) in the window [t0, t0 + duration)."""
+    y = np.zeros((n_classes, bins), dtype=np.float32)
+    width = duration / bins
+    edges = t0 + width * np.arange(bins + 1)
+    for a, b, c in events:
+        overlap = np.minimum(edges[1:], b) - np.maximum(edges[:-1], a)
+        y[c, overlap >= 0.5 * min(width, b - a)] = 1.0
+    return y

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 
 from dataloader.augment import AugmentingCollate, BatchAugment
-from dataloader.dataset import MelWindowDataset, multi_hot
+from dataloader.dataset import EventWindowDataset, MelWindowDataset, make_targets
 from dataloader.features import DB_FLOOR, Standardizer
 
 
@@ -52,16 +52,29 @@ class DistributedWeightedSampler(Sampler[int]):
         return -(-self.num_samples // self.world_size)
 
 
+def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: Any, frames: int, crop: str,
+                   standardizer: Standardizer, pad_value: float = DB_FLOOR, frames_per_second: float = 0.0
+                   ) -> MelWindowDataset:
+    """The dataset of a split for ``[data] task``: one window per row (a fixed ``start`` frame when the table has
+    one, i.e. ``crop = chunks``), recording-level targets, or frame-level ones for ``events``."""
+    starts = df["start"].tolist() if "start" in df else None
+    if data.task == "events":
+        return EventWindowDataset(df["entry"], df["events"], labels, data.event_bins, frames_per_second, frames,
+                                  crop, data.pad_mode, standardizer, clip_stats=_clip_stats(df), pad_value=pad_value,
+                                  starts=starts)
+    return MelWindowDataset(df["entry"], make_targets(df, labels, data), frames, crop, data.pad_mode, standardizer,
+                            _clip_stats(df), pad_value, starts)
+
+
 def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: Any, trainer: Any,
                  frames: int, standardizer: Standardizer, augment: Optional[BatchAugment] = None,
-                 rank: int = 0, world_size: int = 1, pad_value: float = DB_FLOOR) -> tuple[DataLoader, DataLoader]:
+                 rank: int = 0, world_size: int = 1, pad_value: float = DB_FLOOR, frames_per_second: float = 0.0
+                 ) -> tuple[DataLoader, DataLoader]:
     """(train, validation) loaders over cache entries (column ``entry``) from the ``[data]`` and ``[trainer]``
-    sections; validation uses each recording's first window. With ``augment``, training batches are augmented
+    sections; validation uses each recording's first window (or each chunk, ``crop = chunks``). With ``augment``, training batches are augmented
     in the loader's worker processes (for CPU training, where the "device" is the training thread's own core).
     With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets."""
-    sw, mode = data.secondary_label_weight, data.secondary_labels
-    train_ds, val_ds = (MelWindowDataset(df["entry"], multi_hot(df, labels, sw, mode), frames, crop, data.pad_mode,
-                                         standardizer, _clip_stats(df), pad_value)
+    train_ds, val_ds = (window_dataset(df, labels, data, frames, crop, standardizer, pad_value, frames_per_second)
                         for df, crop in ((train_df, data.crop), (val_df, "first")))
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                   worker_init_fn=_seed_worker)

@@ -73,6 +73,19 @@ def is_kaggle_layout(data_dir: str | Path) -> bool:
     return (Path(data_dir) / "train_metadata.csv").is_file()
 
 
+def load_source(source: str, data_dir: str | Path, labels_csv: str = "", background_label: str = "background"
+                ) -> pd.DataFrame:
+    """The recordings table of ``[data] source``: Kaggle layout (birdclef / demo / auto), a folder per class, or
+    a CSV (``labels_csv``, default ``data_dir/labels.csv``)."""
+    from dataloader.local_sources import load_csv, load_folder  # noqa: PLC0415
+
+    if source == "folder":
+        return load_folder(data_dir)
+    if source == "csv":
+        return load_csv(labels_csv or Path(data_dir) / "labels.csv", background_label)
+    return load_recordings(data_dir)
+
+
 def resolve_data_dir(source: str, data_dir: str | Path, demo_dir: str | Path, demo_seed: int,
                      demo_scale: float = 1.0, workers: int = 2) -> tuple[Path, bool]:
     """The folder to train on and whether it is the demo.
@@ -80,6 +93,8 @@ def resolve_data_dir(source: str, data_dir: str | Path, demo_dir: str | Path, de
     ``auto`` takes the Kaggle data when ``data_dir/train_metadata.csv`` exists, otherwise generates (or
     reuses) the demo and says so; ``birdclef`` insists on Kaggle data; ``demo`` always uses the demo.
     """
+    if source in ("folder", "csv"):
+        return Path(data_dir), False
     if source in ("auto", "birdclef") and is_kaggle_layout(data_dir):
         return Path(data_dir), False
     if source == "birdclef":
@@ -114,7 +129,8 @@ def merge_duplicates(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     labels unioned; the dropped rows are returned as ``(path, reason)`` with reason ``duplicate, merged``.
     """
     table = table.sort_values("filename", kind="stable").reset_index(drop=True)
-    table["extra_labels"] = [[] for _ in range(len(table))]
+    if "extra_labels" not in table:  # a csv source's multi-label rows already have them
+        table["extra_labels"] = [[] for _ in range(len(table))]
     sizes = pd.Series([Path(p).stat().st_size if Path(p).is_file() else -1 for p in table["path"]])
     candidates = sizes[(sizes >= 0) & sizes.duplicated(keep=False)].index
     hashes = pd.Series({i: _content_hash(table.at[i, "path"]) for i in candidates}, dtype=object)
@@ -122,7 +138,9 @@ def merge_duplicates(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     for _, rows in hashes.groupby(hashes):
         keep, *others = sorted(rows.index)
         for i in others:
-            extra = set(table.at[keep, "extra_labels"]) | {table.at[i, "primary_label"]}
+            extra = set(table.at[keep, "extra_labels"]) | {table.at[i, "primary_label"], *table.at[i, "extra_labels"]}
+            if "events" in table:
+                table.at[keep, "events"] = sorted(set(table.at[keep, "events"]) | set(table.at[i, "events"]))
             table.at[keep, "extra_labels"] = sorted(extra - {table.at[keep, "primary_label"]})
             table.at[keep, "secondary_labels"] = sorted(set(table.at[keep, "secondary_labels"])
                                                         | set(table.at[i, "secondary_labels"]))

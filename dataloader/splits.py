@@ -1,7 +1,10 @@
-"""Grouped, stratified folds: a recording (group) never sits in two splits."""
+"""Grouped, stratified folds and train/val/test holdouts: a recording (group) never sits in two splits."""
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,3 +73,61 @@ def cap_per_class(table: pd.DataFrame, max_per_class: int, seed: int) -> pd.Data
             .apply(lambda g: g.sample(n=min(len(g), max_per_class), random_state=seed), include_groups=False)
             .index)
     return table.loc[table.index.isin(keep)]
+
+
+def holdout_assign(table: pd.DataFrame, train_ratio: float, test_val_ratio: float, seed: int) -> np.ndarray:
+    """``train`` / ``val`` / ``test`` per row, stratified by ``primary_label`` and grouped by ``group``: each
+    class's groups are shuffled with ``seed`` and cut by the ratios (``test_val_ratio`` of what is not training
+    goes to test). A class with a single group trains; with two, one trains and one validates."""
+    rng = np.random.default_rng(seed)
+    label_of_group = table.groupby("group", sort=True)["primary_label"].first()
+    split_of_group: dict[str, str] = {}
+    for _, members in label_of_group.groupby(label_of_group, sort=True):
+        groups = list(members.index)
+        rng.shuffle(groups)
+        n = len(groups)
+        n_train = min(n - 1, max(1, int(round(n * train_ratio)))) if n > 1 else 1
+        n_test = int(round((n - n_train) * test_val_ratio))
+        if n - n_train - n_test < 1 and n - n_train >= 1:
+            n_test = n - n_train - 1  # keep at least one validation group
+        for i, group in enumerate(groups):
+            split_of_group[group] = "train" if i < n_train else ("test" if i < n_train + n_test else "val")
+    return table["group"].map(split_of_group).to_numpy(dtype=object)
+
+
+def make_split(table: pd.DataFrame, data: Any, seed: int) -> dict[str, pd.DataFrame]:
+    """{train, val, test} tables from the ``[data]`` section: a CSV ``split`` column when present, else
+    ``split = holdout`` (ratios) or ``kfold`` (``fold`` validates, no test)."""
+    if "split" in table and (table["split"] != "").all():
+        assigned = table["split"].to_numpy(dtype=object)
+        source = "the csv's split column"
+    elif data.split == "holdout":
+        assigned = holdout_assign(table, data.train_ratio, data.test_val_ratio, seed)
+        source = f"holdout {data.train_ratio:g} train, rest {1 - data.test_val_ratio:g} val / {data.test_val_ratio:g} test"
+    else:
+        folds = assign_folds(table, data.n_folds, seed)
+        assigned = np.where(folds == data.fold, "val", "train").astype(object)
+        source = f"fold {data.fold} of {data.n_folds}"
+    parts = {name: table[assigned == name].reset_index(drop=True) for name in ("train", "val", "test")}
+    log.info("split (%s): %s", source, ", ".join(f"{len(df)} {name}" for name, df in parts.items()))
+    return parts
+
+
+def split_counts(parts: dict[str, pd.DataFrame]) -> dict[str, dict[str, int]]:
+    """Per split, recordings per primary label (what seed 004's metadata JSON held)."""
+    return {name: {str(k): int(v) for k, v in df["primary_label"].value_counts().sort_index().items()}
+            for name, df in parts.items()}
+
+
+def write_split(folder: str | Path, parts: dict[str, pd.DataFrame]) -> Path:
+    """``train.csv``, ``val.csv``, ``test.csv`` (path, filename, primary_label, labels, group) and
+    ``split_counts.json`` in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, df in parts.items():
+        labels = [";".join([p, *extra]) for p, extra in
+                  zip(df["primary_label"], df["extra_labels"] if "extra_labels" in df else [[]] * len(df))]
+        pd.DataFrame({"path": df["path"], "filename": df["filename"], "primary_label": df["primary_label"],
+                      "labels": labels, "group": df["group"]}).to_csv(folder / f"{name}.csv", index=False)
+    (folder / "split_counts.json").write_text(json.dumps(split_counts(parts), indent=1))
+    return folder

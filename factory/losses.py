@@ -8,7 +8,7 @@ and softmax targets to ``t (1 - ε) + ε / classes``.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +22,12 @@ LOSSES = Registry("loss")
 class ElementwiseLoss(nn.Module, abc.ABC):
     """Mean over the known (non-NaN) entries of a per-(example, class) loss."""
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None):
         super().__init__()
         self.label_smoothing = label_smoothing
+        # positives of class c weigh class_weights[c] (as BCEWithLogitsLoss's pos_weight); negatives weigh 1
+        self.register_buffer("pos_weight", None if class_weights is None
+                             else torch.as_tensor(class_weights, dtype=torch.float32))
 
     @abc.abstractmethod
     def elementwise(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -36,6 +39,9 @@ class ElementwiseLoss(nn.Module, abc.ABC):
         if self.label_smoothing:
             t = t * (1 - self.label_smoothing) + self.label_smoothing / 2
         loss = self.elementwise(logits.float(), t.float())
+        if self.pos_weight is not None:
+            shape = (1, -1) + (1,) * (loss.dim() - 2)  # per class, also for (B, classes, bins) event targets
+            loss = loss * (1 + (self.pos_weight.to(loss.device).view(shape) - 1) * t)
         return (loss * known).sum() / known.sum().clamp(min=1)
 
 
@@ -50,8 +56,9 @@ class FocalLoss(ElementwiseLoss):
     """Sigmoid focal loss (Lin et al. 2017): ``α_t (1 - p_t)^γ BCE``, with ``p_t = p t + (1 - p)(1 - t)`` and
     ``α_t = α t + (1 - α)(1 - t)`` (``alpha < 0``: no class weighting), as ``torchvision.ops.sigmoid_focal_loss``."""
 
-    def __init__(self, gamma: float = 2.0, alpha: float = 0.25, label_smoothing: float = 0.0):
-        super().__init__(label_smoothing)
+    def __init__(self, gamma: float = 2.0, alpha: float = 0.25, label_smoothing: float = 0.0,
+                 class_weights: Optional[Sequence[float]] = None):
+        super().__init__(label_smoothing, class_weights)
         self.gamma, self.alpha = gamma, alpha
 
     def elementwise(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -68,8 +75,8 @@ class BCEFocalLoss(ElementwiseLoss):
     """``BCE + focal_weight * focal``, the mix several BirdCLEF 2023 solutions trained with."""
 
     def __init__(self, gamma: float = 2.0, alpha: float = 0.25, focal_weight: float = 1.0,
-                 label_smoothing: float = 0.0):
-        super().__init__(label_smoothing)
+                 label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None):
+        super().__init__(label_smoothing, class_weights)
         self.bce, self.focal, self.focal_weight = BCELoss(), FocalLoss(gamma, alpha), focal_weight
 
     def elementwise(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -82,8 +89,8 @@ class AsymmetricLoss(ElementwiseLoss):
     in a window). Soft targets weight the two parts."""
 
     def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
-                 label_smoothing: float = 0.0, eps: float = 1e-8):
-        super().__init__(label_smoothing)
+                 label_smoothing: float = 0.0, eps: float = 1e-8, class_weights: Optional[Sequence[float]] = None):
+        super().__init__(label_smoothing, class_weights)
         self.gamma_pos, self.gamma_neg, self.clip, self.eps = gamma_pos, gamma_neg, clip, eps
 
     def elementwise(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -98,46 +105,55 @@ class SoftmaxCrossEntropy(nn.Module):
     """Cross-entropy over classes with probability targets (each row normalised to sum 1), as the BirdCLEF 2024
     winners trained: one species per 5-s window is the common case. Unknown (NaN) entries count as 0."""
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None):
         super().__init__()
         self.label_smoothing = label_smoothing
+        self.register_buffer("weight", None if class_weights is None
+                             else torch.as_tensor(class_weights, dtype=torch.float32))
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         t = torch.nan_to_num(targets.float(), nan=0.0)
         t = t / t.sum(dim=1, keepdim=True).clamp(min=1e-8)
-        return F.cross_entropy(logits.float(), t, label_smoothing=self.label_smoothing)
+        if self.weight is None:
+            return F.cross_entropy(logits.float(), t, label_smoothing=self.label_smoothing)
+        # each example weighs its (target-averaged) class weight, normalised as PyTorch does for class indices
+        per_example = F.cross_entropy(logits.float(), t, reduction="none", label_smoothing=self.label_smoothing)
+        w = t @ self.weight.to(logits.device)
+        return (w * per_example).sum() / w.sum().clamp(min=1e-8)
 
 
 @LOSSES.register("bce")
-def _bce(label_smoothing: float = 0.0, **_: Any) -> nn.Module:
-    return BCELoss(label_smoothing)
+def _bce(label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+    return BCELoss(label_smoothing, class_weights)
 
 
 @LOSSES.register("ce")
-def _ce(label_smoothing: float = 0.0, **_: Any) -> nn.Module:
-    return SoftmaxCrossEntropy(label_smoothing)
+def _ce(label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+    return SoftmaxCrossEntropy(label_smoothing, class_weights)
 
 
 @LOSSES.register("focal")
-def _focal(focal_gamma: float = 2.0, focal_alpha: float = 0.25, label_smoothing: float = 0.0, **_: Any) -> nn.Module:
-    return FocalLoss(focal_gamma, focal_alpha, label_smoothing)
+def _focal(focal_gamma: float = 2.0, focal_alpha: float = 0.25, label_smoothing: float = 0.0,
+           class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+    return FocalLoss(focal_gamma, focal_alpha, label_smoothing, class_weights)
 
 
 @LOSSES.register("bce_focal")
 def _bce_focal(focal_gamma: float = 2.0, focal_alpha: float = 0.25, focal_weight: float = 1.0,
-               label_smoothing: float = 0.0, **_: Any) -> nn.Module:
-    return BCEFocalLoss(focal_gamma, focal_alpha, focal_weight, label_smoothing)
+               label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+    return BCEFocalLoss(focal_gamma, focal_alpha, focal_weight, label_smoothing, class_weights)
 
 
 @LOSSES.register("asl")
 def _asl(asl_gamma_pos: float = 0.0, asl_gamma_neg: float = 4.0, asl_clip: float = 0.05, label_smoothing: float = 0.0,
-         **_: Any) -> nn.Module:
-    return AsymmetricLoss(asl_gamma_pos, asl_gamma_neg, asl_clip, label_smoothing)
+         class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+    return AsymmetricLoss(asl_gamma_pos, asl_gamma_neg, asl_clip, label_smoothing, class_weights=class_weights)
 
 
 def create_loss(name: str, **kwargs: Any) -> nn.Module:
     """Build the loss ``name`` (kwargs: label_smoothing, focal_gamma, focal_alpha, focal_weight, asl_gamma_pos,
-    asl_gamma_neg, asl_clip; each loss takes the ones it uses)."""
+    asl_gamma_neg, asl_clip, class_weights (per class: the weight of positives for the sigmoid losses, the class
+    weight for ce); each loss takes the ones it uses)."""
     return LOSSES.create(name, **kwargs)
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import factory.tiny  # noqa: F401 - registers tiny_dscnn with timm
+
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
@@ -77,6 +79,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def _timm_model(name: str, transfer_learning: str, pretrained_path: str, **kwargs) -> nn.Module:
     """``timm.create_model(name, **kwargs)`` with pretrained weights found as the module docstring says."""
     if transfer_learning == "false" and not pretrained_path:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if not pretrained_path and timm.models.get_pretrained_cfg(name) is None:  # e.g. tiny_dscnn: none exist
+        if transfer_learning == "true":
+            raise PretrainedWeightsError(f"{name} has no pretrained weights; set [model] transfer_learning = false")
+        log.info("%s has no pretrained weights: random initialisation", name)
         return timm.create_model(name, pretrained=False, **kwargs)
     if pretrained_path:
         source = _local_weights(pretrained_path)
@@ -137,10 +144,11 @@ class SEDModel(nn.Module):
     ``forward`` gives clip logits (so it trains and predicts like any classifier); ``forward_frames`` the
     frame-wise logits (B, classes, frames / stride) for event-level outputs."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float):
+    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float, event_bins: int = 0):
         super().__init__()
         self.backbone = backbone
         self.head = AttentionPool(backbone.num_features, num_classes, drop_rate)
+        self.event_bins = event_bins  # > 0: forward gives frame logits averaged into event_bins, flattened
 
     def head_module(self) -> nn.Module:
         return self.head
@@ -153,7 +161,12 @@ class SEDModel(nn.Module):
         return features.mean(dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self._pooled(x))[0]
+        """Clip logits (B, classes); with ``event_bins``, frame logits per bin (B, classes * event_bins), class-major,
+        so losses, metrics and exports treat them as ordinary outputs."""
+        clip, frames = self.head(self._pooled(x))
+        if not self.event_bins:
+            return clip
+        return F.adaptive_avg_pool1d(frames, self.event_bins).flatten(1)
 
     def forward_frames(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self._pooled(x))[1]
@@ -161,19 +174,22 @@ class SEDModel(nn.Module):
 
 def create_model(name: str, num_classes: int, in_chans: int = 1, transfer_learning: str = "false",
                  pretrained_path: str = "", drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 head: str = "linear") -> nn.Module:
+                 head: str = "linear", event_bins: int = 0) -> nn.Module:
     """A timm model ``name`` with a ``num_classes`` head: ``linear`` (timm's own classifier, replaced) or
-    ``sed`` (:class:`SEDModel`), taking a 1-channel mel (``in_chans = 3`` repeats it for a 3-channel stem).
+    ``sed`` (:class:`SEDModel`; with ``event_bins`` it outputs per-bin frame logits, ``classes * event_bins``),
+    taking a 1-channel mel (``in_chans = 3`` repeats it for a 3-channel stem).
 
     ``transfer_learning``: ``"true"`` (fail fast without weights), ``"auto"`` (warn and go on), ``"false"``.
     The ImageNet stem is adapted to ``in_chans`` and the classifier replaced, by timm's own loader.
     """
     if head not in ("linear", "sed"):
         raise ValueError(f"unknown head {head!r}; available: linear, sed")
+    if event_bins and head != "sed":
+        raise ValueError("event_bins needs head = sed (frame-wise outputs)")
     if head == "sed":
         backbone = _timm_model(name, transfer_learning, pretrained_path, num_classes=0, global_pool="",
                                in_chans=in_chans, drop_path_rate=drop_path_rate)
-        model: nn.Module = SEDModel(backbone, num_classes, drop_rate)
+        model: nn.Module = SEDModel(backbone, num_classes, drop_rate, event_bins)
     else:
         model = _timm_model(name, transfer_learning, pretrained_path, num_classes=num_classes, in_chans=in_chans,
                             drop_rate=drop_rate, drop_path_rate=drop_path_rate)
@@ -195,6 +211,7 @@ def model_from_checkpoint(payload: dict) -> nn.Module:
         model = create_wav2vec2(payload["model_name"], len(payload["labels"]), hf_config=kwargs["hf_config"],
                                 freeze_feature_encoder=False)
     else:
-        model = create_model(payload["model_name"], num_classes=len(payload["labels"]), **kwargs)
+        classes = len(payload["labels"]) // max(1, kwargs.get("event_bins", 0))  # events: labels are class@bin
+        model = create_model(payload["model_name"], num_classes=classes, **kwargs)
     model.load_state_dict(payload["model"])
     return model

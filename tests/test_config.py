@@ -63,7 +63,7 @@ def test_a_secret_in_the_config_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("key, replacement", [("output_dir", "cache_dir"), ("hash_path", "cache_dir"),
-                                              ("multi_threading", "num_workers"), ("train_ratio", "n_folds")])
+                                              ("multi_threading", "num_workers")])
 def test_retired_seed_keys_name_their_replacement(tmp_path, key, replacement):
     with pytest.raises(ConfigError, match=replacement):
         load_config(write(tmp_path, f"[data]\n{key} = 1\n"))

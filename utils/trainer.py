@@ -101,8 +101,8 @@ class Trainer:
         logits = logits.float()
         return torch.softmax(logits, dim=1) if self.options.activation == "softmax" else torch.sigmoid(logits)
 
-    def train_epoch(self, loader: DataLoader, epoch: int) -> float:
-        """One pass over ``loader``; returns the mean training loss."""
+    def train_epoch(self, loader: DataLoader, epoch: int, max_batches: Optional[int] = None) -> float:
+        """One pass over ``loader`` (its first ``max_batches`` batches when given); returns the mean training loss."""
         self.model.train()
         if hasattr(getattr(loader, "sampler", None), "set_epoch"):  # distributed samplers reshuffle per epoch
             loader.sampler.set_epoch(epoch)
@@ -110,8 +110,10 @@ class Trainer:
         per_step = self.scheduler is not None and not steps_per_epoch_end(self.scheduler)
         bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=None)
         self.optimizer.zero_grad(set_to_none=True)
-        n_batches = len(loader)
+        n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
         for i, (x, y) in enumerate(bar):
+            if i == n_batches:
+                break
             x, y = self._to_device(x), y.to(self.device)
             if self.augment is not None:
                 x, y = self.augment(x, y)
