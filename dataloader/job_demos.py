@@ -83,7 +83,7 @@ def folder_dataset(root: Path, classes: dict[str, Sound], per_class: int, second
     return root
 
 
-def binary_dataset(root: Path, per_class: int = 24, seed: int = 0) -> Path:
+def binary_dataset(root: Path, per_class: int = 90, seed: int = 0) -> Path:
     """Seed 000's shape: ``chainsaw/`` (fewer) and ``no_chainsaw/`` (more: background with birds), 16 kHz, 3 s,
     plus an empty file and two overlong recordings (what the duration filter and bad-input handling remove)."""
     folder_dataset(root, {"chainsaw": _harmonic_buzz}, max(4, per_class * 2 // 3), (2.8, 3.2), 16000, seed)
@@ -95,20 +95,20 @@ def binary_dataset(root: Path, per_class: int = 24, seed: int = 0) -> Path:
     return root
 
 
-def multiclass_dataset(root: Path, per_class: int = 12, seed: int = 0) -> Path:
+def multiclass_dataset(root: Path, per_class: int = 20, seed: int = 0) -> Path:
     """Seed 004's shape: ``drone/``, ``car/``, ``speech/`` recordings of 4-9 s (cut into 2-s chunks), 22.05 kHz."""
     return folder_dataset(root, {"drone": _rotor_whine, "car": _harmonic_buzz, "speech": _speech_like},
                           per_class, (4.0, 9.0), 22050, seed)
 
 
-def tiny_dataset(root: Path, per_class: int = 30, seed: int = 0) -> Path:
+def tiny_dataset(root: Path, per_class: int = 150, seed: int = 0) -> Path:
     """Seed 002's shape: 8 kHz, ~1.5-s clips, ``bird/`` (chirps) vs ``not_bird/`` (noise, engine buzz)."""
     folder_dataset(root, {"bird": _chirps}, per_class, (1.2, 1.8), 8000, seed)
     return folder_dataset(root, {"not_bird": lambda r, n, sr: 0.5 * _harmonic_buzz(r, n, sr) * (r.random() < 0.5)},
                           per_class, (1.2, 1.8), 8000, seed + 1)
 
 
-def events_dataset(root: Path, clips: int = 24, seconds: float = 20.0, sr: int = 8000, seed: int = 0) -> Path:
+def events_dataset(root: Path, clips: int = 120, seconds: float = 20.0, sr: int = 8000, seed: int = 0) -> Path:
     """Seed 001's shape: 20-s clips with elephant-like rumbles (a 20-40 Hz tone with harmonics, 2-6 s) and
     gunshots (broadband impulses with a decay, 0.3 s) at random times, a quarter of the clips event-free
     (``background``), ``labels.csv`` (path,start,end,label, one row per event) and, for every fourth clip, a

@@ -108,3 +108,26 @@ def test_class_weights_match_the_standard_losses():
     ce = create_loss("ce", class_weights=[1.0, 2.0, 3.0])(logits, onehot)
     reference = torch.nn.functional.cross_entropy(logits, onehot.argmax(1), weight=torch.tensor([1.0, 2.0, 3.0]))
     assert ce.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_folder_source_takes_any_format_rate_and_channel_count(tmp_path):
+    import soundfile as sf
+
+    from dataloader.audio import load_audio
+    from dataloader.local_sources import load_folder
+
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], axis=1).astype(np.float32) * 0.5
+    (tmp_path / "car" / "sub").mkdir(parents=True)
+    (tmp_path / "drone").mkdir()
+    sf.write(tmp_path / "car" / "sub" / "a.flac", stereo, 44100)
+    sf.write(tmp_path / "drone" / "b.ogg", stereo[:, 0], 44100)
+    sf.write(tmp_path / "drone" / "c.wav", stereo[:22050], 22050)
+    (tmp_path / "drone" / "notes.txt").write_text("not audio")
+    table = load_folder(tmp_path)
+    assert sorted(table["filename"]) == ["car/sub/a.flac", "drone/b.ogg", "drone/c.wav"]
+    assert dict(zip(table["filename"], table["primary_label"]))["car/sub/a.flac"] == "car"
+    audio = load_audio(tmp_path / "car" / "sub" / "a.flac", 16000)
+    assert audio.ndim == 1 and abs(len(audio) - 16000) <= 1  # mono, resampled
+    with pytest.raises(DataSourceError, match="no audio files"):
+        load_folder(tmp_path / "car" / "sub")
