@@ -22,7 +22,8 @@ import pandas as pd
 from utils.config import Config, ConfigError, load_config, to_ini
 from utils.distributed import DistContext, barrier, broadcast, init_from_env, shutdown
 from utils.runtime import available_cores, configure_cpu
-from utils.run_folder import create_run_dir, make_run_id, seed_everything, setup_logging, write_summary
+from utils.run_folder import (adopt_best_checkpoint, create_run_dir, make_run_id, resolve_resume,
+                              seed_everything, setup_logging, write_summary)
 
 log = logging.getLogger("train_classifier")
 HERE = Path(__file__).resolve().parent
@@ -108,7 +109,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
     from dataloader.curation import class_weights, event_presence, select_for_run  # noqa: PLC0415
     from dataloader.dataset import make_targets  # noqa: PLC0415
-    from dataloader.splits import filter_rare_classes, write_split  # noqa: PLC0415
+    from dataloader.splits import filter_rare_classes, split_key, write_split  # noqa: PLC0415
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import create_model  # noqa: PLC0415
     from factory.optimizers import create_optimizer  # noqa: PLC0415
@@ -116,6 +117,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     from utils.callbacks import CSVLogger, EarlyStopping, MLflowLogger, ModelCheckpoint, NeptuneLogger  # noqa: PLC0415
     from utils.checkpoints import load_checkpoint  # noqa: PLC0415
     from utils.evaluation import evaluate_splits  # noqa: PLC0415
+    from utils.metrics import epoch_rank  # noqa: PLC0415
     from utils.trainer import Trainer, TrainOptions  # noqa: PLC0415
 
     cache, task = data["cache"], cfg.data.task
@@ -127,10 +129,11 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     frames = int(round(cfg.data.window_s * frames_per_second))
     selection = select_for_run(table, cfg.data, cfg.trainer.seed, frames)
     if ctx.is_main:
-        for folder in (run_dir / "split", cache.folder / "splits" / split_key(cfg)):
+        kept = cache.folder / "splits" / split_key(cfg.data, cfg.paths.data_dir, cfg.trainer.seed, cfg.testing.testing)
+        for folder in (run_dir / "split", kept):
             write_split(folder, selection.recordings)
         log.info("split written to %s and %s (train.csv, val.csv, test.csv, split_counts.json)", run_dir / "split",
-                 cache.folder / "splits" / split_key(cfg))
+                 kept)
         data["dropped"] = selection.dropped
     train_df, val_df, test_df = (selection.parts[k] for k in ("train", "val", "test"))
     labels = selection.labels
@@ -251,8 +254,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
                                      run_dir, lambda df: window_dataset(df, labels, cfg.data, frames, "first",
                                                                         standardizer, pad_value, frames_per_second),
                                      batch_size=cfg.trainer.batch_size * 2)
-    sign = -1.0 if monitor.endswith("loss") else 1.0
-    best = max(history, key=lambda m: -np.inf if np.isnan(m[monitor]) else sign * m[monitor])
+    best = max(history, key=lambda m: epoch_rank(m, monitor) or (-np.inf, -np.inf))
     return {"history": history, "best": best, "n_train": len(train_df), "n_val": len(val_df), "labels": labels,
             "n_test": len(test_df), "evaluation": evaluation,
             "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
@@ -273,38 +275,6 @@ def write_validation_outputs(trainer: Any, val_df: pd.DataFrame, labels: list[st
     table = per_class_table((np.nan_to_num(targets) >= 1.0).astype(np.int8), probs, labels)
     table.to_csv(run_dir / "per_class_metrics.csv", index=False, float_format="%.5f")
     plot_per_class(table, run_dir / "per_class_metrics.png", f"validation at epoch {epoch}, per class (positives)")
-
-
-def resolve_resume(resume: str, runs_dir: Path, run_dir: Path) -> Optional[Path]:
-    """``[trainer] resume``: a checkpoint path, ``auto`` (the newest ``last.pt`` under ``runs_dir``, other than
-    this run's), or empty (fresh start)."""
-    if not resume:
-        return None
-    if resume != "auto":
-        path = Path(resume)
-        if not path.is_file():
-            raise ConfigError(f"[trainer] resume = {resume}: no such checkpoint")
-        return path
-    found = sorted((p for p in runs_dir.glob("*/checkpoints/last.pt") if p.parent.parent != run_dir),
-                   key=lambda p: p.stat().st_mtime)
-    if not found:
-        log.warning("[trainer] resume = auto: no last.pt under %s, starting fresh", runs_dir)
-        return None
-    return found[-1]
-
-
-def adopt_best_checkpoint(resume_from: Path, epoch: int, run_dir: Path) -> None:
-    """A resumed run keeps the old run's ``best.pt`` when it comes from an epoch up to the one resumed from
-    (its history, restored from the checkpoint, says which epoch was best so far)."""
-    import shutil  # noqa: PLC0415
-
-    from utils.checkpoints import load_checkpoint  # noqa: PLC0415
-
-    folder = next((p for p in resume_from.parents if p.name == "checkpoints"), None)
-    best = folder / "best.pt" if folder is not None else None
-    if best is not None and best.is_file() and load_checkpoint(best)["epoch"] <= epoch:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(best, run_dir / "checkpoints" / "best.pt")
 
 
 def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -431,29 +401,12 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
     return 0
 
 
-def split_key(cfg: Config) -> str:
-    """Names a run's split files in the cache: the data source and every setting that changes the split."""
-    import hashlib  # noqa: PLC0415
-
-    d = cfg.data
-    text = json.dumps([d.source, str(Path(cfg.paths.data_dir).resolve()), d.labels_csv, d.task, d.split, d.n_folds,
-                       d.fold, d.train_ratio, d.test_val_ratio, d.min_samples_in_class, d.min_duration_quantile,
-                       d.max_duration_quantile, cfg.trainer.seed, cfg.testing.testing])
-    return f"{d.source}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
-
-
 def reset_processed(cfg: Config) -> int:
     """``--reset``: remove this config's cache folder (mels or waveforms, statistics, split files); runs stay."""
-    import shutil  # noqa: PLC0415
+    from dataloader.preprocess import remove_cache  # noqa: PLC0415
 
-    from dataloader.preprocess import MelCache  # noqa: PLC0415
-
-    folder = MelCache(cfg.paths.cache_dir, cache_settings(cfg)).folder
-    if folder.is_dir():
-        shutil.rmtree(folder)
-        print(f"removed {folder}")
-    else:
-        print(f"nothing to remove: {folder} does not exist")
+    folder = remove_cache(cfg.paths.cache_dir, cache_settings(cfg))
+    print(f"removed {folder}" if folder else f"nothing to remove in {cfg.paths.cache_dir} for these settings")
     return 0
 
 

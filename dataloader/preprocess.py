@@ -321,6 +321,18 @@ def fit_standardizer(table: pd.DataFrame, dp: Any, cache_folder: str | Path) -> 
     return Standardizer.fit(dp.normalization, acc)
 
 
+def remove_cache(cache_dir: str | Path, dp: Any) -> Optional[Path]:
+    """Delete the cache folder of these settings (entries, manifest, statistics, split files); returns it, or
+    None when there was none. Other settings' folders stay."""
+    import shutil  # noqa: PLC0415
+
+    folder = MelCache(cache_dir, dp).folder
+    if not folder.is_dir():
+        return None
+    shutil.rmtree(folder)
+    return folder
+
+
 def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, workers: int = 1,
                 prune_under: Optional[str | Path] = None) -> CacheResult:
     """Make sure every recording in ``recordings`` (column ``path``) has a cache entry; decode only what is missing.

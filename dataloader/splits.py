@@ -131,3 +131,13 @@ def write_split(folder: str | Path, parts: dict[str, pd.DataFrame]) -> Path:
                       "labels": labels, "group": df["group"]}).to_csv(folder / f"{name}.csv", index=False)
     (folder / "split_counts.json").write_text(json.dumps(split_counts(parts), indent=1))
     return folder
+
+
+def split_key(data: Any, data_dir: str | Path, seed: int, testing: bool = False) -> str:
+    """Names a run's split files in the cache folder: the data source and every setting that changes the split."""
+    import hashlib  # noqa: PLC0415
+
+    text = json.dumps([data.source, str(Path(data_dir).resolve()), data.labels_csv, data.task, data.split,
+                       data.n_folds, data.fold, data.train_ratio, data.test_val_ratio, data.min_samples_in_class,
+                       data.min_duration_quantile, data.max_duration_quantile, seed, testing])
+    return f"{data.source}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"

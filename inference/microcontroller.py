@@ -10,11 +10,13 @@ From a training run's checkpoint and its split files (``split/train.csv``, ``spl
 3. ``model_int8_qat.onnx`` (``--qat-epochs`` > 0): quantization-aware training with ``torch.ao.quantization``
    (Conv-BN-ReLU fused for models that offer ``fuse_for_quantization``, fake-quantized weights and activations)
    on the training windows, batch norms folded, then quantized as in 2 (the trained weights are the ones
-   that tolerate int8; activation ranges are calibrated again);
+   that tolerate int8; activation ranges are calibrated again); ``model_qat_fp32.onnx`` is its float twin, so
+   the report separates the effect of quantization from that of the extra fine-tuning;
 4. ``model.h`` (the int8 model's bytes, QAT when trained, else PTQ) and ``mel_filters.h`` (the mel filter bank,
    the per-bin standardisation and the front-end constants, so the firmware computes the same input);
 5. ``report.json`` (one JSON line per variant on stdout as well): file and weight bytes, CPU latency per window (ONNX
-   Runtime, one thread, batch 1), and the score on the validation windows with its change from fp32.
+   Runtime, one thread, batch 1), and the score on the validation split (each recording's first window, as
+   training validated) with its change from fp32.
 
 The headers carry ONNX bytes: a firmware needs an ONNX-reading runtime, or a conversion to TFLite Micro
 (onnx2tf + TensorFlow, not installed by this project).
@@ -43,15 +45,16 @@ from utils.checkpoints import load_checkpoint  # noqa: E402
 from utils.metrics import validation_scores  # noqa: E402
 
 
-def split_windows(predictor: SoundscapePredictor, split_csv: Path, classes: list[str], task: str
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Every window of the recordings of a split file, with targets from their labels (binary: 1 when the
-    positive class ``classes[0]`` is among them)."""
+def split_windows(predictor: SoundscapePredictor, split_csv: Path, classes: list[str], task: str,
+                  max_windows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The windows of the recordings of a split file (every one, or the first ``max_windows``: validation
+    scores the first, as training did), with targets from their labels (binary: 1 when the positive class
+    ``classes[0]`` is among them)."""
     table = pd.read_csv(split_csv)
     windows, targets = [], []
     index = {c: i for i, c in enumerate(classes)}
     for path, labels in zip(table["path"], table["labels"]):
-        w = predictor.windows(path)
+        w = predictor.windows(path, max_windows=max_windows)
         present = str(labels).split(";")
         y = np.zeros(len(classes), dtype=np.float32)
         if task == "binary":
@@ -99,10 +102,11 @@ def qat_qconfig() -> Any:
 
 
 def quantization_aware(payload: dict[str, Any], windows: np.ndarray, targets: np.ndarray, epochs: int,
-                       out: Path, lr: float = 1e-4, batch_size: int = 64) -> Path:
+                       out: Path, float_out: Path, lr: float = 1e-4, batch_size: int = 64) -> Path:
     """Fine-tune the checkpoint's model with fake-quantized weights and activations (``torch.ao.quantization``
-    QAT), fold its batch norms into the convolutions, export the float result and quantize it to int8 QDQ with
-    ONNX Runtime (weights as trained for int8, activation ranges calibrated on ``windows``)."""
+    QAT), fold its batch norms into the convolutions, export the float result (``float_out``) and quantize it to
+    int8 QDQ with ONNX Runtime (``out``: weights as trained for int8, activation ranges calibrated on
+    ``windows``)."""
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import model_from_checkpoint  # noqa: PLC0415
     from inference.export import _quantize_onnx_static  # noqa: PLC0415
@@ -126,13 +130,11 @@ def quantization_aware(payload: dict[str, Any], windows: np.ndarray, targets: np
             loss_fn(wrapped(x_all[idx]), y_all[idx]).backward()
             optimizer.step()
     folded = fold_qat(wrapped[1]).eval()
-    float_path = out.with_name(out.stem + "_float.onnx")
     with torch.no_grad():
-        torch.onnx.export(folded, x_all[:2], str(float_path), input_names=["input"], output_names=["logits"],
+        torch.onnx.export(folded, x_all[:2], str(float_out), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                           dynamo=False)
-    _quantize_onnx_static(float_path, out, windows[:512])
-    float_path.unlink()
+    _quantize_onnx_static(float_out, out, windows[:512])
     return out
 
 
@@ -237,11 +239,13 @@ def build(checkpoint: str | Path, out_dir: str | Path, qat_epochs: int = 0) -> l
     exported.parent.rmdir()
     predictor = SoundscapePredictor([fp32])
     train_x, train_y = split_windows(predictor, run_dir / "split" / "train.csv", classes, task)
-    val_x, val_y = split_windows(predictor, run_dir / "split" / "val.csv", classes, task)
+    val_x, val_y = split_windows(predictor, run_dir / "split" / "val.csv", classes, task, max_windows=1)
     variants = {"fp32": fp32, "int8_ptq": out_dir / "model_int8_ptq.onnx"}
     _quantize_onnx_static(fp32, variants["int8_ptq"], train_x[:512])
-    if qat_epochs > 0:
-        variants["int8_qat"] = quantization_aware(payload, train_x, train_y, qat_epochs, out_dir / "model_int8_qat.onnx")
+    if qat_epochs > 0:  # its float twin tells quantization's effect apart from the extra fine-tuning
+        variants["qat_fp32"] = out_dir / "model_qat_fp32.onnx"
+        variants["int8_qat"] = quantization_aware(payload, train_x, train_y, qat_epochs, out_dir / "model_int8_qat.onnx",
+                                                  float_out=variants["qat_fp32"])
     shape = input_shape(meta)
     reports, baseline = [], None
     for name, path in variants.items():

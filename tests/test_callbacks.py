@@ -131,3 +131,22 @@ def test_an_unreachable_neptune_service_falls_back_to_offline_with_one_warning(t
         feed(NeptuneLogger("ws/proj", "async", tmp_path, {"a": 1}), [0.5, 0.6])
     assert modes == ["async", "offline"] and caplog.text.count("Neptune unreachable") == 1
     assert "Neptune logger off" not in caplog.text and list((tmp_path / ".neptune").rglob("*"))
+
+
+def test_a_saturated_score_keeps_the_epoch_with_the_lowest_validation_loss(tmp_path):
+    """ROC-AUC reaches 1.0 early on easy data; the first epoch that reaches it is still uncalibrated."""
+    from utils.metrics import epoch_rank
+
+    trainer = FakeTrainer()
+    trainer.history = []
+    cb, stop = ModelCheckpoint(tmp_path, monitor="val_score"), EarlyStopping("val_score", patience=2)
+    for callback in (cb, stop):
+        callback.on_train_start(trainer)
+    for epoch, loss in enumerate([0.9, 0.6, 0.3, 0.2], 1):
+        metrics = {"epoch": epoch, "val_loss": loss, "val_score": 1.0 if epoch > 1 else 0.7}
+        for callback in (cb, stop):
+            callback.on_epoch_end(trainer, epoch, metrics)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 4 and not trainer.stop_training
+    assert epoch_rank({"val_score": 1.0, "val_loss": 0.2}, "val_score") > epoch_rank(
+        {"val_score": 1.0, "val_loss": 0.3}, "val_score") > epoch_rank({"val_score": 0.9, "val_loss": 0.0}, "val_score")
+    assert epoch_rank({"val_score": float("nan"), "val_loss": 0.1}, "val_score") is None

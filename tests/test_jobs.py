@@ -106,7 +106,7 @@ def test_tiny_job_trains_a_small_model_and_exports_int8_and_c_headers(tmp_path):
     run = run_job("tiny_bird_detector.ini", data, tmp_path)
     assert json.loads((run / "summary.json").read_text())["model"] == "tiny_dscnn"
     reports = {r["variant"]: r for r in build(run / "checkpoints" / "best.pt", tmp_path / "mcu", qat_epochs=1)}
-    assert set(reports) == {"fp32", "int8_ptq", "int8_qat"}
+    assert set(reports) == {"fp32", "int8_ptq", "qat_fp32", "int8_qat"}
     for name in ("int8_ptq", "int8_qat"):
         assert reports[name]["weight_bytes"] < reports["fp32"]["weight_bytes"] / 2
         assert reports[name]["latency_ms_per_window"] > 0 and 0.0 <= reports[name]["accuracy"] <= 1.0

@@ -219,7 +219,7 @@ def test_every_registered_loss_is_listed():
 def test_resume_auto_picks_the_newest_last_checkpoint_of_another_run(tmp_path):
     import os
 
-    from train_classifier import resolve_resume
+    from utils.run_folder import resolve_resume
     from utils.config import ConfigError
 
     for i, name in enumerate(("r1", "r2", "current")):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import abc
 import csv
 import logging
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from utils.checkpoints import save_checkpoint
+from utils.metrics import epoch_rank
 
 if TYPE_CHECKING:
     from utils.trainer import Trainer
@@ -72,10 +72,9 @@ class CSVLogger(Callback):
         plt.close(fig)
 
 
-def _better(value: float, best: Optional[float], mode: str) -> bool:
-    if math.isnan(value):
-        return False
-    return best is None or (value < best if mode == "min" else value > best)
+def _better(rank: Optional[tuple[float, float]], best: Optional[tuple[float, float]]) -> bool:
+    """``rank`` (see :func:`utils.metrics.epoch_rank`) beats ``best``; a NaN epoch (None) never does."""
+    return rank is not None and (best is None or rank > best)
 
 
 class ModelCheckpoint(Callback):
@@ -85,38 +84,37 @@ class ModelCheckpoint(Callback):
     def __init__(self, folder: str | Path, monitor: str = "val_score", verbose: bool = True, top_k: int = 1):
         self.folder = Path(folder)
         self.monitor = monitor
-        self.mode = "min" if monitor.endswith("loss") else "max"
         self.verbose, self.top_k = verbose, top_k
-        self.best: Optional[float] = None
+        self.best: Optional[tuple[float, float]] = None  # epoch_rank of the best epoch
         self.best_path = self.folder / "best.pt"
         self.last_path = self.folder / "last.pt"
-        self.top: list[tuple[float, int]] = []  # (value, epoch), best first
+        self.top: list[tuple[tuple[float, float], int]] = []  # (rank, epoch), best first
 
     def on_train_start(self, trainer: "Trainer") -> None:
         for h in trainer.history:
-            if _better(h[self.monitor], self.best, self.mode):
-                self.best = h[self.monitor]
+            if _better(epoch_rank(h, self.monitor), self.best):
+                self.best = epoch_rank(h, self.monitor)
         if self.top_k > 1:
-            self.top = self._rank([(h[self.monitor], int(h["epoch"])) for h in trainer.history
+            self.top = self._rank([(epoch_rank(h, self.monitor), int(h["epoch"])) for h in trainer.history
                                    if (self.folder / "top" / f"epoch{int(h['epoch']):03d}.pt").is_file()])
 
-    def _rank(self, items: list[tuple[float, int]]) -> list[tuple[float, int]]:
-        items = [it for it in items if not math.isnan(it[0])]
-        return sorted(items, key=lambda it: it[0], reverse=self.mode == "max")
+    @staticmethod
+    def _rank(items: list) -> list:
+        return sorted((it for it in items if it[0] is not None), key=lambda it: it[0], reverse=True)
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
         payload = trainer.checkpoint_payload(epoch, metrics)
         save_checkpoint(self.last_path, payload)
-        value = metrics[self.monitor]
-        if _better(value, self.best, self.mode):
-            self.best = value
+        value, rank = metrics[self.monitor], epoch_rank(metrics, self.monitor)
+        if _better(rank, self.best):
+            self.best = rank
             save_checkpoint(self.best_path, payload)
             if self.verbose:
                 log.info("checkpoint: new best %s = %.4f at epoch %d -> %s", self.monitor, value, epoch,
                          self.best_path)
         if self.top_k > 1:
-            ranked = self._rank(self.top + [(value, epoch)])
-            if (value, epoch) in ranked[:self.top_k]:
+            ranked = self._rank(self.top + [(rank, epoch)])
+            if (rank, epoch) in ranked[:self.top_k]:
                 save_checkpoint(self.folder / "top" / f"epoch{epoch:03d}.pt", payload)
             for _, dropped in ranked[self.top_k:]:
                 (self.folder / "top" / f"epoch{dropped:03d}.pt").unlink(missing_ok=True)
@@ -128,25 +126,26 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_score", patience: int = 5):
         self.monitor, self.patience = monitor, patience
-        self.mode = "min" if monitor.endswith("loss") else "max"
-        self.best: Optional[float] = None
+        self.best: Optional[tuple[float, float]] = None  # epoch_rank of the best epoch so far
+        self.best_value = float("nan")
         self.waited = 0
 
     def on_train_start(self, trainer: "Trainer") -> None:
         for h in trainer.history:  # a resumed run counts the epochs it already waited
-            self._update(h[self.monitor])
+            self._update(h)
 
-    def _update(self, value: float) -> None:
-        if _better(value, self.best, self.mode):
-            self.best, self.waited = value, 0
+    def _update(self, metrics: dict[str, float]) -> None:
+        rank = epoch_rank(metrics, self.monitor)
+        if _better(rank, self.best):
+            self.best, self.best_value, self.waited = rank, metrics[self.monitor], 0
         else:
             self.waited += 1
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
-        self._update(metrics[self.monitor])
+        self._update(metrics)
         if self.waited >= self.patience:
             log.info("early stopping: %s has not improved for %d epochs (best %.4f)", self.monitor, self.waited,
-                     self.best if self.best is not None else float("nan"))
+                     self.best_value)
             trainer.stop_training = True
 
 

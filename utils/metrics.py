@@ -3,7 +3,7 @@ years, and per-class tables and plots."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,19 @@ def padded_cmap_score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_c
     y, p, _ = _scored(solution, submission, row_id_column_name)
     pad = np.ones((padding_factor, y.shape[1]))
     return float(average_precision_score(np.vstack([y, pad]), np.vstack([p, pad]), average="macro"))
+
+
+def epoch_rank(metrics: dict[str, float], monitor: str) -> Optional[tuple[float, float]]:
+    """How good an epoch is for ``monitor`` (higher is better; None when the monitored value is NaN). A score
+    monitor breaks ties by the lower ``val_loss``: a score that saturates (ROC-AUC 1.0 early in training)
+    would otherwise keep the first, still uncalibrated epoch that reached it."""
+    value = metrics[monitor]
+    if value != value:
+        return None
+    if monitor.endswith("loss"):
+        return (-value, 0.0)
+    loss = metrics.get("val_loss", float("nan"))
+    return (value, -loss if loss == loss else float("-inf"))
 
 
 def validation_scores(targets: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, float]:

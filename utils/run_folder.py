@@ -8,9 +8,13 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+
+from utils.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def make_run_id(model_name: str, testing: bool) -> str:
@@ -61,3 +65,35 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     path = run_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2, default=str))
     return path
+
+
+def resolve_resume(resume: str, runs_dir: Path, run_dir: Path) -> Optional[Path]:
+    """``[trainer] resume``: a checkpoint path, ``auto`` (the newest ``last.pt`` under ``runs_dir``, other than
+    this run's), or empty (fresh start)."""
+    if not resume:
+        return None
+    if resume != "auto":
+        path = Path(resume)
+        if not path.is_file():
+            raise ConfigError(f"[trainer] resume = {resume}: no such checkpoint")
+        return path
+    found = sorted((p for p in runs_dir.glob("*/checkpoints/last.pt") if p.parent.parent != run_dir),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        log.warning("[trainer] resume = auto: no last.pt under %s, starting fresh", runs_dir)
+        return None
+    return found[-1]
+
+
+def adopt_best_checkpoint(resume_from: Path, epoch: int, run_dir: Path) -> None:
+    """A resumed run keeps the old run's ``best.pt`` when it comes from an epoch up to the one resumed from
+    (its history, restored from the checkpoint, says which epoch was best so far)."""
+    import shutil  # noqa: PLC0415
+
+    from utils.checkpoints import load_checkpoint  # noqa: PLC0415
+
+    folder = next((p for p in resume_from.parents if p.name == "checkpoints"), None)
+    best = folder / "best.pt" if folder is not None else None
+    if best is not None and best.is_file() and load_checkpoint(best)["epoch"] <= epoch:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(best, run_dir / "checkpoints" / "best.pt")

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from factory.schedulers import steps_per_epoch_end
 from utils.callbacks import Callback
 from utils.distributed import DistContext, all_gather, broadcast
-from utils.metrics import validation_scores
+from utils.metrics import epoch_rank, validation_scores
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +191,9 @@ class Trainer:
         return self.history
 
     def _keep_if_best(self, epoch: int, metrics: dict[str, float], probs: np.ndarray, targets: np.ndarray) -> None:
-        key = self.options.monitor
-        value = metrics[key]
-        if value != value:  # NaN never wins
-            return
-        earlier = [h[key] for h in self.history if h[key] == h[key]]
-        lower = key.endswith("loss")
-        if not earlier or (value < min(earlier) if lower else value > max(earlier)):
+        rank = epoch_rank(metrics, self.options.monitor)
+        earlier = [r for r in (epoch_rank(h, self.options.monitor) for h in self.history) if r is not None]
+        if rank is not None and (not earlier or rank > max(earlier)):  # NaN never wins
             self.best_val = (epoch, probs, targets)
 
     def checkpoint_payload(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
