@@ -83,7 +83,7 @@ def folder_dataset(root: Path, classes: dict[str, Sound], per_class: int, second
     return root
 
 
-def binary_dataset(root: Path, per_class: int = 90, seed: int = 0) -> Path:
+def binary_dataset(root: Path, per_class: int = 300, seed: int = 0) -> Path:
     """Seed 000's shape: ``chainsaw/`` (fewer) and ``no_chainsaw/`` (more: background with birds), 16 kHz, 3 s,
     plus an empty file and two overlong recordings (what the duration filter and bad-input handling remove)."""
     folder_dataset(root, {"chainsaw": _harmonic_buzz}, max(4, per_class * 2 // 3), (2.8, 3.2), 16000, seed)
