@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,16 @@ def filter_rare_classes(table: pd.DataFrame, min_samples_in_class: int) -> pd.Da
     return table[table["primary_label"].isin(keep)].reset_index(drop=True)
 
 
+def _shuffled_groups_per_class(table: pd.DataFrame, rng: np.random.Generator) -> Iterator[list[str]]:
+    """Each primary label's groups (recordings), shuffled with ``rng``, class by class in sorted order (lazily:
+    the caller's own draws between classes keep their place in the random sequence)."""
+    label_of_group = table.groupby("group", sort=True)["primary_label"].first()
+    for _, members in label_of_group.groupby(label_of_group, sort=True):
+        groups = list(members.index)
+        rng.shuffle(groups)
+        yield groups
+
+
 def assign_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     """Fold number per row, stratified by ``primary_label`` and grouped by ``group``.
 
@@ -33,11 +43,8 @@ def assign_folds(table: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     validated: that recording gets fold -1 (always training).
     """
     rng = np.random.default_rng(seed)
-    label_of_group = table.groupby("group", sort=True)["primary_label"].first()
     fold_of_group: dict[str, int] = {}
-    for _, members in label_of_group.groupby(label_of_group, sort=True):
-        groups = list(members.index)
-        rng.shuffle(groups)
+    for groups in _shuffled_groups_per_class(table, rng):
         if len(groups) < 2:
             fold_of_group[groups[0]] = -1
             continue
@@ -79,12 +86,8 @@ def holdout_assign(table: pd.DataFrame, train_ratio: float, test_val_ratio: floa
     """``train`` / ``val`` / ``test`` per row, stratified by ``primary_label`` and grouped by ``group``: each
     class's groups are shuffled with ``seed`` and cut by the ratios (``test_val_ratio`` of what is not training
     goes to test). A class with a single group trains; with two, one trains and one validates."""
-    rng = np.random.default_rng(seed)
-    label_of_group = table.groupby("group", sort=True)["primary_label"].first()
     split_of_group: dict[str, str] = {}
-    for _, members in label_of_group.groupby(label_of_group, sort=True):
-        groups = list(members.index)
-        rng.shuffle(groups)
+    for groups in _shuffled_groups_per_class(table, np.random.default_rng(seed)):
         n = len(groups)
         n_train = min(n - 1, max(1, int(round(n * train_ratio)))) if n > 1 else 1
         n_test = int(round((n - n_train) * test_val_ratio))
