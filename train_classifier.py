@@ -22,7 +22,7 @@ import pandas as pd
 from utils.config import Config, ConfigError, load_config, to_ini
 from utils.distributed import DistContext, barrier, broadcast, init_from_env, shutdown
 from utils.runtime import available_cores, configure_cpu
-from utils.run_folder import (adopt_best_checkpoint, create_run_dir, make_run_id, resolve_resume,
+from utils.run_folder import (adopt_best_checkpoint, create_run_dir, make_run_id, print_summary, resolve_resume,
                               seed_everything, setup_logging, write_summary)
 
 log = logging.getLogger("train_classifier")
@@ -116,7 +116,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     from factory.schedulers import create_scheduler  # noqa: PLC0415
     from utils.callbacks import CSVLogger, EarlyStopping, MLflowLogger, ModelCheckpoint, NeptuneLogger  # noqa: PLC0415
     from utils.checkpoints import load_checkpoint  # noqa: PLC0415
-    from utils.evaluation import evaluate_splits  # noqa: PLC0415
+    from utils.evaluation import evaluate_splits, write_validation_outputs  # noqa: PLC0415
     from utils.metrics import epoch_rank  # noqa: PLC0415
     from utils.trainer import Trainer, TrainOptions  # noqa: PLC0415
 
@@ -261,22 +261,6 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
             "model_name": model_name}
 
 
-def write_validation_outputs(trainer: Any, val_df: pd.DataFrame, labels: list[str], run_dir: Path, fold: int) -> None:
-    """The best epoch's out-of-fold predictions (``val_predictions.csv``) and per-class ROC-AUC / AP
-    (``per_class_metrics.csv`` and ``.png``) in the run folder."""
-    from utils.metrics import per_class_table, plot_per_class  # noqa: PLC0415
-
-    epoch, probs, targets = trainer.best_val or (trainer.history[-1]["epoch"], *trainer.last_val)
-    val_pred = pd.DataFrame(probs, columns=labels)
-    val_pred.insert(0, "filename", list(val_df["filename"]))
-    val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
-    val_pred.insert(2, "fold", fold)
-    val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
-    table = per_class_table((np.nan_to_num(targets) >= 1.0).astype(np.int8), probs, labels)
-    table.to_csv(run_dir / "per_class_metrics.csv", index=False, float_format="%.5f")
-    plot_per_class(table, run_dir / "per_class_metrics.png", f"validation at epoch {epoch}, per class (positives)")
-
-
 def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Predict the test soundscapes (or, when there are none, a few unlabeled ones as a dry run)."""
     from dataloader.demo import GROUND_TRUTH_FILE  # noqa: PLC0415
@@ -397,7 +381,7 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
         summary.update(predict(checkpoints, Path(data_dir), run_id, cfg, run_dir))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_summary(run_dir, summary)
-    _print_summary(summary)
+    print_summary(summary)
     return 0
 
 
@@ -415,16 +399,6 @@ def _data_dir_for_predict(cfg: Config) -> Path:
 
     return resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir, cfg.data.demo_seed,
                             cfg.data.demo_scale, cfg.data.num_workers)[0]
-
-
-def _print_summary(s: dict[str, Any]) -> None:
-    lines = ["", "=" * 70, f"run {s['run_id']} ({s['stage']}) finished in {s['wall_seconds']:.0f} s"]
-    for key in ("data_source", "task", "recordings", "skipped", "n_train", "n_val", "n_test", "epochs", "val_score",
-                "val_metrics", "test_metrics", "soundscape_score", "run_dir", "checkpoint", "submission"):
-        if s.get(key) is not None:
-            lines.append(f"  {key:<17} {s[key]}")
-    lines.append("=" * 70)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

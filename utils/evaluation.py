@@ -17,7 +17,7 @@ from sklearn.metrics import (accuracy_score, classification_report, confusion_ma
                              precision_score, recall_score, roc_auc_score)
 
 from utils.events import EVENT_COLUMNS, event_metrics, probs_to_events, reference_events
-from utils.metrics import validation_scores
+from utils.metrics import per_class_table, plot_per_class, validation_scores
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> None:
@@ -139,3 +139,18 @@ def evaluate_splits(trainer: Any, splits: dict[str, pd.DataFrame], labels: Seque
         else:
             out[name] = evaluate(data.task, name, probs, targets, labels, run_dir, evaluation.threshold)
     return out
+
+
+def write_validation_outputs(trainer: Any, val_df: pd.DataFrame, labels: Sequence[str], run_dir: Path,
+                             fold: int) -> None:
+    """The best epoch's out-of-fold predictions (``val_predictions.csv``) and per-class ROC-AUC / AP
+    (``per_class_metrics.csv`` and ``.png``) in the run folder."""
+    epoch, probs, targets = trainer.best_val or (trainer.history[-1]["epoch"], *trainer.last_val)
+    val_pred = pd.DataFrame(probs, columns=labels)
+    val_pred.insert(0, "filename", list(val_df["filename"]))
+    val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
+    val_pred.insert(2, "fold", fold)
+    val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
+    table = per_class_table((np.nan_to_num(targets) >= 1.0).astype(np.int8), probs, labels)
+    table.to_csv(run_dir / "per_class_metrics.csv", index=False, float_format="%.5f")
+    plot_per_class(table, run_dir / "per_class_metrics.png", f"validation at epoch {epoch}, per class (positives)")

@@ -97,3 +97,14 @@ def adopt_best_checkpoint(resume_from: Path, epoch: int, run_dir: Path) -> None:
     if best is not None and best.is_file() and load_checkpoint(best)["epoch"] <= epoch:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         shutil.copy2(best, run_dir / "checkpoints" / "best.pt")
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    """The end-of-run summary on stdout: what ran, the metrics, and where the outputs are."""
+    lines = ["", "=" * 70, f"run {s['run_id']} ({s['stage']}) finished in {s['wall_seconds']:.0f} s"]
+    for key in ("data_source", "task", "recordings", "skipped", "n_train", "n_val", "n_test", "epochs", "val_score",
+                "val_metrics", "test_metrics", "soundscape_score", "run_dir", "checkpoint", "submission"):
+        if s.get(key) is not None:
+            lines.append(f"  {key:<17} {s[key]}")
+    lines.append("=" * 70)
+    print("\n".join(lines))
