@@ -2,11 +2,13 @@
 
     python predict.py --checkpoint A.pt [B.onnx C.xml ...] --audio-dir DIR --out submission.csv
                       [--backend auto|torch|onnx|openvino] [--sample-submission FILE] [--smooth K]
+                      [--time-budget-minutes 110]
 
 Each soundscape is decoded once and its mel computed once with the front end and statistics stored with the
 models; 5-s windows (the last partial one padded) go through every model of the ensemble (``.pt``
 checkpoints, or ``.onnx``/``.xml`` files from ``python -m inference.export``), probabilities are averaged,
-optionally smoothed over ±K neighbouring windows, validated against ``sample_submission.csv`` and written.
+optionally smoothed over ±K neighbouring windows, validated against ``sample_submission.csv`` and written. List
+the models best first: the clock guard (``--time-budget-minutes``) drops them from the end when time runs short.
 When DIR holds no ``.ogg`` (as outside Kaggle's scoring), a dry run predicts the first files of the sibling
 ``unlabeled_soundscapes/``. Imports nothing from training.
 """
@@ -48,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="OpenVINO inference precision (bf16: faster on CPUs with bf16 instructions, not exact)")
     p.add_argument("--decode-threads", type=int, default=0, help="threads decoding and computing mels ahead of "
                    "the models (0 = half the cores, at least 1)")
+    p.add_argument("--time-budget-minutes", type=float, default=0.0,
+                   help="clock guard: keep the whole run (model loading included) within this many minutes by "
+                   "dropping the last ensemble members when the pace says they would overrun, and filling the "
+                   "files left when the time is spent (0 = no guard; Kaggle: 120 minus a margin)")
     p.add_argument("--limit", type=int, help="only the first N files")
     return p.parse_args(argv)
 
@@ -85,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
                                     precision=args.precision)
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
     decode_threads = args.decode_threads or max(1, (os.cpu_count() or 2) // 2)
+    budget_s = args.time_budget_minutes * 60 - (time.perf_counter() - t0) if args.time_budget_minutes else None
     frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,
-                           decode_threads=decode_threads)
+                           decode_threads=decode_threads, budget_s=budget_s)
     out = write_submission(frame, columns, args.out)
     log.info("%d rows, %d files -> %s in %.1f s", len(frame), frame["row_id"].str.rsplit("_", n=1).str[0].nunique(),
              out, time.perf_counter() - t0)

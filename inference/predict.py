@@ -6,6 +6,7 @@ Kaggle notebook.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -135,18 +136,53 @@ def smooth_windows(probs: np.ndarray, k: int) -> np.ndarray:
     return ((cum[hi] - cum[lo]) / (hi - lo)[:, None]).astype(np.float32)
 
 
+class ClockGuard:
+    """Keeps a submission inside its time budget (Kaggle: 120 CPU minutes, or no score at all). After each
+    file it projects the finish from the pace so far; while the projection overruns ``budget_s`` it drops the
+    last model of the ensemble (list models best first), and once the budget is spent the remaining files get
+    the fill value, so a valid submission is always written."""
+
+    def __init__(self, budget_s: float, files: int, min_files: int = 2):
+        self.budget_s, self.files, self.min_files = budget_s, files, min_files
+        self.t0 = time.perf_counter()
+        self.dropped: list[int] = []
+        self.announced = False
+        self.pace_since, self.done_since = self.t0, 0  # the pace is measured anew after each drop
+
+    def spent(self) -> bool:
+        return time.perf_counter() - self.t0 > self.budget_s
+
+    def after_file(self, done: int, predictor: "SoundscapePredictor") -> None:
+        """Called after ``done`` files; drops an ensemble member when the projected finish overruns."""
+        now = time.perf_counter()
+        since = done - self.done_since
+        if since < self.min_files or len(predictor.models) < 2:
+            return
+        projected = now - self.t0 + (now - self.pace_since) / since * (self.files - done)
+        if projected > self.budget_s:
+            predictor.models.pop()
+            self.dropped.append(done)
+            log.warning("clock guard: %d files would take %.0f s of a %.0f s budget; dropped the last model after "
+                        "file %d, %d model(s) left", self.files, projected, self.budget_s, done,
+                        len(predictor.models))
+            self.pace_since, self.done_since = now, done
+
+
 def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, columns: Sequence[str],
-                   fill_value: float = 0.0, limit: Optional[int] = None, decode_threads: int = 1) -> pd.DataFrame:
+                   fill_value: float = 0.0, limit: Optional[int] = None, decode_threads: int = 1,
+                   budget_s: Optional[float] = None) -> pd.DataFrame:
     """Submission frame for the ``.ogg`` files of ``audio_dir`` (sorted; the first ``limit`` when given).
 
     Decoding and the mel of the next files run in ``decode_threads`` background threads (soundfile and the
     FFTs release the GIL, so they use other cores) while the models work on the current file; at most
     ``decode_threads + 1`` files wait decoded, so memory stays bounded. An unreadable file gets rows of
-    ``fill_value`` and a warning instead of stopping the submission."""
+    ``fill_value`` and a warning instead of stopping the submission. With ``budget_s`` a :class:`ClockGuard`
+    keeps the whole folder within that many seconds."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     files = sorted(Path(audio_dir).glob("*.ogg"))[:limit]
     frames = []
+    guard = ClockGuard(budget_s, len(files)) if budget_s else None
 
     def load(path: Path) -> Optional[np.ndarray]:
         try:
@@ -159,9 +195,16 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
     with ThreadPoolExecutor(max_workers=decode_threads) as pool:
         pending = [pool.submit(load, p) for p in files[:prefetch]]
         for k, path in enumerate(tqdm(files, desc="predict soundscapes", unit="file")):
-            windows = pending.pop(0).result()
-            if k + prefetch < len(files):
+            over = guard is not None and guard.spent()
+            windows = pending.pop(0).result() if pending else None
+            if k + prefetch < len(files) and not over:
                 pending.append(pool.submit(load, files[k + prefetch]))
+            if over:  # rows of fill_value: a late submission scores nothing at all
+                if not guard.announced:
+                    log.warning("clock guard: the %.0f s budget is spent; %s and the %d files after it get %s",
+                                guard.budget_s, path.name, len(files) - k - 1, fill_value)
+                    guard.announced = True
+                windows = None
             if windows is not None:
                 probs = predictor.predict_windows(windows)
                 ids = row_ids(path.stem, len(probs), predictor.window_s)
@@ -173,6 +216,8 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
                 ids = row_ids(path.stem, count, predictor.window_s)
                 probs = np.full((count, len(predictor.labels)), fill_value, dtype=np.float32)
             frames.append(to_submission_frame(ids, probs, predictor.labels, columns))
+            if guard is not None:
+                guard.after_file(k + 1, predictor)
     if not frames:
         return pd.DataFrame(columns=["row_id", *columns])
     return pd.concat(frames, ignore_index=True)

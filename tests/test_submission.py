@@ -59,3 +59,37 @@ def test_a_context_window_is_centred_on_its_row_and_padded_with_silence():
     np.testing.assert_array_equal(context_window(mel, -2, 6, -100.0)[0], [-100, -100, 0, 1, 2, 3])
     np.testing.assert_array_equal(context_window(mel, 7, 6, -100.0)[0], [7, 8, 9, -100, -100, -100])
     np.testing.assert_array_equal(context_window(mel, 2, 4, -100.0)[0], [2, 3, 4, 5])
+
+
+class SlowEnsemble:
+    """A stand-in predictor whose every model costs ``seconds`` per file (the clock guard only sees time)."""
+
+    def __init__(self, models: int, seconds: float):
+        self.models, self.seconds = list(range(models)), seconds
+        self.labels, self.window_s = ["asbfly"], 5.0
+
+    def windows(self, path):
+        return np.zeros((48, 1, 2, 2), dtype=np.float32)
+
+    def predict_windows(self, windows):
+        import time
+
+        time.sleep(self.seconds * len(self.models))
+        return np.full((len(windows), 1), 0.5, dtype=np.float32)
+
+
+def test_the_clock_guard_drops_the_last_models_and_then_fills_so_a_submission_is_always_written(tmp_path, caplog):
+    from inference.predict import predict_folder
+
+    for k in range(8):
+        (tmp_path / f"sc_{k}.ogg").write_bytes(b"")
+    predictor = SlowEnsemble(models=3, seconds=0.05)  # 0.15 s a file with all three: 1.2 s for 8 files
+    frame = predict_folder(predictor, tmp_path, ["asbfly"], fill_value=0.0, budget_s=0.75)
+    assert len(predictor.models) < 3 and "dropped the last model" in caplog.text
+    assert frame["row_id"].str.rsplit("_", n=1).str[0].nunique() == 8  # every file has its rows
+    assert len(frame) == 8 * 48
+
+    caplog.clear()
+    spent = predict_folder(SlowEnsemble(models=2, seconds=0.05), tmp_path, ["asbfly"], fill_value=0.0,
+                           budget_s=1e-9)
+    assert len(spent) == 8 * 48 and (spent["asbfly"] == 0.0).all() and "budget is spent" in caplog.text
