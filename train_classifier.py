@@ -90,8 +90,23 @@ def prepare_data(cfg: Config) -> dict[str, Any]:
             table = pd.DataFrame({"path": [files[i] for i in sorted(picked)]})
             background = build_cache(table, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers).table
             log.info("background mixing: %d unlabeled soundscapes", len(background))
+    pseudo = pseudo_labelled_windows(cfg, data_dir) if cfg.data.pseudo_labels else None
     return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged, "background": background,
-            "kaggle_layout": kaggle_layout}
+            "kaggle_layout": kaggle_layout, "pseudo": pseudo}
+
+
+def pseudo_labelled_windows(cfg: Config, data_dir: Path) -> pd.DataFrame:
+    """``[data] pseudo_labels``: the CSV's windows with their soundscapes cached, ``start`` in frames."""
+    from dataloader.curation import pseudo_label_rows  # noqa: PLC0415
+    from dataloader.preprocess import build_cache  # noqa: PLC0415
+
+    audio_dir = cfg.data.pseudo_audio_dir or data_dir / "unlabeled_soundscapes"
+    rows = pseudo_label_rows(cfg.data.pseudo_labels, audio_dir, cfg.data.window_s, cfg.data.pseudo_min_prob)
+    cached = build_cache(pd.DataFrame({"path": sorted(set(rows["path"]))}), cache_settings(cfg),
+                         cfg.paths.cache_dir, cfg.data.num_workers).table
+    rows = rows.merge(cached[["path", "entry", "frames", "seconds", "clip_mean", "clip_std"]], on="path")
+    rows["start"] = (rows["start_s"] * cfg.data_process.sample_rate / cfg.data_process.hop_length).round().astype(int)
+    return rows.drop(columns="start_s")
 
 
 def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistContext] = None,
@@ -136,6 +151,10 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
                  kept)
         data["dropped"] = selection.dropped
     train_df, val_df, test_df = (selection.parts[k] for k in ("train", "val", "test"))
+    if data.get("pseudo") is not None and len(data["pseudo"]):  # soft pseudo-labels train, never validate
+        train_df = pd.concat([train_df, data["pseudo"]], ignore_index=True)
+        log.info("training on %d pseudo-labelled windows as well", len(data["pseudo"]))
+        data["pseudo_windows"] = len(data["pseudo"])
     labels = selection.labels
     if waveform:  # raw samples; the model normalises each window itself
         standardizer = Standardizer.identity(1)
@@ -361,6 +380,7 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
             return 0
         summary.update(val_score=result["best"]["val_score"], best_epoch=result["best"]["epoch"],
                        n_train=result["n_train"], n_val=result["n_val"], n_test=result["n_test"],
+                       pseudo_windows=data.get("pseudo_windows", 0),
                        epochs=len(result["history"]), model=result["model_name"], checkpoint=result["checkpoint"],
                        **{f"{split}_metrics": m for split, m in result["evaluation"].items()})
         if len(data.get("dropped", ())):  # duration outliers join the skipped files

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -135,3 +136,30 @@ def select_for_run(table: pd.DataFrame, data: Any, seed: int, window_frames: int
         if data.crop == "chunks" or (data.task == "events" and name != "train"):
             parts[name] = cut_chunks(df, window_frames)
     return RunSelection(recordings, parts, run_labels(table, data), dropped)
+
+
+def pseudo_label_rows(csv_path: str | Path, audio_dir: str | Path, window_s: float, min_prob: float
+                      ) -> pd.DataFrame:
+    """Windows of a predict.py CSV over unlabeled soundscapes as training rows: ``path`` (the soundscape),
+    ``start_s`` (the window's first second), ``soft_targets`` ({species: probability}), ``primary_label`` (the
+    most probable species); windows whose highest probability is below ``min_prob`` are left out."""
+    table = pd.read_csv(csv_path)
+    if table.columns[0] != "row_id":
+        raise ValueError(f"[data] pseudo_labels = {csv_path}: the first column must be row_id (a predict.py CSV)")
+    species = list(table.columns[1:])
+    probs = table[species].to_numpy(dtype=np.float32)
+    keep = probs.max(axis=1) >= min_prob
+    stems_ends = table["row_id"].str.rsplit("_", n=1)
+    rows = pd.DataFrame({
+        "path": [str(Path(audio_dir) / f"{stem}.ogg") for stem, _ in stems_ends[keep]],
+        "start_s": [float(end) - window_s for _, end in stems_ends[keep]],
+        "primary_label": [species[j] for j in probs[keep].argmax(axis=1)],
+        "soft_targets": [dict(zip(species, p)) for p in probs[keep]],
+    })
+    rows["filename"] = [Path(p).name for p in rows["path"]]
+    rows["group"] = [f"pseudo:{Path(p).stem}" for p in rows["path"]]
+    rows["secondary_labels"] = [[] for _ in range(len(rows))]
+    rows["extra_labels"] = [[] for _ in range(len(rows))]
+    log.info("pseudo-labels %s: %d of %d windows kept (highest probability >= %g)", csv_path, int(keep.sum()),
+             len(table), min_prob)
+    return rows

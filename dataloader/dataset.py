@@ -25,7 +25,16 @@ def make_targets(table: pd.DataFrame, labels: Sequence[str], data: object) -> np
         y = np.zeros((len(table), len(labels)), dtype=np.float32)
         y[np.arange(len(table)), [index[p] for p in table["primary_label"]]] = 1.0
         return y
-    return multi_hot(table, labels, data.secondary_label_weight, data.secondary_labels)
+    y = multi_hot(table, labels, data.secondary_label_weight, data.secondary_labels)
+    if "soft_targets" in table:  # pseudo-labelled windows: the teacher's probabilities, by species name
+        index = {label: i for i, label in enumerate(labels)}
+        for r, soft in enumerate(table["soft_targets"]):
+            if isinstance(soft, dict):
+                y[r] = 0.0
+                for label, p in soft.items():
+                    if label in index:
+                        y[r, index[label]] = p
+    return y
 
 
 def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: float, secondary_mode: str = "weight"
@@ -75,7 +84,8 @@ class MelWindowDataset(Dataset):
     def __init__(self, entries: Sequence[str], targets: np.ndarray, frames: int, crop: str, pad_mode: str,
                  standardizer: Standardizer, clip_stats: Optional[Sequence[tuple[float, float]]] = None,
                  pad_value: float = DB_FLOOR, starts: Optional[Sequence[int]] = None):
-        """``starts``: a fixed first frame per item (``crop = chunks``: one item per chunk of a recording)."""
+        """``starts``: a fixed first frame per item (``crop = chunks``: one item per chunk of a recording; a
+        pseudo-labelled window), or -1 for the crop policy."""
         self.entries = list(entries)
         self.starts = None if starts is None else [int(s) for s in starts]
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -106,7 +116,7 @@ class MelWindowDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         mel = self._mel(i)
         start = 0
-        if self.starts is not None:
+        if self.starts is not None and self.starts[i] >= 0:  # a fixed window (chunk, pseudo-labelled window)
             start = self.starts[i]
         elif self.crop == "random" and mel.shape[1] > self.frames:
             start = int(torch.randint(0, mel.shape[1] - self.frames + 1, (1,)))

@@ -57,7 +57,7 @@ def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: Any, frames: i
                    ) -> MelWindowDataset:
     """The dataset of a split for ``[data] task``: one window per row (a fixed ``start`` frame when the table has
     one, i.e. ``crop = chunks``), recording-level targets, or frame-level ones for ``events``."""
-    starts = df["start"].tolist() if "start" in df else None
+    starts = df["start"].fillna(-1).astype(int).tolist() if "start" in df else None
     if data.task == "events":
         return EventWindowDataset(df["entry"], df["events"], labels, data.event_bins, frames_per_second, frames,
                                   crop, data.pad_mode, standardizer, clip_stats=_clip_stats(df), pad_value=pad_value,

@@ -131,3 +131,16 @@ def test_folder_source_takes_any_format_rate_and_channel_count(tmp_path):
     assert audio.ndim == 1 and abs(len(audio) - 16000) <= 1  # mono, resampled
     with pytest.raises(DataSourceError, match="no audio files"):
         load_folder(tmp_path / "car" / "sub")
+
+
+def test_pseudo_labelled_windows_carry_the_teacher_probabilities_as_targets(tmp_path):
+    from dataloader.curation import pseudo_label_rows
+
+    (tmp_path / "pseudo.csv").write_text("row_id,asbfly,barswa\nsc1_5,0.9,0.2\nsc1_10,0.1,0.3\nsc2_5,0.2,0.7\n")
+    rows = pseudo_label_rows(tmp_path / "pseudo.csv", tmp_path / "audio", window_s=5.0, min_prob=0.5)
+    assert list(rows["start_s"]) == [0.0, 0.0] and list(rows["primary_label"]) == ["asbfly", "barswa"]
+    assert rows["path"].tolist() == [str(tmp_path / "audio" / "sc1.ogg"), str(tmp_path / "audio" / "sc2.ogg")]
+    real = pd.DataFrame({"primary_label": ["barswa"], "secondary_labels": [[]], "extra_labels": [[]]})
+    data = SimpleNamespace(task="multilabel", secondary_label_weight=0.5, secondary_labels="weight")
+    y = make_targets(pd.concat([real, rows], ignore_index=True), ["asbfly", "barswa", "zebfin"], data)
+    np.testing.assert_allclose(y, [[0, 1, 0], [0.9, 0.2, 0], [0.2, 0.7, 0]], rtol=1e-6)

@@ -351,3 +351,20 @@ def test_shipped_wheels_download_once_and_install_without_an_index(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]  # what the notebook does, offline
     assert list((tmp_path / "site").glob("six*"))
+
+
+def test_a_predict_csv_over_unlabeled_soundscapes_trains_the_next_run_as_soft_pseudo_labels(run, tmp_path):
+    import predict as predict_cli
+
+    demo = run["demo"]
+    pseudo = tmp_path / "pseudo.csv"
+    assert predict_cli.main(["--checkpoint", run["summary"]["checkpoint"], "--audio-dir",
+                             str(demo / "unlabeled_soundscapes"), "--out", str(pseudo)]) == 0
+    windows = len(pd.read_csv(pseudo))
+    assert train_classifier.main(run["args"] + [f"--set=data.pseudo_labels={pseudo}", "--set=data.pseudo_min_prob=0",
+                                                "--stage=train"]) == 0
+    newest = max((run["work"] / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    summary = json.loads((newest / "summary.json").read_text())
+    assert summary["pseudo_windows"] == windows > 0
+    assert summary["n_train"] == run["summary"]["n_train"] + windows  # training only
+    assert summary["n_val"] == run["summary"]["n_val"]

@@ -174,6 +174,11 @@ def _check_cross_fields(cfg: Config) -> None:
     if data.task == "events" and data.source not in ("csv",):
         raise ConfigError(f"[data] source = {data.source}: [data] task = events needs event annotations; allowed: "
                           f"csv (path,start,end,label rows, or Raven selection tables listed in it)")
+    if data.pseudo_labels and cfg.model.family != "cnn":
+        raise ConfigError("[data] pseudo_labels: soft pseudo-labels train mel models; allowed with [model] family = cnn")
+    if data.pseudo_labels and data.task != "multilabel":
+        raise ConfigError(f"[data] pseudo_labels = {data.pseudo_labels}: soft pseudo-labels train the multilabel "
+                          f"task (task is {data.task}); allowed: empty")
     if data.fold >= data.n_folds:
         raise ConfigError(f"[data] fold = {data.fold}: must be < n_folds ({data.n_folds}); allowed: 0..{data.n_folds - 1}")
     if dp.f_max > dp.sample_rate / 2:

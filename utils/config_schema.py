@@ -186,6 +186,12 @@ class DataConfig:
                                        "left out as outliers (0 = keep all).", minimum=0.0, maximum=0.5)
     max_duration_quantile: float = opt(1.0, "Recordings longer than this quantile are left out (1 = keep all).",
                                        minimum=0.5, maximum=1.0)
+    pseudo_labels: str = opt("", "Soft pseudo-labels to train on as well: a CSV written by predict.py over unlabeled "
+                             "soundscapes (row_id = <stem>_<end second>, one probability column per species); its "
+                             "windows join the training split only, with those probabilities as targets. Empty = off.")
+    pseudo_audio_dir: str = opt("", "Where the pseudo-labelled soundscapes are (default: data_dir/unlabeled_soundscapes).")
+    pseudo_min_prob: float = opt(0.5, "Pseudo-labelled windows whose highest probability is below this are left out.",
+                                 minimum=0.0, maximum=1.0)
     event_bins: int = opt(10, "events: time bins of each window's targets and predictions.", minimum=1)
     background_label: str = opt("background", "events: the label of event-free clips (used as negatives, not a "
                                 "class).")
