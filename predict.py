@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from inference.competition import DRY_RUN_FILES  # noqa: E402
 from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
 
 log = logging.getLogger("predict")
-DRY_RUN_FILES = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

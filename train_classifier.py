@@ -27,7 +27,6 @@ from utils.run_folder import (adopt_best_checkpoint, create_run_dir, make_run_id
 
 log = logging.getLogger("train_classifier")
 HERE = Path(__file__).resolve().parent
-DRY_RUN_FILES = 3  # unlabeled soundscapes predicted when test_soundscapes/ is empty
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -280,35 +279,6 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
             "model_name": model_name}
 
 
-def predict(checkpoints: list[str], data_dir: Path, run_id: str, cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """Predict the test soundscapes (or, when there are none, a few unlabeled ones as a dry run)."""
-    from dataloader.demo import GROUND_TRUTH_FILE  # noqa: PLC0415
-    from dataloader.sources import submission_labels  # noqa: PLC0415
-    from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
-    from inference.submission import write_submission  # noqa: PLC0415
-    from utils.metrics import competition_score  # noqa: PLC0415
-
-    columns = submission_labels(data_dir)
-    audio_dir, limit = data_dir / "test_soundscapes", None
-    if not any(audio_dir.glob("*.ogg")):
-        audio_dir, limit = data_dir / "unlabeled_soundscapes", DRY_RUN_FILES
-        log.info("test_soundscapes/ is empty (as outside Kaggle scoring): dry run on %d files of %s", limit, audio_dir)
-    predictor = SoundscapePredictor(checkpoints, device=_device(cfg), batch_size=cfg.trainer.batch_size * 2)
-    t0 = time.perf_counter()
-    frame = predict_folder(predictor, audio_dir, columns, limit=limit)
-    seconds = time.perf_counter() - t0
-    out = write_submission(frame, columns, Path(cfg.paths.submissions_dir) / f"{run_id}.csv")
-    frame.to_csv(run_dir / "submission.csv", index=False, float_format="%.6f")
-    result: dict[str, Any] = {"submission": str(out), "submission_rows": len(frame),
-                              "predict_windows_per_s": round(len(frame) / max(seconds, 1e-9), 1)}
-    truth_path = data_dir / GROUND_TRUTH_FILE
-    if truth_path.is_file() and audio_dir.name == "test_soundscapes":
-        truth = pd.read_csv(truth_path)
-        result["soundscape_score"] = round(competition_score(truth, frame[frame["row_id"].isin(truth["row_id"])],
-                                                             "row_id"), 6)
-    return result
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging()
@@ -398,7 +368,10 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
             log.error("no checkpoint to predict with ([callbacks] model_checkpoint = false?)")
             return 1
         data_dir = data["data_dir"] if data else _data_dir_for_predict(cfg)
-        summary.update(predict(checkpoints, Path(data_dir), run_id, cfg, run_dir))
+        from inference.competition import submit  # noqa: PLC0415
+
+        summary.update(submit(checkpoints, Path(data_dir), Path(cfg.paths.submissions_dir) / f"{run_id}.csv",
+                              run_dir / "submission.csv", _device(cfg), cfg.trainer.batch_size * 2))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_summary(run_dir, summary)
     print_summary(summary)

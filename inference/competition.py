@@ -1,0 +1,45 @@
+"""The competition stage of a training run: the submission for a Kaggle-layout data folder's test soundscapes
+(or, when there are none, a dry run over a few unlabeled ones), written and, for the demo, scored."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from inference.predict import SoundscapePredictor, predict_folder
+from inference.submission import write_submission
+
+log = logging.getLogger(__name__)
+DRY_RUN_FILES = 3  # unlabeled soundscapes predicted when test_soundscapes/ is empty
+
+
+def submit(checkpoints: Sequence[str], data_dir: Path, out_csv: Path, copy_to: Path, device: str = "cpu",
+           batch_size: int = 64) -> dict[str, Any]:
+    """Predict ``data_dir/test_soundscapes`` with the checkpoints, write the validated CSV to ``out_csv`` (and a
+    copy to ``copy_to``); returns rows, speed and, when the folder has the demo's ground truth, the score."""
+    from dataloader.demo import GROUND_TRUTH_FILE  # noqa: PLC0415
+    from dataloader.sources import submission_labels  # noqa: PLC0415
+    from utils.metrics import competition_score  # noqa: PLC0415
+
+    columns = submission_labels(data_dir)
+    audio_dir, limit = data_dir / "test_soundscapes", None
+    if not any(audio_dir.glob("*.ogg")):
+        audio_dir, limit = data_dir / "unlabeled_soundscapes", DRY_RUN_FILES
+        log.info("test_soundscapes/ is empty (as outside Kaggle scoring): dry run on %d files of %s", limit, audio_dir)
+    predictor = SoundscapePredictor(checkpoints, device=device, batch_size=batch_size)
+    t0 = time.perf_counter()
+    frame = predict_folder(predictor, audio_dir, columns, limit=limit)
+    seconds = time.perf_counter() - t0
+    out = write_submission(frame, columns, out_csv)
+    frame.to_csv(copy_to, index=False, float_format="%.6f")
+    result: dict[str, Any] = {"submission": str(out), "submission_rows": len(frame),
+                              "predict_windows_per_s": round(len(frame) / max(seconds, 1e-9), 1)}
+    truth_path = data_dir / GROUND_TRUTH_FILE
+    if truth_path.is_file() and audio_dir.name == "test_soundscapes":
+        truth = pd.read_csv(truth_path)
+        result["soundscape_score"] = round(competition_score(truth, frame[frame["row_id"].isin(truth["row_id"])],
+                                                             "row_id"), 6)
+    return result
