@@ -83,9 +83,8 @@ def cut_chunks(table: pd.DataFrame, window_frames: int) -> pd.DataFrame:
 def present_labels(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
     """Sorted labels of a table: primary labels, extra (multi-label) labels and event labels."""
     found = set(table["primary_label"])
-    for column in ("extra_labels",):
-        if column in table:
-            found.update(x for values in table[column] for x in values)
+    if "extra_labels" in table:
+        found.update(x for values in table["extra_labels"] for x in values)
     if "events" in table:
         found.update(e[2] for events in table["events"] for e in events)
     return sorted(found - set(exclude))

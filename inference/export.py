@@ -168,7 +168,7 @@ def quantize_int8(onnx_path: Path, mode: str, calibration_dir: str | Path, groun
     windows = calibration_windows(fp32, calibration_dir, max_windows)
     out = onnx_path.with_name(f"{onnx_path.stem}.int8_{mode}{'.xml' if mode == 'openvino' else '.onnx'}")
     if mode == "static":
-        _quantize_onnx_static(onnx_path, out, windows)
+        quantize_onnx_static(onnx_path, out, windows)
     elif mode == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
 
@@ -203,7 +203,8 @@ def quantize_int8(onnx_path: Path, mode: str, calibration_dir: str | Path, groun
     return report
 
 
-def _quantize_onnx_static(onnx_path: Path, out: Path, windows: np.ndarray) -> None:
+def quantize_onnx_static(onnx_path: Path, out: Path, windows: np.ndarray) -> None:
+    """ONNX Runtime static int8 (QDQ, per-channel int8 weights, uint8 activations) calibrated on ``windows``."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,  # noqa: PLC0415
                                           quantize_static)
 

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from inference.backends import checkpoint_metadata, metadata_path, onnx_runner  # noqa: E402
-from inference.export import export, input_shape  # noqa: E402
+from inference.export import export, input_shape, quantize_onnx_static  # noqa: E402
 from inference.predict import SoundscapePredictor  # noqa: E402
 from utils.checkpoints import load_checkpoint  # noqa: E402
 from utils.metrics import validation_scores  # noqa: E402
@@ -109,7 +109,6 @@ def quantization_aware(payload: dict[str, Any], windows: np.ndarray, targets: np
     ``windows``)."""
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import model_from_checkpoint  # noqa: PLC0415
-    from inference.export import _quantize_onnx_static  # noqa: PLC0415
 
     torch.manual_seed(0)
     model = model_from_checkpoint(payload).train()
@@ -134,7 +133,7 @@ def quantization_aware(payload: dict[str, Any], windows: np.ndarray, targets: np
         torch.onnx.export(folded, x_all[:2], str(float_out), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                           dynamo=False)
-    _quantize_onnx_static(float_out, out, windows[:512])
+    quantize_onnx_static(float_out, out, windows[:512])
     return out
 
 
@@ -221,7 +220,6 @@ def mel_header(meta: dict[str, Any]) -> str:
 
 def build(checkpoint: str | Path, out_dir: str | Path, qat_epochs: int = 0) -> list[dict[str, Any]]:
     """Every step of the module docstring; returns one report per variant."""
-    from inference.export import _quantize_onnx_static  # noqa: PLC0415
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -241,7 +239,7 @@ def build(checkpoint: str | Path, out_dir: str | Path, qat_epochs: int = 0) -> l
     train_x, train_y = split_windows(predictor, run_dir / "split" / "train.csv", classes, task)
     val_x, val_y = split_windows(predictor, run_dir / "split" / "val.csv", classes, task, max_windows=1)
     variants = {"fp32": fp32, "int8_ptq": out_dir / "model_int8_ptq.onnx"}
-    _quantize_onnx_static(fp32, variants["int8_ptq"], train_x[:512])
+    quantize_onnx_static(fp32, variants["int8_ptq"], train_x[:512])
     if qat_epochs > 0:  # its float twin tells quantization's effect apart from the extra fine-tuning
         variants["qat_fp32"] = out_dir / "model_qat_fp32.onnx"
         variants["int8_qat"] = quantization_aware(payload, train_x, train_y, qat_epochs, out_dir / "model_int8_qat.onnx",
