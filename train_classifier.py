@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from dataloader.run_data import RunData, cache_settings, frames_per_second, prepare_data
 from utils.config import Config, ConfigError, load_config, to_ini
 from utils.distributed import DistContext, barrier, broadcast, init_from_env, shutdown
 from utils.runtime import available_cores, configure_cpu
@@ -51,64 +52,7 @@ def _device(cfg: Config) -> str:
     return "cuda" if wants_cuda else "cpu"
 
 
-def cache_settings(cfg: Config) -> Any:
-    """What the cache holds: mels from ``[data_process]``, or 16 kHz waveforms for ``[model] family = wav2vec2``."""
-    if cfg.model.family == "wav2vec2":
-        from dataloader.preprocess import WaveformSettings  # noqa: PLC0415
-        from factory.wav2vec2 import SAMPLE_RATE  # noqa: PLC0415
-
-        return WaveformSettings(SAMPLE_RATE, cfg.data_process.mode, cfg.data_process.max_length_s)
-    return cfg.data_process
-
-
-def prepare_data(cfg: Config) -> dict[str, Any]:
-    """Resolve the data source, list recordings, build (or reuse) the cache (mels, or waveforms for Wav2Vec2)."""
-    from dataloader.preprocess import build_cache  # noqa: PLC0415
-    from dataloader.sources import load_source, merge_duplicates, resolve_data_dir  # noqa: PLC0415
-    from dataloader.splits import seeded_sample  # noqa: PLC0415
-
-    data_dir, is_demo = resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir,
-                                         cfg.data.demo_seed, cfg.data.demo_scale, cfg.data.num_workers)
-    recordings, merged = merge_duplicates(load_source(cfg.data.source, data_dir, cfg.data.labels_csv,
-                                                      cfg.data.background_label))
-    kaggle_layout = cfg.data.source not in ("folder", "csv")
-    if cfg.testing.testing:
-        recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
-        log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
-    prune = None if cfg.testing.testing else (data_dir / "train_audio" if kaggle_layout else data_dir)
-    cache = build_cache(recordings, cache_settings(cfg), cfg.paths.cache_dir, cfg.data.num_workers,
-                        prune_under=prune)  # a testing subset prunes nothing
-    background = None
-    aug = cfg.augmentation
-    if aug.data_augmentation and aug.augment_background and cfg.model.family != "wav2vec2":
-        files = sorted(str(p) for p in (data_dir / "unlabeled_soundscapes").glob("*.ogg"))
-        if not files:
-            log.warning("augment_background: no unlabeled_soundscapes/*.ogg in %s, no background mixing", data_dir)
-        else:
-            picked = np.random.default_rng(cfg.trainer.seed).permutation(len(files))[:aug.background_files]
-            table = pd.DataFrame({"path": [files[i] for i in sorted(picked)]})
-            background = build_cache(table, cfg.data_process, cfg.paths.cache_dir, cfg.data.num_workers).table
-            log.info("background mixing: %d unlabeled soundscapes", len(background))
-    pseudo = pseudo_labelled_windows(cfg, data_dir) if cfg.data.pseudo_labels else None
-    return {"data_dir": data_dir, "is_demo": is_demo, "cache": cache, "merged": merged, "background": background,
-            "kaggle_layout": kaggle_layout, "pseudo": pseudo}
-
-
-def pseudo_labelled_windows(cfg: Config, data_dir: Path) -> pd.DataFrame:
-    """``[data] pseudo_labels``: the CSV's windows with their soundscapes cached, ``start`` in frames."""
-    from dataloader.curation import pseudo_label_rows  # noqa: PLC0415
-    from dataloader.preprocess import build_cache  # noqa: PLC0415
-
-    audio_dir = cfg.data.pseudo_audio_dir or data_dir / "unlabeled_soundscapes"
-    rows = pseudo_label_rows(cfg.data.pseudo_labels, audio_dir, cfg.data.window_s, cfg.data.pseudo_min_prob)
-    cached = build_cache(pd.DataFrame({"path": sorted(set(rows["path"]))}), cache_settings(cfg),
-                         cfg.paths.cache_dir, cfg.data.num_workers).table
-    rows = rows.merge(cached[["path", "entry", "frames", "seconds", "clip_mean", "clip_std"]], on="path")
-    rows["start"] = (rows["start_s"] * cfg.data_process.sample_rate / cfg.data_process.hop_length).round().astype(int)
-    return rows.drop(columns="start_s")
-
-
-def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistContext] = None,
+def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] = None,
           benchmark_steps: int = 0) -> dict[str, Any]:
     """Split, build datasets/model/optimizer, train; returns the training results. Under torchrun (``ctx``)
     every rank trains its share and rank 0 alone logs, checkpoints and writes files. With ``benchmark_steps``
@@ -119,9 +63,10 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     from dataloader.augment import BackgroundBank, BatchAugment  # noqa: PLC0415
     from dataloader.dataset import MelWindowDataset  # noqa: PLC0415
     from dataloader.features import DB_FLOOR, Standardizer  # noqa: PLC0415
-    from dataloader.loaders import make_loaders, window_dataset  # noqa: PLC0415
+    from dataloader.loaders import make_eval_loader, make_loaders, window_dataset  # noqa: PLC0415
     from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
-    from dataloader.curation import class_weights, event_presence, select_for_run  # noqa: PLC0415
+    from dataloader.curation import (class_weights, classes_without_examples, event_presence,  # noqa: PLC0415
+                                     select_for_run)
     from dataloader.dataset import make_targets  # noqa: PLC0415
     from dataloader.splits import filter_rare_classes, split_key, write_split  # noqa: PLC0415
     from factory.losses import create_loss  # noqa: PLC0415
@@ -134,26 +79,27 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     from utils.metrics import epoch_rank  # noqa: PLC0415
     from utils.trainer import Trainer, TrainOptions  # noqa: PLC0415
 
-    cache, task = data["cache"], cfg.data.task
+    cache, task = data.cache, cfg.data.task
     table = filter_rare_classes(cache.table, cfg.data.min_samples_in_class)
     waveform = cfg.model.family == "wav2vec2"
     settings = cache_settings(cfg)
-    frames_per_second = (settings.sample_rate if waveform
-                         else cfg.data_process.sample_rate / cfg.data_process.hop_length)
-    frames = int(round(cfg.data.window_s * frames_per_second))
-    selection = select_for_run(table, cfg.data, cfg.trainer.seed, frames)
+    fps = frames_per_second(cfg)
+    frames = int(round(cfg.data.window_s * fps))
+    selection = select_for_run(table, cfg.data, cfg.trainer.seed, frames, classes=data.source.classes)
     if ctx.is_main:
         kept = cache.folder / "splits" / split_key(cfg.data, cfg.paths.data_dir, cfg.trainer.seed, cfg.testing.testing)
         for folder in (run_dir / "split", kept):
             write_split(folder, selection.recordings)
         log.info("split written to %s and %s (train.csv, val.csv, test.csv, split_counts.json)", run_dir / "split",
                  kept)
-        data["dropped"] = selection.dropped
+        data.skipped.append(selection.dropped)
     train_df, val_df, test_df = (selection.parts[k] for k in ("train", "val", "test"))
-    if data.get("pseudo") is not None and len(data["pseudo"]):  # soft pseudo-labels train, never validate
-        train_df = pd.concat([train_df, data["pseudo"]], ignore_index=True)
-        log.info("training on %d pseudo-labelled windows as well", len(data["pseudo"]))
-        data["pseudo_windows"] = len(data["pseudo"])
+    extra_rows = {"pseudo-labelled": data.pseudo, "labelled soundscape": data.windows.get("train")}
+    for what, rows in extra_rows.items():  # windows cut from soundscapes train, never validate with the focal set
+        if rows is not None and len(rows):
+            train_df = pd.concat([train_df, rows], ignore_index=True)
+            log.info("training on %d %s windows as well", len(rows), what)
+    soundscape_val = data.windows.get("val")
     labels = selection.labels
     if waveform:  # raw samples; the model normalises each window itself
         standardizer = Standardizer.identity(1)
@@ -161,8 +107,8 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
         standardizer = fit_standardizer(selection.recordings["train"], cfg.data_process, cache.folder)
     device = torch.device(f"cuda:{ctx.local_rank}" if _device(cfg) == "cuda" else "cpu")
     bank = None
-    if data.get("background") is not None and len(data["background"]):
-        bg = data["background"]
+    if data.background is not None and len(data.background):
+        bg = data.background
         bank = BackgroundBank(MelWindowDataset(bg["entry"], np.zeros((len(bg), 0), np.float32), frames, "random",
                                                cfg.data.pad_mode, standardizer,
                                                list(zip(bg["clip_mean"], bg["clip_std"]))))
@@ -172,8 +118,15 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
     pad_value = 0.0 if waveform else DB_FLOOR
     train_loader, val_loader = make_loaders(train_df, val_df, labels, cfg.data, cfg.trainer, frames, standardizer,
                                             augment=augment if in_workers else None, rank=ctx.rank,
-                                            world_size=ctx.world_size, pad_value=pad_value,
-                                            frames_per_second=frames_per_second)
+                                            world_size=ctx.world_size, pad_value=pad_value, frames_per_second=fps)
+    extra_val = {}
+    if soundscape_val is not None and len(soundscape_val):  # scored each epoch as soundscape_val_*
+        extra_val["soundscape"] = make_eval_loader(soundscape_val, labels, cfg.data, cfg.trainer, frames, standardizer,
+                                                   ctx.rank, ctx.world_size, pad_value, fps)
+    elif cfg.callbacks.model_checkpoint_type.startswith("soundscape"):
+        raise RuntimeError(f"[callbacks] model_checkpoint_type = {cfg.callbacks.model_checkpoint_type}: no labelled "
+                           f"soundscape windows validate in this run (source {data.source.name}, [data] "
+                           f"soundscape_labels = {cfg.data.soundscape_labels}); allowed: val_score, val_loss")
     log.info("%s task: %d train, %d validation, %d test examples, %d classes", task, len(train_df), len(val_df),
              len(test_df), len(labels))
     bins = cfg.data.event_bins if task == "events" else 0
@@ -262,7 +215,7 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
         if ctx.is_main:
             adopt_best_checkpoint(resume_from, start_epoch - 1, run_dir)
         log.info("resumed from %s: epochs %d..%d still to train", resume_from, start_epoch, n_epochs)
-    history = trainer.fit(train_loader, val_loader, n_epochs, start_epoch)
+    history = trainer.fit(train_loader, val_loader, n_epochs, start_epoch, extra_val=extra_val)
     evaluation: dict[str, Any] = {}
     if ctx.is_main:
         write_validation_outputs(trainer, val_df, outputs, run_dir, cfg.data.fold)
@@ -270,10 +223,13 @@ def train(cfg: Config, data: dict[str, Any], run_dir: Path, ctx: Optional[DistCo
             trainer.model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
         evaluation = evaluate_splits(trainer, {"val": val_df, "test": test_df}, labels, cfg.data, cfg.evaluation,
                                      run_dir, lambda df: window_dataset(df, labels, cfg.data, frames, "first",
-                                                                        standardizer, pad_value, frames_per_second),
+                                                                        standardizer, pad_value, fps),
                                      batch_size=cfg.trainer.batch_size * 2)
     best = max(history, key=lambda m: epoch_rank(m, monitor) or (-np.inf, -np.inf))
     return {"history": history, "best": best, "n_train": len(train_df), "n_val": len(val_df), "labels": labels,
+            "untrained_classes": classes_without_examples(train_df, labels),
+            "duration_outliers": len(selection.dropped),
+            "n_soundscape_val": 0 if soundscape_val is None else len(soundscape_val),
             "n_test": len(test_df), "evaluation": evaluation,
             "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
             "model_name": model_name}
@@ -327,14 +283,9 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
         if ctx.is_main:
             barrier(ctx)
     if data is not None and ctx.is_main:
-        cache = data["cache"]
-        pd.concat([cache.skipped, data["merged"]], ignore_index=True).to_csv(run_dir / "skipped_files.csv",
-                                                                             index=False)
-        source = "demo" if data["is_demo"] else ("birdclef" if data["kaggle_layout"] else cfg.data.source)
-        summary.update(data_dir=str(data["data_dir"]), data_source=source, task=cfg.data.task,
-                       cache=str(cache.folder), decoded=cache.decoded, reused=cache.reused, pruned=cache.pruned,
-                       skipped=len(cache.skipped), merged_duplicates=len(data["merged"]),
-                       recordings=len(cache.table))
+        data.write_skipped(run_dir / "skipped_files.csv")
+        summary.update(data.summary(), task=cfg.data.task)
+        cache = data.cache
         print(f"preprocess: decoded {cache.decoded}, reused {cache.reused}, skipped {len(cache.skipped)}, "
               f"pruned {cache.pruned} (cache {cache.folder})")
     checkpoints = args.checkpoint
@@ -349,28 +300,30 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
         if not ctx.is_main:
             return 0
         summary.update(val_score=result["best"]["val_score"], best_epoch=result["best"]["epoch"],
+                       soundscape_val_score=result["best"].get("soundscape_val_score"),
                        n_train=result["n_train"], n_val=result["n_val"], n_test=result["n_test"],
-                       pseudo_windows=data.get("pseudo_windows", 0),
+                       n_soundscape_val=result["n_soundscape_val"],
+                       classes_without_training_examples=len(result["untrained_classes"]),
+                       untrained_classes=result["untrained_classes"],
                        epochs=len(result["history"]), model=result["model_name"], checkpoint=result["checkpoint"],
                        **{f"{split}_metrics": m for split, m in result["evaluation"].items()})
-        if len(data.get("dropped", ())):  # duration outliers join the skipped files
-            summary["duration_outliers"] = len(data["dropped"])
-            skipped = pd.read_csv(run_dir / "skipped_files.csv")
-            pd.concat([skipped, data["dropped"]], ignore_index=True).to_csv(run_dir / "skipped_files.csv", index=False)
+        summary["duration_outliers"] = result["duration_outliers"]
+        data.write_skipped(run_dir / "skipped_files.csv")  # duration outliers join the skipped files
         checkpoints = [result["checkpoint"]] if result["checkpoint"] else None
     if not ctx.is_main:
         return 0
-    if args.stage == "all" and data is not None and not data["kaggle_layout"]:
+    if args.stage == "all" and data is not None and not data.submits:
         log.info("[data] source = %s: no soundscapes to submit; the held-out splits were scored above",
-                 cfg.data.source)
+                 data.source.name)
     elif args.stage in ("predict", "all"):
         if not checkpoints:
             log.error("no checkpoint to predict with ([callbacks] model_checkpoint = false?)")
             return 1
-        data_dir = data["data_dir"] if data else _data_dir_for_predict(cfg)
+        from dataloader.sources import load_source  # noqa: PLC0415
         from inference.competition import submit  # noqa: PLC0415
 
-        summary.update(submit(checkpoints, Path(data_dir), Path(cfg.paths.submissions_dir) / f"{run_id}.csv",
+        source = data.source if data else load_source(cfg.data, cfg.paths)
+        summary.update(submit(checkpoints, source, Path(cfg.paths.submissions_dir) / f"{run_id}.csv",
                               run_dir / "submission.csv", _device(cfg), cfg.trainer.batch_size * 2))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_summary(run_dir, summary)
@@ -385,13 +338,6 @@ def reset_processed(cfg: Config) -> int:
     folder = remove_cache(cfg.paths.cache_dir, cache_settings(cfg))
     print(f"removed {folder}" if folder else f"nothing to remove in {cfg.paths.cache_dir} for these settings")
     return 0
-
-
-def _data_dir_for_predict(cfg: Config) -> Path:
-    from dataloader.sources import resolve_data_dir  # noqa: PLC0415
-
-    return resolve_data_dir(cfg.data.source, cfg.paths.data_dir, cfg.paths.demo_dir, cfg.data.demo_seed,
-                            cfg.data.demo_scale, cfg.data.num_workers)[0]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,6 +90,16 @@ def present_labels(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str
     return sorted(found - set(exclude))
 
 
+def classes_without_examples(table: pd.DataFrame, classes: Sequence[str]) -> list[str]:
+    """The classes no row of ``table`` labels at all (not as primary, extra, event or secondary label): with a
+    class list from the competition, some may have no training example (BirdCLEF 2026: classes heard only in
+    soundscapes whose windows all validate)."""
+    found = set(present_labels(table))
+    if "secondary_labels" in table:
+        found.update(x for values in table["secondary_labels"] if isinstance(values, list) for x in values)
+    return [c for c in classes if c not in found]
+
+
 @dataclass
 class RunSelection:
     """What one run trains, validates and tests on."""
@@ -100,9 +110,10 @@ class RunSelection:
     dropped: pd.DataFrame  # path, reason: left out as duration outliers
 
 
-def run_labels(table: pd.DataFrame, data: Any) -> list[str]:
+def run_labels(table: pd.DataFrame, data: Any, classes: Optional[Sequence[str]] = None) -> list[str]:
     """The classes of ``[data] task``: binary -> ``[positive_class]`` (default: the rarer class); events -> the
-    event labels without ``background_label``; otherwise every label present."""
+    event labels without ``background_label``; otherwise the source's class list (the submission columns, with
+    or without training data) when it has one, else every label present."""
     if data.task == "binary":
         present = present_labels(table)
         if data.positive_class:
@@ -115,12 +126,16 @@ def run_labels(table: pd.DataFrame, data: Any) -> list[str]:
         return [str(rarer)]
     if data.task == "events":
         return present_labels(table, exclude=[data.background_label])
+    if classes is not None:
+        return list(classes)
     return present_labels(table)
 
 
-def select_for_run(table: pd.DataFrame, data: Any, seed: int, window_frames: int) -> RunSelection:
+def select_for_run(table: pd.DataFrame, data: Any, seed: int, window_frames: int,
+                   classes: Optional[Sequence[str]] = None) -> RunSelection:
     """Duration outliers out, the split (:func:`dataloader.splits.make_split`), the training cap and balance,
-    the classes, and fixed chunks (``crop = chunks`` for every split; ``events`` validates and tests on chunks)."""
+    the classes (``classes``: the source's list), and fixed chunks (``crop = chunks`` for every split; ``events``
+    validates and tests on chunks)."""
     from dataloader.splits import cap_per_class, make_split  # noqa: PLC0415
 
     table, dropped = drop_duration_outliers(table, data.min_duration_quantile, data.max_duration_quantile)
@@ -134,7 +149,7 @@ def select_for_run(table: pd.DataFrame, data: Any, seed: int, window_frames: int
     for name, df in recordings.items():
         if data.crop == "chunks" or (data.task == "events" and name != "train"):
             parts[name] = cut_chunks(df, window_frames)
-    return RunSelection(recordings, parts, run_labels(table, data), dropped)
+    return RunSelection(recordings, parts, run_labels(table, data, classes), dropped)
 
 
 def pseudo_label_rows(csv_path: str | Path, audio_dir: str | Path, window_s: float, min_prob: float

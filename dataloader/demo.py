@@ -1,6 +1,6 @@
-"""Embedded demo dataset: synthetic bird species in the exact Kaggle BirdCLEF 2024 layout.
+"""Embedded demo dataset: synthetic species in the exact layout of a Kaggle BirdCLEF edition.
 
-``generate_demo(folder, seed)`` writes, deterministically from ``seed``::
+``generate_demo(folder, seed, edition="2024")`` writes, deterministically from ``seed``::
 
     train_audio/<label>/XC<id>.ogg        focal recordings, 32 kHz mono OGG Vorbis, 1-60 s
     train_metadata.csv                    the exact Kaggle header, list-string columns
@@ -9,6 +9,11 @@
     unlabeled_soundscapes/*.ogg           soundscapes without labels
     test_soundscapes/*.ogg                1-4 minute soundscapes ...
     test_soundscapes_ground_truth.csv     ... and which species call in each 5-s window
+
+and for ``edition = 2025`` / ``2026`` that edition's layout instead (``train.csv`` with collections XC / iNat /
+CSA, ``taxonomy.csv``, numeric iNaturalist ids and a sonotype among the labels, one-minute test soundscapes,
+``train_soundscapes/`` named by site, date and time; 2026 adds ``train_soundscapes_labels.csv`` and two classes
+heard only in those soundscapes). :mod:`dataloader.demo_layouts` says what differs.
 
 The species differ the way real ones do (band, FM shape, rhythm, harmonics, noisiness), several share
 a band and differ only in shape or rhythm, so a front end or model that loses time-frequency detail
@@ -30,17 +35,17 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from dataloader.demo_layouts import (LAYOUTS, SOUNDSCAPE_LABEL_COLUMNS, TRAIN_METADATA_2024, DemoLayout, hhmmss,
+                                     soundscape_name, taxonomy_rows)
+from dataloader.sources.birdclef import GROUND_TRUTH_FILE
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 32000
-DEMO_VERSION = 3
+DEMO_VERSION = 4
 COMPLETE_MARKER = ".demo_complete.json"
-METADATA_COLUMNS = ["primary_label", "secondary_labels", "type", "latitude", "longitude", "scientific_name",
-                    "common_name", "author", "license", "rating", "url", "filename"]
-TAXONOMY_COLUMNS = ["TAXON_ORDER", "CATEGORY", "SPECIES_CODE", "PRIMARY_COM_NAME", "SCI_NAME", "ORDER1", "FAMILY",
-                    "SPECIES_GROUP", "REPORT_AS"]
+METADATA_COLUMNS = list(TRAIN_METADATA_2024)
 _CALL_TYPES = (["call"], ["song"], ["call", "song"], ["flight call"])
-GROUND_TRUTH_FILE = "test_soundscapes_ground_truth.csv"
 _OGG_BLOCK = 30 * SAMPLE_RATE  # libsndfile 1.2.2 segfaults writing >= ~90 s of Vorbis in one call
 
 
@@ -77,6 +82,13 @@ SPECIES: tuple[Species, ...] = (
     Species("doubar", "Double-note Barbet", "tone", 1500, 1500, 0.14, 2, 0.18, (0.6, 1.5), step=0.8,
             harmonics=(1.0, 0.3)),
 )
+# Heard only in soundscapes (the 2026 demo's classes without focal recordings): an insect sonotype, a frog.
+SOUNDSCAPE_ONLY: tuple[Species, ...] = (
+    Species("sonins", "Sonotype Insect 01", "noise", 4200, 5200, 0.9, 3, 0.15, (0.5, 1.5), am_hz=45.0),
+    Species("pulfro", "Pulsing Treefrog", "tone", 1100, 1100, 0.03, 8, 0.04, (1.0, 2.5), harmonics=(1.0, 0.5, 0.25)),
+)
+# iNaturalist taxon id of every synthetic species (taxonomy.csv's inat_taxon_id; 2026 secondary labels use some).
+INAT_IDS = {sp.code: str(10000 + 7 * i) for i, sp in enumerate(SPECIES + SOUNDSCAPE_ONLY)}
 
 
 def _bandpass_noise(n: int, lo: float, hi: float, rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -212,11 +224,11 @@ def _recording_task(args: tuple) -> None:
     write_ogg(Path(path), _mix(sig, bg, rng.uniform(3, 25), rng))
 
 
-def window_labels(events: dict[int, list[tuple[float, float]]], length_s: float, window_s: float = 5.0,
-                  min_overlap_s: float = 0.1) -> np.ndarray:
+def window_labels(events: dict[int, list[tuple[float, float]]], length_s: float, n_species: int,
+                  window_s: float = 5.0, min_overlap_s: float = 0.1) -> np.ndarray:
     """(n_windows, n_species) 0/1: a species calls in a window when a phrase overlaps it by min_overlap_s."""
     n_windows = max(1, math.ceil((length_s - 0.1) / window_s))
-    out = np.zeros((n_windows, len(SPECIES)), dtype=np.int8)
+    out = np.zeros((n_windows, n_species), dtype=np.int8)
     for sp, spans in events.items():
         for on, off in spans:
             for w in range(int(on // window_s), min(n_windows, int(off // window_s) + 1)):
@@ -226,62 +238,65 @@ def window_labels(events: dict[int, list[tuple[float, float]]], length_s: float,
     return out
 
 
-def _soundscape_task(args: tuple) -> Optional[np.ndarray]:
-    path, length_s, seed, labelled = args
+def _soundscape_task(args: tuple) -> np.ndarray:
+    """Write one soundscape; returns its per-window labels over ``species``. The species of ``boost`` (heard only
+    in soundscapes) join most soundscapes, so they can be learnt from the labelled ones."""
+    path, length_s, seed, species, boost = args
     rng = np.random.default_rng(seed)
     n = int(length_s * SAMPLE_RATE)
     sig = np.zeros(n)
     events: dict[int, list[tuple[float, float]]] = {}
-    for sp in rng.choice(len(SPECIES), size=rng.integers(3, 8), replace=False):
+    chosen = [int(sp) for sp in rng.choice(len(SPECIES), size=rng.integers(3, 8), replace=False)]
+    chosen += [b for b in boost if rng.random() < 0.7]
+    for sp in chosen:
         for _ in range(rng.integers(1, 4)):  # bouts: clustered calling leaves other windows empty
             start = rng.uniform(0, length_s)
             bout = rng.uniform(2, 20)
             level = 10 ** (-rng.uniform(0, 9) / 20)
-            events.setdefault(int(sp), []).extend(_place_calls(
-                sig, SPECIES[sp], start, min(length_s, start + bout), rng, SAMPLE_RATE, (0.5 * level, level),
+            events.setdefault(sp, []).extend(_place_calls(
+                sig, species[sp], start, min(length_s, start + bout), rng, SAMPLE_RATE, (0.5 * level, level),
                 cutoff=rng.uniform(4000, 12000)))
     bg = _background(n, rng, SAMPLE_RATE, soundscape=True)
     write_ogg(Path(path), _mix(sig, bg, rng.uniform(3, 15), rng))
-    return window_labels(events, length_s) if labelled else None
+    return window_labels(events, length_s, len(species))
 
 
-def _is_complete(folder: Path, seed: int, scale: float) -> bool:
+def _is_complete(folder: Path, stamp: dict) -> bool:
     marker = folder / COMPLETE_MARKER
     if not marker.is_file():
         return False
     try:
-        info = json.loads(marker.read_text())
+        return json.loads(marker.read_text()) == stamp
     except (OSError, ValueError):
         return False
-    return info == {"version": DEMO_VERSION, "seed": seed, "scale": scale}
 
 
-def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, workers: int = 2) -> Path:
-    """Generate (or reuse, when complete and of the same seed/scale) the demo dataset in ``folder``.
-
-    ``scale`` multiplies the number of recordings per species (1.0 ≈ 390 recordings, ~1.5 hours of audio).
-    """
-    folder = Path(folder)
-    if _is_complete(folder, seed, scale):
-        log.info("demo dataset: reusing the complete demo in %s", folder)
-        return folder
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    labels = sorted(sp.code for sp in SPECIES)
+def _recordings(folder: Path, layout: DemoLayout, rng: np.random.Generator, erng: np.random.Generator,
+                scale: float, seed: int) -> tuple[list[dict], list[tuple]]:
+    """Metadata rows (every column of every edition) and synthesis tasks of the focal recordings. ``rng`` draws
+    what all editions share (the 2024 demo stays as it was), ``erng`` the later editions' extras."""
     rows, tasks = [], []
     xc_ids = rng.choice(np.arange(100000, 999999), size=10000, replace=False)
     k = 0
     for i, sp in enumerate(SPECIES):
+        label = layout.label(sp.code)
         for _ in range(max(3, int(round(rng.integers(20, 46) * scale)))):
             length = float(np.exp(rng.uniform(np.log(1.0), np.log(60.0))))
             secondary = int(rng.choice([j for j in range(len(SPECIES)) if j != i])) if rng.random() < 0.3 else None
             xc = int(xc_ids[k])
-            filename = f"{sp.code}/XC{xc}.ogg"
+            collection = "XC"
+            if layout.collections:  # non-birds come mostly from iNaturalist, some from the CSA archive
+                p = (0.2, 0.6, 0.2) if sp.code in layout.non_birds else (0.8, 0.2, 0.0)
+                collection = str(erng.choice(["XC", "iNat", "CSA"], p=p))
+            filename = f"{label}/{collection}{xc}.ogg"
+            secondaries = [layout.label(SPECIES[secondary].code)] if secondary is not None else []
+            if layout.secondary_aliases and secondaries and erng.random() < 0.4:
+                secondaries = [INAT_IDS[SPECIES[secondary].code]]  # another code of the same class
+            if layout.collections and erng.random() < 0.05:
+                secondaries.append("grekis1")  # a species outside the competition's classes
             rows.append({
-                "primary_label": sp.code,
-                "secondary_labels": str([SPECIES[secondary].code] if secondary is not None else []),
+                "primary_label": label,
+                "secondary_labels": str(secondaries),
                 "type": str(_CALL_TYPES[int(rng.integers(len(_CALL_TYPES)))]),
                 "latitude": round(float(rng.uniform(8.0, 21.0)), 4),
                 "longitude": round(float(rng.uniform(73.0, 77.5)), 4),
@@ -289,44 +304,99 @@ def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, work
                 "common_name": sp.common_name,
                 "author": f"Demo Recordist {int(rng.integers(1, 40))}",
                 "license": "Creative Commons Attribution-NonCommercial-ShareAlike 4.0",
-                "rating": float(rng.integers(0, 11) / 2),
-                "url": f"https://xeno-canto.org/{xc}",
+                "rating": float(rng.integers(0, 11) / 2) * (collection == "XC"),  # iNat and CSA are unrated
+                "url": {"XC": f"https://xeno-canto.org/{xc}", "iNat": f"https://static.inaturalist.org/sounds/{xc}.wav",
+                        "CSA": f"https://csa.example.org/{xc}"}[collection],
                 "filename": filename,
+                "collection": collection,
             })
             tasks.append((str(folder / "train_audio" / filename), i, secondary, round(length, 3), [seed, k]))
             k += 1
-    n_test = max(2, int(round(6 * min(1.0, scale * 2))))
-    test_lengths = [60.0, 123.4, 180.0, 240.0, 97.3, 150.0][:n_test]
-    test = [(str(folder / "test_soundscapes" / f"soundscape_{100000 + j}.ogg"), length, [seed, 50000 + j], True)
-            for j, length in enumerate(test_lengths)]
-    unlabeled = [(str(folder / "unlabeled_soundscapes" / f"{200000 + j}.ogg"), length, [seed, 60000 + j], False)
-                 for j, length in enumerate([39.25, 90.0, 60.0][: max(1, n_test // 2)])]
+    return rows, tasks
+
+
+def _soundscape_label_rows(name: str, truth: np.ndarray, labels: list[str]) -> list[dict]:
+    """2026-style rows of one labelled soundscape: each 5-s window with a species, labels joined by ';'."""
+    rows = []
+    for w, row in enumerate(truth):
+        present = [labels[j] for j in np.flatnonzero(row)]
+        if present:
+            rows.append({"filename": name, "start": hhmmss(5 * w), "end": hhmmss(5 * (w + 1)),
+                         "primary_label": ";".join(present)})
+    return rows
+
+
+def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, workers: int = 2,
+                  edition: str = "2024") -> Path:
+    """Generate (or reuse, when complete and of the same seed/scale/edition) the demo dataset in ``folder``, in
+    the file layout of BirdCLEF ``edition`` (2024, 2025 or 2026; see :mod:`dataloader.demo_layouts`).
+
+    ``scale`` multiplies the number of recordings per species (1.0 ≈ 390 recordings, ~1.5 hours of audio).
+    """
+    folder = Path(folder)
+    layout = LAYOUTS[edition]
+    stamp = {"version": DEMO_VERSION, "seed": seed, "scale": scale, "edition": edition}
+    if _is_complete(folder, stamp):
+        log.info("demo dataset: reusing the complete %s demo in %s", edition, folder)
+        return folder
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    rng, erng = np.random.default_rng(seed), np.random.default_rng([seed, int(edition)])
+    rows, tasks = _recordings(folder, layout, rng, erng, scale, seed)
+    extra = [sp for sp in SOUNDSCAPE_ONLY if sp.code in layout.soundscape_only]
+    species = SPECIES + tuple(extra)
+    boost = tuple(range(len(SPECIES), len(species)))
+    share = min(1.0, scale * 2)
+    test_lengths = layout.test_lengths[: max(2, int(round(len(layout.test_lengths) * share)))]
+    n_labelled = max(4, int(round(layout.labelled_soundscapes * share))) if layout.labelled_soundscapes else 0
+    unlabeled_lengths = layout.unlabeled_lengths[: max(1, len(test_lengths) // 2)]
+    names = [soundscape_name(layout.test_soundscape_name, 100000 + j if "{n}" in layout.test_soundscape_name
+                             else j + 1, erng) for j in range(len(test_lengths))]
+    test = [(str(folder / "test_soundscapes" / f"{name}.ogg"), length, [seed, 50000 + j], species, boost)
+            for j, (name, length) in enumerate(zip(names, test_lengths))]
+    lengths = [60.0] * n_labelled + list(unlabeled_lengths)
+    names = [soundscape_name(layout.train_soundscape_name, 200000 + j if "{n}" in layout.train_soundscape_name
+                             else j + 1, erng) for j in range(len(lengths))]
+    train_scapes = [(str(folder / layout.soundscape_dir / f"{name}.ogg"), length, [seed, 60000 + j], species, boost)
+                    for j, (name, length) in enumerate(zip(names, lengths))]
     (folder / "test_soundscapes").mkdir()
-    (folder / "unlabeled_soundscapes").mkdir()
-    log.info("demo dataset: generating %d recordings and %d soundscapes in %s", len(tasks), len(test) + len(unlabeled),
-             folder)
+    (folder / layout.soundscape_dir).mkdir()
+    log.info("demo dataset: generating %d recordings and %d soundscapes in %s (BirdCLEF %s layout)", len(tasks),
+             len(test) + len(train_scapes), folder, edition)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(_recording_task, tasks, chunksize=4))
-        truths = list(pool.map(_soundscape_task, test + unlabeled))
-    pd.DataFrame(rows, columns=METADATA_COLUMNS).to_csv(folder / "train_metadata.csv", index=False)
-    pd.DataFrame([{"TAXON_ORDER": j + 1, "CATEGORY": "species", "SPECIES_CODE": sp.code,
-                   "PRIMARY_COM_NAME": sp.common_name, "SCI_NAME": f"Synthetica {sp.code}",
-                   "ORDER1": "Passeriformes", "FAMILY": "Synthetidae (Demo Birds)", "SPECIES_GROUP": "Demo birds",
-                   "REPORT_AS": ""} for j, sp in enumerate(SPECIES)],
-                 columns=TAXONOMY_COLUMNS).to_csv(folder / "eBird_Taxonomy_v2021.csv", index=False)
-    order = [labels.index(sp.code) for sp in SPECIES]  # species index -> sorted column
+        truths = list(pool.map(_soundscape_task, test + train_scapes))
+    pd.DataFrame(rows, columns=list(layout.metadata_columns)).to_csv(folder / layout.metadata_file, index=False)
+    codes = [(sp.code, sp.common_name) for sp in species]
+    taxonomy = taxonomy_rows(layout, codes, INAT_IDS)
+    pd.DataFrame(taxonomy).to_csv(folder / layout.taxonomy_file, index=False)
+    labels = sorted(layout.label(sp.code) for sp in species)  # sample_submission order (= taxonomy.csv's)
+    order = [labels.index(layout.label(sp.code)) for sp in species]  # species index -> submission column
+
+    def to_columns(truth: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(truth), len(labels)), dtype=np.int8)
+        out[:, order] = truth
+        return out
+
     truth_rows = []
-    for (path, length, _, _), truth in zip(test, truths):
+    for (path, *_), truth in zip(test, truths[: len(test)]):
         stem = Path(path).stem
-        for w, row in enumerate(truth):
-            values = np.zeros(len(labels), dtype=np.int8)
-            values[order] = row
-            truth_rows.append([f"{stem}_{(w + 1) * 5}", *values.tolist()])
+        truth_rows += [[f"{stem}_{(w + 1) * 5}", *row.tolist()] for w, row in enumerate(to_columns(truth))]
     pd.DataFrame(truth_rows, columns=["row_id", *labels]).to_csv(folder / GROUND_TRUTH_FILE, index=False)
+    if n_labelled:
+        scape_rows = []
+        for (path, *_), truth in zip(train_scapes[:n_labelled], truths[len(test):]):
+            scape_rows += _soundscape_label_rows(Path(path).name, to_columns(truth), labels)
+        first = scape_rows[0]
+        scape_rows.insert(1, dict(first))  # a duplicated row, as the real file has
+        scape_rows.append({**scape_rows[-1], "primary_label": scape_rows[-1]["primary_label"].split(";")[0]})
+        pd.DataFrame(scape_rows, columns=list(SOUNDSCAPE_LABEL_COLUMNS)).to_csv(
+            folder / "train_soundscapes_labels.csv", index=False)
     first = Path(test[0][0]).stem
     sample = pd.DataFrame({"row_id": [f"{first}_{5 * (j + 1)}" for j in range(3)]})
     for label in labels:
         sample[label] = 1.0 / len(labels)
     sample.to_csv(folder / "sample_submission.csv", index=False)
-    (folder / COMPLETE_MARKER).write_text(json.dumps({"version": DEMO_VERSION, "seed": seed, "scale": scale}))
+    (folder / COMPLETE_MARKER).write_text(json.dumps(stamp))
     return folder

@@ -74,13 +74,11 @@ def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[
     sections; validation uses each recording's first window (or each chunk, ``crop = chunks``). With ``augment``, training batches are augmented
     in the loader's worker processes (for CPU training, where the "device" is the training thread's own core).
     With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets."""
-    train_ds, val_ds = (window_dataset(df, labels, data, frames, crop, standardizer, pad_value, frames_per_second)
-                        for df, crop in ((train_df, data.crop), (val_df, "first")))
+    train_ds = window_dataset(train_df, labels, data, frames, data.crop, standardizer, pad_value, frames_per_second)
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                   worker_init_fn=_seed_worker)
     generator = torch.Generator().manual_seed(trainer.seed)
     sampler: Optional[Sampler[int]] = None
-    val_sampler: Optional[Sampler[int]] = None
     if data.sampler == "balanced":
         weights = balanced_weights(train_df["primary_label"])
         sampler = (DistributedWeightedSampler(weights, len(train_ds), rank, world_size, trainer.seed)
@@ -89,10 +87,21 @@ def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[
                                          replacement=True, generator=generator))
     elif world_size > 1:
         sampler = DistributedSampler(train_ds, world_size, rank, shuffle=data.shuffle, seed=trainer.seed)
-    if world_size > 1:
-        val_sampler = DistributedSampler(val_ds, world_size, rank, shuffle=False)
     train_loader = DataLoader(train_ds, batch_size=trainer.batch_size, shuffle=data.shuffle and sampler is None,
                               sampler=sampler, generator=generator,
                               collate_fn=AugmentingCollate(augment) if augment is not None else None, **common)
-    val_loader = DataLoader(val_ds, batch_size=trainer.batch_size * 2, shuffle=False, sampler=val_sampler, **common)
+    val_loader = make_eval_loader(val_df, labels, data, trainer, frames, standardizer, rank, world_size, pad_value,
+                                  frames_per_second)
     return train_loader, val_loader
+
+
+def make_eval_loader(df: pd.DataFrame, labels: Sequence[str], data: Any, trainer: Any, frames: int,
+                     standardizer: Standardizer, rank: int = 0, world_size: int = 1, pad_value: float = DB_FLOOR,
+                     frames_per_second: float = 0.0) -> DataLoader:
+    """A loader that scores ``df`` in order: each row's fixed window (``start``) or first window, batches twice
+    the training size; under torchrun each rank its share."""
+    ds = window_dataset(df, labels, data, frames, "first", standardizer, pad_value, frames_per_second)
+    sampler = DistributedSampler(ds, world_size, rank, shuffle=False) if world_size > 1 else None
+    return DataLoader(ds, batch_size=trainer.batch_size * 2, shuffle=False, sampler=sampler,
+                      num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
+                      worker_init_fn=_seed_worker)

@@ -140,7 +140,8 @@ def split_key(data: Any, data_dir: str | Path, seed: int, testing: bool = False)
     """Names a run's split files in the cache folder: the data source and every setting that changes the split."""
     import hashlib  # noqa: PLC0415
 
-    text = json.dumps([data.source, str(Path(data_dir).resolve()), data.labels_csv, data.task, data.split,
+    text = json.dumps([data.source, data.edition, data.demo_edition, data.min_rating, data.soundscape_labels,
+                       str(Path(data_dir).resolve()), data.labels_csv, data.task, data.split,
                        data.n_folds, data.fold, data.train_ratio, data.test_val_ratio, data.min_samples_in_class,
                        data.min_duration_quantile, data.max_duration_quantile, seed, testing])
     return f"{data.source}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"

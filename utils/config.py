@@ -151,6 +151,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
         kwargs = {f.name: _convert(section, f.name, values[f.name], f) for f in fields(cls) if f.name in values}
         sections[section] = cls(**kwargs)
     cfg = Config(**sections)
+    if not cfg.paths.data_dir:  # the competition's folder, where ./download_data.sh puts it
+        cfg.paths.data_dir = f"data/{cfg.data.competition}"
     _check_cross_fields(cfg)
     return cfg
 

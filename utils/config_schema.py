@@ -8,6 +8,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
+from dataloader.sources import COMPETITIONS, EDITIONS, list_sources
+
 
 def opt(default: Any, help: str, choices: Optional[Iterable[str]] = None, minimum: Optional[float] = None,
         maximum: Optional[float] = None, validator: Optional[Callable[[Any], Optional[str]]] = None) -> Any:
@@ -59,7 +61,9 @@ class CallbacksConfig:
                             choices=("async", "sync", "offline", "debug"))
     model_checkpoint: bool = opt(True, "Save the best and the last checkpoint of the run.")
     model_checkpoint_type: str = opt("val_score", "Metric the checkpoint monitors (score: higher is better, "
-                                     "loss: lower is better).", choices=("val_score", "val_loss"))
+                                     "loss: lower is better; soundscape_val_score: the labelled soundscape windows "
+                                     "held out, BirdCLEF 2026).",
+                                     choices=("val_score", "val_loss", "soundscape_val_score"))
     model_checkpoint_verbose: bool = opt(True, "Log each time a new best checkpoint is written.")
     mlflow_logger: bool = opt(False, "Log params, metrics and curves to MLflow.")
     mlflow_tracking_uri: str = opt("", "MLflow tracking URI (e.g. http://host:5000); empty = a local store in "
@@ -71,7 +75,8 @@ class CallbacksConfig:
 
 @dataclass
 class PathsConfig:
-    data_dir: str = opt("data/birdclef-2024", "Kaggle-layout data folder (what ./download_data.sh fills).")
+    data_dir: str = opt("", "Data folder: Kaggle BirdCLEF data (what ./download_data.sh fills), or your own for "
+                        "source = folder | csv; empty = data/<[data] competition>.")
     demo_dir: str = opt("data/demo", "Where the embedded demo dataset is generated.")
     cache_dir: str = opt("cache", "Preprocessed mel cache; one sub-folder per hash of [data_process].")
     runs_dir: str = opt("runs", "One folder per run: resolved config, log, metrics, checkpoints, summary.")
@@ -162,10 +167,23 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = opt("auto", "auto = Kaggle data when data_dir/train_metadata.csv exists, otherwise the demo; "
+    source: str = opt("auto", "auto = Kaggle BirdCLEF data when data_dir holds it (any edition), otherwise the demo; "
                       "birdclef = insist on Kaggle data; demo = always the embedded demo; folder = "
                       "data_dir/<class>/*.wav|ogg|flac|mp3; csv = a table of path,label[,start,end][,split]"
-                      "[,group] (labels_csv).", choices=("auto", "birdclef", "demo", "folder", "csv"))
+                      "[,group] (labels_csv).", choices=tuple(list_sources()))
+    competition: str = opt("birdclef-2024", "The Kaggle competition: the default data_dir (data/<slug>), the slug "
+                           "./download_data.sh fetches, and its test-set size and time limit.",
+                           choices=tuple(COMPETITIONS))
+    edition: str = opt("auto", "BirdCLEF file layout of data_dir: auto = recognised from the files (train_metadata.csv "
+                       "+ eBird_Taxonomy_v2021.csv = 2024; train.csv + taxonomy.csv = 2025, + "
+                       "train_soundscapes_labels.csv = 2026).", choices=("auto", *EDITIONS))
+    soundscape_labels: str = opt("both", "Labelled train soundscape windows (2026): both = the files of the other "
+                                 "folds train, those of [data] fold form a soundscape validation set scored each "
+                                 "epoch (soundscape_val_score); train = all train; val = all validate; off = unused.",
+                                 choices=("both", "train", "val", "off"))
+    min_rating: float = opt(0.0, "Recordings rated below this (xeno-canto's 0.5-5 stars) are left out, and the "
+                            "run reports how many per class; 0 = keep all. Unrated recordings (rating 0: every "
+                            "iNat and CSA one) are always kept.", minimum=0.0, maximum=5.0)
     labels_csv: str = opt("", "csv source: the table (paths relative to its folder); empty = data_dir/labels.csv. "
                           "Labels may be several, separated by ';'. With start,end columns each row is an event.")
     task: str = opt("multilabel", "multilabel = sigmoid per class (BirdCLEF); multiclass = one class per example, "
@@ -189,13 +207,18 @@ class DataConfig:
     pseudo_labels: str = opt("", "Soft pseudo-labels to train on as well: a CSV written by predict.py over unlabeled "
                              "soundscapes (row_id = <stem>_<end second>, one probability column per species); its "
                              "windows join the training split only, with those probabilities as targets. Empty = off.")
-    pseudo_audio_dir: str = opt("", "Where the pseudo-labelled soundscapes are (default: data_dir/unlabeled_soundscapes).")
+    pseudo_audio_dir: str = opt("", "Where the pseudo-labelled soundscapes are (default: the source's soundscape "
+                              "folder, unlabeled_soundscapes or train_soundscapes).")
     pseudo_min_prob: float = opt(0.5, "Pseudo-labelled windows whose highest probability is below this are left out.",
                                  minimum=0.0, maximum=1.0)
     event_bins: int = opt(10, "events: time bins of each window's targets and predictions.", minimum=1)
     background_label: str = opt("background", "events: the label of event-free clips (used as negatives, not a "
                                 "class).")
     demo_seed: int = opt(2024, "Seed of the generated demo dataset.")
+    demo_edition: str = opt("2024", "Layout of the generated demo: 2024 (train_metadata.csv, unlabeled_soundscapes), "
+                            "2025 (train.csv + taxonomy.csv, numeric iNat ids among the labels, train_soundscapes) "
+                            "or 2026 (2025 + train_soundscapes_labels.csv and classes heard only in soundscapes).",
+                            choices=tuple(EDITIONS))
     demo_scale: float = opt(1.0, "Size of the demo: recordings per species x this (1.0 = ~390 recordings).",
                             minimum=0.05, maximum=10.0)
     n_folds: int = opt(5, "Grouped, stratified folds.", minimum=2)

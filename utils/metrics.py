@@ -70,14 +70,15 @@ def padded_cmap_score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_c
 
 def epoch_rank(metrics: dict[str, float], monitor: str) -> Optional[tuple[float, float]]:
     """How good an epoch is for ``monitor`` (higher is better; None when the monitored value is NaN). A score
-    monitor breaks ties by the lower ``val_loss``: a score that saturates (ROC-AUC 1.0 early in training)
-    would otherwise keep the first, still uncalibrated epoch that reached it."""
-    value = metrics[monitor]
+    monitor breaks ties by the lower loss of the same set (``val_score`` by ``val_loss``, ``soundscape_val_score``
+    by ``soundscape_val_loss``): a score that saturates (ROC-AUC 1.0 early in training) would otherwise keep the
+    first, still uncalibrated epoch that reached it."""
+    value = metrics.get(monitor, float("nan"))
     if value != value:
         return None
     if monitor.endswith("loss"):
         return (-value, 0.0)
-    loss = metrics.get("val_loss", float("nan"))
+    loss = metrics.get(monitor[: -len("score")] + "loss", float("nan"))
     return (value, -loss if loss == loss else float("-inf"))
 
 

@@ -102,9 +102,14 @@ def adopt_best_checkpoint(resume_from: Path, epoch: int, run_dir: Path) -> None:
 def print_summary(s: dict[str, Any]) -> None:
     """The end-of-run summary on stdout: what ran, the metrics, and where the outputs are."""
     lines = ["", "=" * 70, f"run {s['run_id']} ({s['stage']}) finished in {s['wall_seconds']:.0f} s"]
-    for key in ("data_source", "task", "recordings", "skipped", "n_train", "n_val", "n_test", "epochs", "val_score",
-                "val_metrics", "test_metrics", "soundscape_score", "run_dir", "checkpoint", "submission"):
-        if s.get(key) is not None:
-            lines.append(f"  {key:<17} {s[key]}")
+    unknown = s.get("unknown_secondary_labels") or {}
+    for key, value in (*((k, s.get(k)) for k in (
+            "data_source", "task", "recordings", "skipped", "rating_dropped", "classes",
+            "classes_without_training_examples", "n_train", "n_val", "n_test", "n_soundscape_val", "epochs",
+            "val_score", "soundscape_val_score", "val_metrics", "test_metrics", "soundscape_score")),
+            ("unknown secondary", f"{len(unknown)} labels, {sum(unknown.values())} times" if unknown else None),
+            *((k, s.get(k)) for k in ("run_dir", "checkpoint", "submission"))):
+        if value is not None:
+            lines.append(f"  {key:<17} {value}")
     lines.append("=" * 70)
     print("\n".join(lines))

@@ -156,10 +156,11 @@ class Trainer:
         loss = self.loss_fn(logits, y).item() if len(y) else float("nan")
         return self.probabilities(logits).numpy(), y.numpy(), loss
 
-    def fit(self, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int, start_epoch: int = 1
-            ) -> list[dict[str, float]]:
+    def fit(self, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int, start_epoch: int = 1,
+            extra_val: Optional[dict[str, DataLoader]] = None) -> list[dict[str, float]]:
         """Train epochs ``start_epoch`` .. ``n_epochs``, validating after each; returns every epoch's metrics
-        (those restored by :meth:`resume` included)."""
+        (those restored by :meth:`resume` included). Each ``extra_val`` set (e.g. ``{"soundscape": loader}``) is
+        scored too, as ``<name>_val_score``, ``<name>_val_loss``, ``<name>_val_cmap``, ...."""
         self.train_loader = train_loader
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -169,14 +170,21 @@ class Trainer:
             probs, targets, val_loss = self.predict(val_loader)
             self.last_val = (probs, targets)
             metrics = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
-                       **validation_scores(targets, probs, self.labels),
-                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
+                       **validation_scores(targets, probs, self.labels)}
+            for name, loader in (extra_val or {}).items():
+                extra_probs, extra_targets, extra_loss = self.predict(loader)
+                metrics[f"{name}_val_loss"] = round(extra_loss, 6)
+                metrics.update({f"{name}_{k}": v for k, v in
+                                validation_scores(extra_targets, extra_probs, self.labels).items()})
+            metrics.update(lr=self.optimizer.param_groups[0]["lr"], seconds=round(time.perf_counter() - t0, 2))
             self._keep_if_best(epoch, metrics, probs, targets)
             if self.scheduler is not None and steps_per_epoch_end(self.scheduler):
                 self.scheduler.step(metrics["val_score"] if metrics["val_score"] == metrics["val_score"] else 0.0)
             self.history.append(metrics)
-            log.info("epoch %d/%d: train_loss %.4f  val_loss %.4f  val_score %.4f  (%.0f s)%s", epoch, n_epochs,
-                     train_loss, val_loss, metrics["val_score"], metrics["seconds"],
+            log.info("epoch %d/%d: train_loss %.4f  val_loss %.4f  val_score %.4f%s  (%.0f s)%s", epoch, n_epochs,
+                     train_loss, val_loss, metrics["val_score"],
+                     "".join(f"  {name}_val_score {metrics[f'{name}_val_score']:.4f}" for name in extra_val or {}),
+                     metrics["seconds"],
                      "  lr " + ", ".join(f"{g.get('name', i)} {g['lr']:.2e}"
                                          for i, g in enumerate(self.optimizer.param_groups))
                      if self.options.lr_verbose else "")

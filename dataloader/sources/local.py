@@ -1,21 +1,22 @@
 """Recordings tables from your own data: a folder per class, or a CSV (labels, events, splits).
 
-Both give the columns of :func:`dataloader.sources.load_recordings` (``filename``, ``primary_label``,
-``secondary_labels``, ``path``, ``group``) plus ``extra_labels`` (further positive labels of multi-label rows),
-``events`` (``(start_s, end_s, label)`` tuples, for ``task = events``) and, when the CSV has one, ``split``.
+Both give the recordings table of :data:`dataloader.sources.registry.RECORDING_COLUMNS` (``extra_labels`` holds
+the further positive labels of multi-label rows), plus ``events`` (``(start_s, end_s, label)`` tuples, for
+``task = events``) and, when the CSV has one, ``split``. They have no class list of their own (the classes are the
+labels found) and no soundscapes to submit.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from dataloader.sources import DataSourceError
+from dataloader.sources.registry import AUDIO_EXTENSIONS, DataSourceError, SourceData, register_source
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".ogg", ".flac", ".mp3")
 SPLITS = ("train", "val", "test")
 RAVEN_LABEL_COLUMNS = ("Annotation", "Label", "Species", "Class", "label", "class")
 
@@ -122,3 +123,18 @@ def read_raven(path: str | Path) -> list[tuple[float, float, str]]:
         table = table[~table["View"].str.startswith("Waveform")]
     return [(float(b), float(e), str(lbl)) for b, e, lbl in
             zip(table["Begin Time (s)"], table["End Time (s)"], table[label_column])]
+
+
+@register_source("folder")
+def folder_source(data: Any, paths: Any) -> SourceData:
+    """``data_dir/<class>/**/*.wav|ogg|flac|mp3``: one recording per file, labelled by its class folder."""
+    root = Path(paths.data_dir)
+    return SourceData(name="folder", data_dir=root, recordings=load_folder(root), audio_root=root)
+
+
+@register_source("csv")
+def csv_source(data: Any, paths: Any) -> SourceData:
+    """A table of ``path,label[,start,end][,split][,group]`` (``[data] labels_csv``, default data_dir/labels.csv)."""
+    root = Path(paths.data_dir)
+    table = load_csv(data.labels_csv or root / "labels.csv", data.background_label)
+    return SourceData(name="csv", data_dir=root, recordings=table, audio_root=root)

@@ -1,0 +1,109 @@
+"""BirdCLEF competitions and editions: the facts later steps need, and how an edition is told from its files.
+
+``[data] competition`` names a competition (its slug); each has an edition, whose file layout decides how the
+data folder is read. Recognition goes by files alone: ``train_metadata.csv`` + ``eBird_Taxonomy_v2021.csv`` is
+2024; ``train.csv`` + ``taxonomy.csv`` is 2025, and 2026 when ``train_soundscapes_labels.csv`` is there too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from dataloader.sources.registry import DataSourceError
+
+
+@dataclass(frozen=True)
+class Edition:
+    """The file layout of one BirdCLEF edition."""
+
+    name: str  # "2024", "2025", "2026"
+    required: tuple[str, ...]  # files that identify it (all present)
+    metadata: str  # the recordings table
+    taxonomy: str
+    soundscape_dir: str  # unlabeled (2024) or train (2025/2026) soundscapes
+    soundscape_labels: Optional[str] = None  # labelled soundscape windows (2026)
+
+
+@dataclass(frozen=True)
+class Competition:
+    """Facts of one Kaggle competition that the pipeline plans with."""
+
+    slug: str
+    edition: str
+    n_classes: int
+    test_files: int  # about how many hidden test soundscapes
+    test_file_s: float  # their length
+    time_limit_min: float  # CPU notebook limit
+    site: str
+
+    @property
+    def test_windows(self) -> int:
+        """About how many 5-s rows the hidden test set has."""
+        return int(self.test_files * self.test_file_s / 5)
+
+
+EDITIONS: dict[str, Edition] = {e.name: e for e in (
+    Edition("2024", ("train_metadata.csv", "eBird_Taxonomy_v2021.csv"), "train_metadata.csv",
+            "eBird_Taxonomy_v2021.csv", "unlabeled_soundscapes"),
+    Edition("2025", ("train.csv", "taxonomy.csv"), "train.csv", "taxonomy.csv", "train_soundscapes"),
+    Edition("2026", ("train.csv", "taxonomy.csv", "train_soundscapes_labels.csv"), "train.csv", "taxonomy.csv",
+            "train_soundscapes", "train_soundscapes_labels.csv"),
+)}
+
+COMPETITIONS: dict[str, Competition] = {c.slug: c for c in (
+    Competition("birdclef-2024", "2024", 182, 1100, 240.0, 120.0, "Western Ghats, India"),
+    Competition("birdclef-2025", "2025", 206, 700, 60.0, 90.0, "El Silencio, Middle Magdalena Valley, Colombia"),
+    Competition("birdclef-2026", "2026", 234, 600, 60.0, 90.0, "Pantanal, Brazil"),
+)}
+
+# Files whose presence says "this folder is meant to be Kaggle BirdCLEF data" (then auto never falls back).
+KAGGLE_HINTS = ("train_metadata.csv", "train.csv", "taxonomy.csv", "eBird_Taxonomy_v2021.csv",
+                "sample_submission.csv", "train_soundscapes_labels.csv", "train_audio")
+
+
+def looks_like_kaggle(data_dir: Path) -> bool:
+    """True when ``data_dir`` holds any file of a BirdCLEF layout."""
+    return any((Path(data_dir) / name).exists() for name in KAGGLE_HINTS)
+
+
+def _present(data_dir: Path, edition: Edition) -> bool:
+    return all((data_dir / name).is_file() for name in edition.required)
+
+
+def _requirements_text() -> str:
+    return "; ".join(f"{e.name}: {' + '.join(e.required)}" for e in EDITIONS.values())
+
+
+def recognise_edition(data_dir: str | Path, wanted: str = "auto") -> Edition:
+    """The edition of ``data_dir``: ``wanted`` when its files are there, else (``auto``) the one whose files are
+    all present (the most specific when several are, 2026 over 2025). Raises :class:`DataSourceError` listing the
+    files found and what each edition needs when none matches or two layouts are mixed."""
+    data_dir = Path(data_dir)
+    found = sorted(p.name + ("/" if p.is_dir() else "") for p in data_dir.iterdir()) if data_dir.is_dir() else []
+    listing = ", ".join(found[:30]) or "nothing"
+    if wanted != "auto":
+        edition = EDITIONS[wanted]
+        if not _present(data_dir, edition):
+            raise DataSourceError(f"[data] edition = {wanted} but {data_dir} lacks "
+                                  f"{', '.join(n for n in edition.required if not (data_dir / n).is_file())}. "
+                                  f"Found: {listing}. Each edition needs: {_requirements_text()}")
+        return edition
+    matches = [e for e in EDITIONS.values() if _present(data_dir, e)]
+    # a layout that contains another's files (2026 = 2025 + soundscape labels) is the more specific one
+    specific = [e for e in matches if not any(set(e.required) < set(o.required) for o in matches)]
+    if len(specific) == 1:
+        return specific[0]
+    if not specific:
+        raise DataSourceError(f"{data_dir} looks like Kaggle BirdCLEF data but matches no edition. Found: {listing}. "
+                              f"Each edition needs: {_requirements_text()}. Download it again "
+                              f"(./download_data.sh), set [data] edition, or use [data] source = folder | csv")
+    raise DataSourceError(f"{data_dir} mixes the layouts of editions {', '.join(e.name for e in specific)} "
+                          f"(found: {listing}); set [data] edition to say which one to read")
+
+
+def competition(slug: str) -> Competition:
+    """The facts of ``slug`` (a clear error listing the known ones)."""
+    if slug not in COMPETITIONS:
+        raise DataSourceError(f"[data] competition = {slug}: unknown; allowed: {', '.join(COMPETITIONS)}")
+    return COMPETITIONS[slug]
