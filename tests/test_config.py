@@ -17,7 +17,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_config_is_the_documented_defaults():
-    assert load_config(ROOT / "config.ini") == Config()
+    cfg = load_config(ROOT / "config.ini")
+    assert cfg == load_config(None)
+    assert cfg.paths.data_dir == "data/birdclef-2024", "an empty data_dir is the competition's folder"
+    assert load_config(None, ["data.competition=birdclef-2026"]).paths.data_dir == "data/birdclef-2026"
 
 
 def test_every_key_of_the_shipped_config_is_commented():

@@ -11,7 +11,7 @@ import torch
 
 from dataloader.curation import class_weights, cut_chunks, downsample_classes, drop_duration_outliers
 from dataloader.dataset import event_targets, make_targets
-from dataloader.local_sources import load_csv, read_raven
+from dataloader.sources.local import load_csv, read_raven
 from dataloader.sources import DataSourceError
 from dataloader.splits import holdout_assign, make_split
 from factory.losses import create_loss
@@ -114,7 +114,7 @@ def test_folder_source_takes_any_format_rate_and_channel_count(tmp_path):
     import soundfile as sf
 
     from dataloader.audio import load_audio
-    from dataloader.local_sources import load_folder
+    from dataloader.sources.local import load_folder
 
     t = np.arange(44100) / 44100
     stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], axis=1).astype(np.float32) * 0.5

@@ -6,7 +6,7 @@ synthetic demo in any edition's layout), ``auto`` (Kaggle data when there, else 
 class) and ``csv`` (a table of paths and labels, events, splits). Adding a source is one module with one function
 decorated by :func:`register_source`, imported here.
 """
-from dataloader.sources import birdclef, demo_source, local  # noqa: F401 - the entries register themselves
+from dataloader.sources import auto, birdclef, demo_source, local  # noqa: F401 - the entries register themselves
 from dataloader.sources.birdclef import GROUND_TRUTH_FILE, read_birdclef, submission_labels
 from dataloader.sources.duplicates import merge_duplicates
 from dataloader.sources.editions import COMPETITIONS, EDITIONS, competition, recognise_edition

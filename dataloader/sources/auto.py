@@ -1,0 +1,30 @@
+"""``source = auto``: Kaggle data when a registered source recognises ``[paths] data_dir`` (a folder that looks like
+Kaggle data but matches no edition stops the run), otherwise the embedded demo, said loudly."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dataloader.sources.registry import SourceData, recognising_sources, register_source
+
+log = logging.getLogger(__name__)
+
+
+@register_source("auto")
+def auto_source(data: Any, paths: Any) -> SourceData:
+    """Kaggle data when ``data_dir`` holds it (any edition; a folder that looks like Kaggle data but matches no
+    edition stops the run), otherwise the demo."""
+    data_dir = Path(paths.data_dir)
+    for entry in recognising_sources():
+        if data_dir.is_dir() and entry.recognise(data_dir):
+            return entry.loader(data, paths)
+    log.warning("=" * 78)
+    log.warning("No Kaggle data in %s: using the EMBEDDED DEMO DATASET (synthetic species, BirdCLEF %s layout) "
+                "in %s.", data_dir, data.demo_edition, paths.demo_dir)
+    log.warning("Run ./download_data.sh %s for the real data, or set [data] source = demo to silence this.",
+                data.competition)
+    log.warning("=" * 78)
+    from dataloader.sources.demo_source import demo_source  # noqa: PLC0415
+
+    return demo_source(data, paths)
