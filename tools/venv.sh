@@ -15,8 +15,10 @@ if [ "${1:-}" = "--dev" ]; then dev=1; shift; fi
 if [ $# -eq 0 ]; then echo "usage: bash tools/venv.sh [--dev] COMMAND [ARGS...]" >&2; exit 2; fi
 
 python="${PYTHON:-python3}"
-if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-  echo "tools/venv.sh: Python >= 3.10 is needed ($python is $("$python" --version 2>&1 || echo missing))" >&2
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "tools/venv.sh: Python >= 3.11 is needed ($python is $("$python" --version 2>&1 || echo missing)):" >&2
+  echo "the Kaggle CLI 2.x (kaggle>=2, which reads KAGGLE_API_TOKEN and OAuth logins) installs only there;" >&2
+  echo "set PYTHON=/path/to/python3.11 (or newer) and run again." >&2
   exit 2
 fi
 hash="$(cat "$here/requirements.txt" "$here/requirements-dev.txt" | sha256sum | cut -c1-16)"
