@@ -18,3 +18,13 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dataloader.demo import generate_demo
 
     return generate_demo(tmp_path_factory.mktemp("demo") / "demo", seed=7, scale=0.25)
+
+
+@pytest.fixture(scope="session")
+def edition_demos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small demos in the BirdCLEF 2025 and 2026 layouts (generated once per session)."""
+    from dataloader.demo import generate_demo
+
+    root = tmp_path_factory.mktemp("edition-demos")
+    return {edition: generate_demo(root / edition, seed=7, scale=0.25, edition=edition)
+            for edition in ("2025", "2026")}

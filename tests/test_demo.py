@@ -1,9 +1,11 @@
-"""The embedded demo dataset: exact BirdCLEF 2024 layout, deterministic, idempotent."""
+"""The embedded demo dataset: the exact layout of each BirdCLEF edition, deterministic, idempotent."""
 from __future__ import annotations
 
 import ast
+import re
 
 import numpy as np
+import pytest
 import pandas as pd
 import soundfile as sf
 
@@ -69,3 +71,45 @@ def test_an_incomplete_demo_is_regenerated(tmp_path):
     (folder / "train_metadata.csv").write_text("broken")
     generate_demo(folder, seed=3, scale=0.05)
     assert (folder / "train_metadata.csv").read_text().startswith("primary_label")
+
+
+TRAIN_CSV_HEADER = ("primary_label,secondary_labels,type,filename,collection,rating,url,latitude,longitude,"
+                    "scientific_name,common_name,author,license")
+
+
+@pytest.mark.parametrize("edition", ["2025", "2026"])
+def test_later_editions_have_their_exact_layout_and_label_kinds(edition_demos, edition):
+    folder = edition_demos[edition]
+    assert (folder / "train.csv").read_text().splitlines()[0] == TRAIN_CSV_HEADER
+    assert (folder / "taxonomy.csv").read_text().splitlines()[0] == \
+        "primary_label,inat_taxon_id,scientific_name,common_name,class_name"
+    assert not (folder / "train_metadata.csv").exists() and not (folder / "unlabeled_soundscapes").exists()
+    columns = list(pd.read_csv(folder / "sample_submission.csv", nrows=0).columns)[1:]
+    taxonomy = pd.read_csv(folder / "taxonomy.csv", dtype=str)
+    assert columns == taxonomy["primary_label"].tolist(), "sample_submission follows taxonomy.csv"
+    assert any(c.isdigit() for c in columns), "numeric iNaturalist ids among the classes"
+    train = pd.read_csv(folder / "train.csv", dtype=str)
+    assert set(train["collection"]) == {"XC", "iNat", "CSA"}
+    assert (train.loc[train["collection"] != "XC", "rating"].astype(float) == 0).all(), "iNat/CSA unrated"
+    for _, row in train.iterrows():
+        assert row["filename"].startswith(f"{row['primary_label']}/{row['collection']}")
+        assert (folder / "train_audio" / row["filename"]).is_file()
+    scapes = sorted(p.name for p in (folder / "train_soundscapes").glob("*.ogg"))
+    assert scapes and all(re.search(r"_\d{8}_\d{6}\.ogg$", name) for name in scapes)
+    for path in folder.glob("test_soundscapes/*.ogg"):
+        assert sf.info(str(path)).duration <= 60.5, "one-minute test soundscapes"
+
+
+def test_2026_demo_has_labelled_soundscapes_and_classes_heard_only_there(edition_demos):
+    folder = edition_demos["2026"]
+    columns = list(pd.read_csv(folder / "sample_submission.csv", nrows=0).columns)[1:]
+    assert any("son" in c for c in columns), "an insect sonotype code"
+    labels = pd.read_csv(folder / "train_soundscapes_labels.csv", dtype=str)
+    assert list(labels.columns) == ["filename", "start", "end", "primary_label"]
+    assert labels["start"].str.fullmatch(r"\d\d:\d\d:\d\d").all()
+    assert labels["primary_label"].str.contains(";").any() and labels.duplicated().any()
+    in_scapes = {x for v in labels["primary_label"] for x in v.split(";")}
+    focal = set(pd.read_csv(folder / "train.csv", dtype=str)["primary_label"])
+    assert len(in_scapes - focal) >= 2 and (in_scapes - focal) <= set(columns)
+    truth = pd.read_csv(folder / GROUND_TRUTH_FILE)
+    assert truth[sorted(in_scapes - focal)].to_numpy().sum() > 0, "they call in the test soundscapes too"
