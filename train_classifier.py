@@ -283,7 +283,7 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
         if ctx.is_main:
             barrier(ctx)
     if data is not None and ctx.is_main:
-        data.write_skipped(run_dir / "skipped_files.csv")
+        data.write_reports(run_dir)
         summary.update(data.summary(), task=cfg.data.task)
         cache = data.cache
         print(f"preprocess: decoded {cache.decoded}, reused {cache.reused}, skipped {len(cache.skipped)}, "
@@ -308,7 +308,7 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
                        epochs=len(result["history"]), model=result["model_name"], checkpoint=result["checkpoint"],
                        **{f"{split}_metrics": m for split, m in result["evaluation"].items()})
         summary["duration_outliers"] = result["duration_outliers"]
-        data.write_skipped(run_dir / "skipped_files.csv")  # duration outliers join the skipped files
+        data.write_reports(run_dir)  # duration outliers join the skipped files
         checkpoints = [result["checkpoint"]] if result["checkpoint"] else None
     if not ctx.is_main:
         return 0
@@ -323,6 +323,9 @@ def _run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> 
         from inference.competition import submit  # noqa: PLC0415
 
         source = data.source if data else load_source(cfg.data, cfg.paths)
+        if source.test_dir is None:
+            log.error("[data] source = %s has no test soundscapes to write a submission for", source.name)
+            return 1
         summary.update(submit(checkpoints, source, Path(cfg.paths.submissions_dir) / f"{run_id}.csv",
                               run_dir / "submission.csv", _device(cfg), cfg.trainer.batch_size * 2))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -37,11 +37,14 @@ class RunData:
         """Whether the source has soundscapes to write a Kaggle submission for."""
         return self.source.test_dir is not None
 
-    def write_skipped(self, path: Path) -> None:
-        """``skipped_files.csv``: every file left out so far (path, reason)."""
+    def write_reports(self, run_dir: Path) -> None:
+        """``skipped_files.csv`` (every file left out so far: path, reason) and, when the source has soundscapes,
+        ``soundscapes.csv`` (path, filename, site, date, hour) in the run folder."""
         parts = [p for p in self.skipped if p is not None and len(p)]
         table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["path", "reason"])
-        table.to_csv(path, index=False)
+        table.to_csv(run_dir / "skipped_files.csv", index=False)
+        if self.source.soundscapes is not None:
+            self.source.soundscapes.to_csv(run_dir / "soundscapes.csv", index=False)
 
     def summary(self) -> dict[str, Any]:
         """The run summary's data part: source, cache, what was dropped or could not be mapped."""

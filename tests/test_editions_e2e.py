@@ -43,6 +43,8 @@ def test_a_testing_run_per_edition_submits_that_editions_columns(edition_demos, 
         assert "soundscape_val_score" in pd.read_csv(run_dir / "metrics.csv").columns
         assert len(summary["classes_only_in_soundscapes"]) == 2
         assert summary["n_train"] > 24 - summary["n_val"], "soundscape windows train too"
+        scapes = pd.read_csv(run_dir / "soundscapes.csv", dtype=str)
+        assert scapes["site"].str.fullmatch(r"S\d\d").all() and scapes["hour"].notna().all()
     else:
         assert summary["soundscape_val_score"] is None and "soundscape_windows_train" not in summary
 
