@@ -124,7 +124,7 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
         extra_val["soundscape"] = make_eval_loader(soundscape_val, labels, cfg.data, cfg.trainer, frames, standardizer,
                                                    ctx.rank, ctx.world_size, pad_value, fps)
     elif cfg.callbacks.model_checkpoint_type.startswith("soundscape"):
-        raise RuntimeError(f"[callbacks] model_checkpoint_type = {cfg.callbacks.model_checkpoint_type}: no labelled "
+        raise ConfigError(f"[callbacks] model_checkpoint_type = {cfg.callbacks.model_checkpoint_type}: no labelled "
                            f"soundscape windows validate in this run (source {data.source.name}, [data] "
                            f"soundscape_labels = {cfg.data.soundscape_labels}); allowed: val_score, val_loss")
     log.info("%s task: %d train, %d validation, %d test examples, %d classes", task, len(train_df), len(val_df),
@@ -250,8 +250,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     t0 = time.perf_counter()
     ctx = init_from_env(use_cuda=_device(cfg) == "cuda")
+    from dataloader.sources import DataSourceError  # noqa: PLC0415
+
     try:
         return _run(cfg, args, ctx, t0)
+    except (DataSourceError, ConfigError) as exc:  # data that cannot be used, or a setting it contradicts
+        log.error("%s", exc)
+        return 2
     finally:
         shutdown(ctx)
 

@@ -42,7 +42,7 @@ from dataloader.sources.birdclef import GROUND_TRUTH_FILE
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 32000
-DEMO_VERSION = 4
+DEMO_VERSION = 5
 COMPLETE_MARKER = ".demo_complete.json"
 METADATA_COLUMNS = list(TRAIN_METADATA_2024)
 _CALL_TYPES = (["call"], ["song"], ["call", "song"], ["flight call"])
@@ -351,13 +351,12 @@ def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, work
     test_lengths = layout.test_lengths[: max(2, int(round(len(layout.test_lengths) * share)))]
     n_labelled = max(4, int(round(layout.labelled_soundscapes * share))) if layout.labelled_soundscapes else 0
     unlabeled_lengths = layout.unlabeled_lengths[: max(1, len(test_lengths) // 2)]
-    names = [soundscape_name(layout.test_soundscape_name, 100000 + j if "{n}" in layout.test_soundscape_name
-                             else j + 1, erng) for j in range(len(test_lengths))]
+    names = [soundscape_name(layout.test_soundscape_name, layout.test_first_n + j, erng)
+             for j in range(len(test_lengths))]
     test = [(str(folder / "test_soundscapes" / f"{name}.ogg"), length, [seed, 50000 + j], species, boost)
             for j, (name, length) in enumerate(zip(names, test_lengths))]
     lengths = [60.0] * n_labelled + list(unlabeled_lengths)
-    names = [soundscape_name(layout.train_soundscape_name, 200000 + j if "{n}" in layout.train_soundscape_name
-                             else j + 1, erng) for j in range(len(lengths))]
+    names = [soundscape_name(layout.train_soundscape_name, layout.train_first_n + j, erng) for j in range(len(lengths))]
     train_scapes = [(str(folder / layout.soundscape_dir / f"{name}.ogg"), length, [seed, 60000 + j], species, boost)
                     for j, (name, length) in enumerate(zip(names, lengths))]
     (folder / "test_soundscapes").mkdir()

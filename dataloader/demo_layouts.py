@@ -41,6 +41,8 @@ class DemoLayout:
     labelled_soundscapes: int = 0  # train soundscapes with a train_soundscapes_labels.csv
     train_soundscape_name: str = "{n}"  # str.format fields: n, site, date, time
     test_soundscape_name: str = "soundscape_{n}"
+    train_first_n: int = 200000  # n of the first train / unlabeled soundscape
+    test_first_n: int = 100000
     test_lengths: tuple[float, ...] = (60.0, 123.4, 180.0, 240.0, 97.3, 150.0)
     unlabeled_lengths: tuple[float, ...] = (39.25, 90.0, 60.0)
 
@@ -60,9 +62,9 @@ LAYOUTS: dict[str, DemoLayout] = {layout.edition: layout for layout in (
                test_soundscape_name="soundscape_{n}", test_lengths=(60.0,) * 9 + (47.5,),
                unlabeled_lengths=(60.0,) * 6),
     DemoLayout("2026", "train.csv", TRAIN_CSV_2025, "taxonomy.csv", "train_soundscapes", NON_BIRDS_2025,
-               SOUNDSCAPE_ONLY_2026, collections=True, secondary_aliases=True, labelled_soundscapes=16,
+               SOUNDSCAPE_ONLY_2026, collections=True, secondary_aliases=True, labelled_soundscapes=24,
                train_soundscape_name="BC2026_Train_{n:04d}_S{site:02d}_{date}_{time}",
-               test_soundscape_name="BC2026_Test_{n:04d}_S{site:02d}_{date}_{time}",
+               test_soundscape_name="BC2026_Test_{n:04d}_S{site:02d}_{date}_{time}", train_first_n=1, test_first_n=1,
                test_lengths=(60.0,) * 9 + (47.5,), unlabeled_lengths=(60.0,) * 3),
 )}
 

@@ -50,18 +50,21 @@ def test_a_testing_run_per_edition_submits_that_editions_columns(edition_demos, 
 
 
 def test_soundscape_windows_that_all_validate_leave_classes_without_training_examples(edition_demos, tmp_path):
-    code, run_dir = run_edition(edition_demos["2026"], tmp_path, "2026", "data.soundscape_labels=val")
+    code, run_dir = run_edition(edition_demos["2026"], tmp_path, "2026", "data.soundscape_labels=val",
+                                "callbacks.model_checkpoint_type=soundscape_val_score")
     assert code == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     only = set(summary["classes_only_in_soundscapes"])
-    assert summary["soundscape_windows_train"] == 0
+    assert summary["soundscape_windows_train"] == 0 and summary["n_soundscape_val"] > 0
+    assert summary["checkpoint"], "the soundscape score picks the checkpoint"
     assert only <= set(summary["untrained_classes"]) and summary["classes_without_training_examples"] >= 2
 
 
-def test_monitoring_the_soundscape_score_without_soundscape_windows_stops_with_a_message(edition_demos, tmp_path):
-    with pytest.raises(RuntimeError, match="no labelled soundscape windows validate"):
-        run_edition(edition_demos["2026"], tmp_path, "2026", "data.soundscape_labels=off",
-                    "callbacks.model_checkpoint_type=soundscape_val_score")
+def test_monitoring_the_soundscape_score_without_soundscape_windows_stops_with_a_message(edition_demos, tmp_path,
+                                                                                        caplog):
+    code, _ = run_edition(edition_demos["2026"], tmp_path, "2026", "data.soundscape_labels=off",
+                          "callbacks.model_checkpoint_type=soundscape_val_score")
+    assert code == 2 and "no labelled soundscape windows validate" in caplog.text
 
 
 def test_the_soundscape_monitor_breaks_ties_by_its_own_loss():

@@ -212,3 +212,13 @@ def test_a_new_source_is_one_decorated_function_and_its_columns_are_checked(tmp_
             load_source(cfg.data, cfg.paths)
     finally:
         _SOURCES.pop("test-broken")
+
+
+def test_the_entry_script_stops_on_a_folder_it_does_not_understand_with_the_message(tmp_path, caplog):
+    import train_classifier
+
+    broken = touch(tmp_path / "broken", "train.csv")
+    code = train_classifier.main([f"--set=paths.data_dir={broken}", f"--set=paths.runs_dir={tmp_path / 'runs'}",
+                                  f"--set=paths.demo_dir={tmp_path / 'demo-never'}", "--set=testing.testing=true"])
+    assert code == 2 and "matches no edition" in caplog.text and "Found: train.csv" in caplog.text
+    assert not (tmp_path / "demo-never").exists()
