@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from dataloader.demo_layouts import (LAYOUTS, SOUNDSCAPE_LABEL_COLUMNS, TRAIN_METADATA_2024, DemoLayout, hhmmss,
-                                     soundscape_name, taxonomy_rows)
+from dataloader.demo_layouts import (LAYOUTS, SOUNDSCAPE_LABEL_COLUMNS, TRAIN_METADATA_2024, DemoLayout,
+                                     soundscape_label_rows, soundscape_name, taxonomy_rows)
 from dataloader.sources.birdclef import GROUND_TRUTH_FILE
 
 log = logging.getLogger(__name__)
@@ -315,17 +315,6 @@ def _recordings(folder: Path, layout: DemoLayout, rng: np.random.Generator, erng
     return rows, tasks
 
 
-def _soundscape_label_rows(name: str, truth: np.ndarray, labels: list[str]) -> list[dict]:
-    """2026-style rows of one labelled soundscape: each 5-s window with a species, labels joined by ';'."""
-    rows = []
-    for w, row in enumerate(truth):
-        present = [labels[j] for j in np.flatnonzero(row)]
-        if present:
-            rows.append({"filename": name, "start": hhmmss(5 * w), "end": hhmmss(5 * (w + 1)),
-                         "primary_label": ";".join(present)})
-    return rows
-
-
 def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, workers: int = 2,
                   edition: str = "2024") -> Path:
     """Generate (or reuse, when complete and of the same seed/scale/edition) the demo dataset in ``folder``, in
@@ -386,7 +375,7 @@ def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, work
     if n_labelled:
         scape_rows = []
         for (path, *_), truth in zip(train_scapes[:n_labelled], truths[len(test):]):
-            scape_rows += _soundscape_label_rows(Path(path).name, to_columns(truth), labels)
+            scape_rows += soundscape_label_rows(Path(path).name, to_columns(truth), labels)
         first = scape_rows[0]
         scape_rows.insert(1, dict(first))  # a duplicated row, as the real file has
         scape_rows.append({**scape_rows[-1], "primary_label": scape_rows[-1]["primary_label"].split(";")[0]})

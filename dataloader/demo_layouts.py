@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 TRAIN_METADATA_2024 = ("primary_label", "secondary_labels", "type", "latitude", "longitude", "scientific_name",
                        "common_name", "author", "license", "rating", "url", "filename")
 TRAIN_CSV_2025 = ("primary_label", "secondary_labels", "type", "filename", "collection", "rating", "url",
@@ -82,6 +84,17 @@ def hhmmss(seconds: float) -> str:
     """``HH:MM:SS`` as 2026's soundscape labels write times."""
     s = int(round(seconds))
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def soundscape_label_rows(name: str, truth: np.ndarray, labels: list[str]) -> list[dict]:
+    """2026-style rows of one labelled soundscape: each 5-s window with a species, labels joined by ';'."""
+    rows = []
+    for w, row in enumerate(truth):
+        present = [labels[j] for j in np.flatnonzero(row)]
+        if present:
+            rows.append({"filename": name, "start": hhmmss(5 * w), "end": hhmmss(5 * (w + 1)),
+                         "primary_label": ";".join(present)})
+    return rows
 
 
 def taxonomy_rows(layout: DemoLayout, species: list[tuple[str, str]], inat_ids: dict[str, str]) -> list[dict]:

@@ -133,14 +133,15 @@ def filter_min_rating(table: pd.DataFrame, min_rating: float) -> tuple[pd.DataFr
 def parse_soundscape_name(name: str) -> dict[str, Any]:
     """``site``, ``date`` (YYYY-MM-DD) and ``hour`` from a 2025/2026 soundscape name; empty when it does not
     parse (the row is kept)."""
+    empty = {"site": "", "date": "", "hour": None}
     match = _SOUNDSCAPE_NAME.search(Path(name).stem)
-    if match:
-        try:
-            stamp = datetime.strptime(match["date"] + match["time"], "%Y%m%d%H%M%S")
-            return {"site": match["site"], "date": stamp.strftime("%Y-%m-%d"), "hour": stamp.hour}
-        except ValueError:
-            pass
-    return {"site": "", "date": "", "hour": None}
+    if not match:
+        return empty
+    try:
+        stamp = datetime.strptime(match["date"] + match["time"], "%Y%m%d%H%M%S")
+    except ValueError:  # digits in the right places, but no such date or time
+        return empty
+    return {"site": match["site"], "date": stamp.strftime("%Y-%m-%d"), "hour": stamp.hour}
 
 
 def soundscape_table(folder: Path) -> pd.DataFrame:
