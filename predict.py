@@ -9,8 +9,11 @@ models; 5-s windows (the last partial one padded) go through every model of the 
 checkpoints, or ``.onnx``/``.xml`` files from ``python -m inference.export``), probabilities are averaged,
 optionally smoothed over ±K neighbouring windows, validated against ``sample_submission.csv`` and written. List
 the models best first: the clock guard (``--time-budget-minutes``) drops them from the end when time runs short.
-When DIR holds no ``.ogg`` (as outside Kaggle's scoring), a dry run predicts the first files of the sibling
-``unlabeled_soundscapes/``. Imports nothing from training.
+Any audio format training reads (OGG, WAV, FLAC, MP3, extensions in any case). When DIR holds no audio (as
+outside Kaggle's scoring), a dry run predicts the first files of the edition's sibling soundscape folder
+(``train_soundscapes/`` for 2025/2026, ``unlabeled_soundscapes/`` for 2024). ``--time-budget-minutes auto``
+takes the edition's CPU limit (recognised from the competition folder) minus a margin. Imports nothing from
+training.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dataloader.audio import audio_files  # noqa: E402
+from dataloader.sources.editions import dry_run_folder, guard_minutes  # noqa: E402
 from inference.competition import DRY_RUN_FILES  # noqa: E402
 from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
@@ -35,7 +40,8 @@ log = logging.getLogger("predict")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", nargs="+", required=True, help=".pt checkpoints and/or exported .onnx/.xml models")
-    p.add_argument("--audio-dir", required=True, help="folder of .ogg soundscapes (Kaggle: test_soundscapes)")
+    p.add_argument("--audio-dir", required=True, help="folder of soundscapes, .ogg/.wav/.flac/.mp3 (Kaggle: "
+                   "test_soundscapes)")
     p.add_argument("--out", default="submission.csv")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
     p.add_argument("--sample-submission", help="its columns and their order (default: DIR/../sample_submission.csv "
@@ -50,10 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="OpenVINO inference precision (bf16: faster on CPUs with bf16 instructions, not exact)")
     p.add_argument("--decode-threads", type=int, default=0, help="threads decoding and computing mels ahead of "
                    "the models (0 = half the cores, at least 1)")
-    p.add_argument("--time-budget-minutes", type=float, default=0.0,
+    p.add_argument("--time-budget-minutes", default="0",
                    help="clock guard: keep the whole run (model loading included) within this many minutes by "
                    "dropping the last ensemble members when the pace says they would overrun, and filling the "
-                   "files left when the time is spent (0 = no guard; Kaggle: 120 minus a margin)")
+                   "files left when the time is spent (0 = no guard; auto = the edition's limit minus 10 minutes: "
+                   "110 for 2024, 80 for 2025/2026)")
     p.add_argument("--limit", type=int, help="only the first N files")
     return p.parse_args(argv)
 
@@ -71,15 +78,29 @@ def species_columns(sample_submission: str | None, audio_dir: Path, labels: list
     return sorted(labels)
 
 
+def budget_from_arg(value: str, competition_dir: Path) -> float:
+    """``--time-budget-minutes``: a number of minutes, or ``auto`` (the edition's limit minus the margin)."""
+    if value.strip().lower() == "auto":
+        minutes, why = guard_minutes(competition_dir)
+        log.info("clock guard: %g minutes (%s)", minutes, why)
+        return minutes
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(f"--time-budget-minutes {value!r}: a number of minutes, or auto") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     audio_dir, limit = Path(args.audio_dir), args.limit
-    if not any(audio_dir.glob("*.ogg")):
-        dry = audio_dir.parent / "unlabeled_soundscapes"
-        if not any(dry.glob("*.ogg")):
-            log.error("no .ogg in %s, and no %s for a dry run", audio_dir, dry)
+    budget_minutes = budget_from_arg(args.time_budget_minutes, audio_dir.parent)
+    if not audio_files(audio_dir):
+        dry = dry_run_folder(audio_dir)
+        if dry is None:
+            log.error("no audio in %s, and no train_soundscapes/ or unlabeled_soundscapes/ beside it for a dry run",
+                      audio_dir)
             return 1
         log.info("%s is empty (as outside Kaggle scoring): dry run on %d files of %s", audio_dir, DRY_RUN_FILES, dry)
         columns_dir, audio_dir, limit = audio_dir, dry, DRY_RUN_FILES
@@ -91,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                     precision=args.precision)
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
     decode_threads = args.decode_threads or max(1, (os.cpu_count() or 2) // 2)
-    budget_s = args.time_budget_minutes * 60 - (time.perf_counter() - t0) if args.time_budget_minutes else None
+    budget_s = budget_minutes * 60 - (time.perf_counter() - t0) if budget_minutes else None
     frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,
                            decode_threads=decode_threads, budget_s=budget_s)
     out = write_submission(frame, columns, args.out)

@@ -10,6 +10,17 @@ import soundfile as sf
 import soxr
 
 
+AUDIO_EXTENSIONS = (".wav", ".ogg", ".flac", ".mp3")  # what training and prediction read (any case)
+
+
+def audio_files(folder: str | Path) -> list[Path]:
+    """The audio files directly in ``folder`` (OGG, WAV, FLAC, MP3; extensions in any case), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
 class AudioError(Exception):
     """A recording that cannot be used; the message is the reason recorded in skipped_files.csv."""
 

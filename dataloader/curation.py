@@ -9,6 +9,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from dataloader.audio import audio_files
+
 log = logging.getLogger(__name__)
 
 
@@ -164,8 +166,9 @@ def pseudo_label_rows(csv_path: str | Path, audio_dir: str | Path, window_s: flo
     probs = table[species].to_numpy(dtype=np.float32)
     keep = probs.max(axis=1) >= min_prob
     stems_ends = table["row_id"].str.rsplit("_", n=1)
+    by_stem = {p.stem: p for p in audio_files(audio_dir)}  # the soundscape of each row, whatever its format
     rows = pd.DataFrame({
-        "path": [str(Path(audio_dir) / f"{stem}.ogg") for stem, _ in stems_ends[keep]],
+        "path": [str(by_stem.get(stem, Path(audio_dir) / f"{stem}.ogg")) for stem, _ in stems_ends[keep]],
         "start_s": [float(end) - window_s for _, end in stems_ends[keep]],
         "primary_label": [species[j] for j in probs[keep].argmax(axis=1)],
         "soft_targets": [dict(zip(species, p)) for p in probs[keep]],

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from dataloader.audio import audio_files
 from inference.predict import SoundscapePredictor, predict_folder
 from inference.submission import write_submission
 
@@ -26,7 +27,7 @@ def submit(checkpoints: Sequence[str], source: Any, out_csv: Path, copy_to: Path
 
     columns = source.classes
     audio_dir, limit = source.test_dir, None
-    if not any(audio_dir.glob("*.ogg")):
+    if not audio_files(audio_dir):
         audio_dir, limit = source.soundscape_dir, DRY_RUN_FILES
         log.info("%s is empty (as outside Kaggle scoring): dry run on %d files of %s", source.test_dir, limit,
                  audio_dir)

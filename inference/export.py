@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dataloader.audio import audio_files  # noqa: E402
 from inference.backends import checkpoint_metadata, metadata_path, onnx_runner, openvino_runner  # noqa: E402
 from utils.checkpoints import load_checkpoint  # noqa: E402
 from utils.metrics import competition_score, validation_scores  # noqa: E402
@@ -97,9 +98,9 @@ INT8_MODES = ("static", "dynamic", "openvino")
 
 def calibration_windows(predictor: Any, calibration_dir: str | Path, max_windows: int = 256) -> np.ndarray:
     """Model inputs from the soundscapes of ``calibration_dir`` (``predictor``'s front end and statistics)."""
-    files = sorted(Path(calibration_dir).glob("*.ogg"))
+    files = audio_files(calibration_dir)
     if not files:
-        raise FileNotFoundError(f"--calibration-dir {calibration_dir}: no .ogg soundscapes")
+        raise FileNotFoundError(f"--calibration-dir {calibration_dir}: no audio soundscapes (.ogg, .wav, .flac, .mp3)")
     windows, count = [], 0
     for f in files:  # decode only as many files as the windows need
         windows.append(predictor.windows(f))

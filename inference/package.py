@@ -2,11 +2,17 @@
 
     python -m inference.package --model exported/a.onnx exported/b.xml [runs/<id>/checkpoints/best.pt]
                                 --out kaggle_dataset --dataset-id <user>/birdclef-models
-                                [--wheels onnxruntime openvino] [--python-version 3.11] [--push]
+                                [--wheels onnxruntime openvino | --no-wheels] [--python-version 3.10 ... 3.13]
+                                [--platform manylinux_2_28_x86_64 ...] [--push]
 
 The folder holds ``predict.py`` and the packages it imports (``inference``, ``dataloader``, ``factory``,
-``utils``), the models under ``models/`` (exports with their ``.json``/``.bin``), the wheels the notebook
-installs offline (downloaded once with ``pip download`` for Kaggle's platform), and ``dataset-metadata.json``.
+``utils``), the models under ``models/`` (exports with their ``.json``/``.bin``), ``dataset-metadata.json`` and
+the wheels the notebook installs offline: for every runtime Kaggle's image lacks (ONNX Runtime, OpenVINO; never
+torch), one set per CPython 3.10-3.13 on x86-64 Linux, with the platform tags current wheels carry
+(``manylinux_2_28`` and the older ``manylinux_2_17``/``manylinux2014``). Versions are pinned to the ones installed
+here, the ones the exporter used: **export and runtime versions are the same**, so an OpenVINO IR written by the
+exporter loads in the shipped runtime. ``wheels/manifest.json`` records what the package holds (versions, Pythons,
+platforms, each wheel's tags and size); the notebook checks its own Python against it before installing.
 ``--push`` runs ``kaggle datasets create`` (or ``version`` when the dataset exists). Attach it and the
 competition to ``submissions/kaggle_inference.ipynb``.
 """
@@ -22,6 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ("predict.py", "inference", "dataloader", "factory", "utils")
 DEFAULT_WHEELS = ("onnxruntime", "openvino")
+# ONNX Runtime reads any model whose opset it supports, so a Python the pinned release no longer publishes for (1.32
+# dropped 3.10) gets the newest older release that does; OpenVINO reads only IRs of its own release: never relaxed.
+OLDER_RUNTIME_OK = ("onnxruntime",)
+PYTHON_VERSIONS = ("3.10", "3.11", "3.12", "3.13")  # Kaggle: 3.10 (2024), 3.11 (2025), 3.12 (since Dec 2025)
+# pip matches --platform tags exactly: current onnxruntime/openvino wheels are manylinux_2_28, numpy's add
+# manylinux_2_27, older and pure ones manylinux_2_17 / manylinux2014
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
 def model_files(model: Path) -> list[Path]:
@@ -57,13 +70,122 @@ def assemble(models: list[str | Path], out: str | Path, dataset_id: str, title: 
     return out
 
 
-def download_wheels(out: Path, packages: list[str], python_version: str, platform: str) -> list[str]:
-    """``pip download`` binary wheels (with dependencies) for Kaggle's Python into ``out/wheels``."""
+def pinned(packages: list[str]) -> list[str]:
+    """``name==version`` of the installed version of each package (the exporter's); a package not installed
+    here stays unpinned (newest), said on stderr."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    out = []
+    for name in packages:
+        if "=" in name or "<" in name or ">" in name:
+            out.append(name)
+            continue
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            print(f"inference.package: {name} is not installed here, so its newest wheel is shipped; export with "
+                  f"the same version to be sure the runtime reads your models", file=sys.stderr)
+            out.append(name)
+    return out
+
+
+def download_wheels(out: Path, packages: list[str], python_versions: list[str] | tuple[str, ...] = PYTHON_VERSIONS,
+                    platforms: list[str] | tuple[str, ...] = PLATFORMS) -> list[str]:
+    """``pip download`` binary wheels (with dependencies) of ``packages`` for each of ``python_versions`` on
+    ``platforms`` into ``out/wheels``, and write ``wheels/manifest.json``; returns the wheel file names."""
     wheels = out / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(wheels),
-                    "--python-version", python_version, "--platform", platform, *packages], check=True)
+    platform_args = [arg for platform in platforms for arg in ("--platform", platform)]
+    missing: list[str] = []
+    for python_version in python_versions:
+        for package in packages:
+            candidates = [package]
+            if package.split("==")[0] in OLDER_RUNTIME_OK and "==" in package:
+                candidates.append(package.replace("==", "<="))  # the newest release that has this Python
+            for spec in candidates:
+                done = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
+                                       "--only-binary=:all:", "--dest", str(wheels), "--python-version",
+                                       python_version, *platform_args, spec], capture_output=True, text=True)
+                if done.returncode == 0:
+                    break
+                if "No matching distribution" not in done.stderr:
+                    raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
+            else:
+                missing.append(f"{package} for Python {python_version}")
+    if missing:
+        print(f"inference.package: no wheel of {'; '.join(missing)} (that release does not publish one)",
+              file=sys.stderr)
+    write_manifest(wheels, packages, python_versions, platforms)
     return sorted(p.name for p in wheels.glob("*.whl"))
+
+
+def wheel_pythons(tags: set[str], python_versions: list[str] | tuple[str, ...]) -> list[str]:
+    """Which of ``python_versions`` (``"3.12"``) can install a wheel of ``tags`` (``"cp312-cp312-manylinux..."``):
+    a matching ``cpXY`` interpreter, an ``abi3`` wheel of an older or equal CPython, or a pure ``py3``/``py2.py3``."""
+    out = []
+    for version in python_versions:
+        major, minor = (int(x) for x in version.split("."))
+        for tag in tags:
+            interpreter, abi, _ = tag.split("-")
+            if interpreter in (f"cp{major}{minor}", f"py{major}", f"py{major}{minor}") and abi in (
+                    "none", "abi3", f"cp{major}{minor}"):
+                out.append(version)
+                break
+            if abi == "abi3" and interpreter.startswith("cp3") and int(interpreter[3:] or 0) <= minor:
+                out.append(version)
+                break
+    return out
+
+
+def write_manifest(wheels: Path, packages: list[str], python_versions: list[str] | tuple[str, ...],
+                   platforms: list[str] | tuple[str, ...]) -> dict:
+    """``wheels/manifest.json``: the runtime packages and their versions, the Pythons every one of them has a
+    wheel for, the platforms asked for, and each wheel (file, name, version, tags, bytes)."""
+    from packaging.utils import canonicalize_name, parse_wheel_filename  # noqa: PLC0415
+
+    entries = []
+    for path in sorted(wheels.glob("*.whl")):
+        name, version, _, tags = parse_wheel_filename(path.name)
+        tag_set = {str(t) for t in tags}
+        entries.append({"file": path.name, "name": str(name), "version": str(version), "bytes": path.stat().st_size,
+                        "tags": sorted(tag_set), "pythons": wheel_pythons(tag_set, python_versions)})
+    held = {}
+    for spec in packages:
+        name = canonicalize_name(spec.split("=")[0].split("<")[0].split(">")[0])
+        mine = [e for e in entries if canonicalize_name(e["name"]) == name]
+        pin = spec.split("==")[1] if "==" in spec else None
+        held[str(name)] = {"exporter_version": pin, "versions": sorted({e["version"] for e in mine}),
+                           "pythons": sorted({v for e in mine for v in e["pythons"]}, key=_version_key),
+                           "per_python": {v: sorted({e["version"] for e in mine if v in e["pythons"]})
+                                          for v in python_versions}}
+    pythons = [v for v in python_versions if all(v in h["pythons"] for h in held.values())]
+    manifest = {"packages": held, "pythons": pythons, "platforms": list(platforms), "wheels": entries,
+                "total_bytes": sum(e["bytes"] for e in entries),
+                "rule": "export and runtime versions are the same (pinned to the exporter's)"}
+    (wheels / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split("."))
+
+
+def check_compatible(manifest_path: str | Path, version: tuple[int, int], machine: str, system: str) -> None:
+    """Raise ``SystemExit`` with a plain message when the shipped wheels (``wheels/manifest.json``) do not fit
+    this interpreter (``version`` = ``sys.version_info[:2]``, ``platform.machine()``, ``sys.platform``): which
+    Pythons the package holds and how to rebuild it, instead of a pip traceback."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    here = f"{version[0]}.{version[1]}"
+    problems = []
+    if here not in manifest["pythons"]:
+        problems.append(f"this notebook runs Python {here}, the package holds wheels for Python "
+                        f"{', '.join(manifest['pythons']) or 'none'}")
+    if machine != "x86_64" or not system.startswith("linux"):
+        problems.append(f"this notebook runs on {system} {machine}, the wheels are for x86-64 Linux")
+    if problems:
+        raise SystemExit("The shipped wheels do not fit: " + "; ".join(problems) + ". Rebuild the dataset with "
+                         f"`python -m inference.package --python-version {here} ...` (or the default, which "
+                         f"covers 3.10-3.13) and attach the new version.")
 
 
 def push(out: Path, message: str = "new models") -> None:
@@ -83,16 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", nargs="+", required=True)
     p.add_argument("--out", default="kaggle_dataset")
     p.add_argument("--dataset-id", required=True, help="<kaggle user>/<dataset slug>")
-    p.add_argument("--wheels", nargs="*", help=f"download these wheels (no names: {' '.join(DEFAULT_WHEELS)})")
-    p.add_argument("--python-version", default="3.11", help="the Python of Kaggle's notebook image")
-    p.add_argument("--platform", default="manylinux2014_x86_64")
+    p.add_argument("--wheels", nargs="+", default=list(DEFAULT_WHEELS),
+                   help="runtime packages to ship as wheels, pinned to the versions installed here")
+    p.add_argument("--no-wheels", action="store_true", help="ship no wheels (the notebook's image has them)")
+    p.add_argument("--python-version", nargs="+", default=list(PYTHON_VERSIONS),
+                   help="CPython versions to ship wheels for (the notebook checks its own against them)")
+    p.add_argument("--platform", nargs="+", default=list(PLATFORMS), help="platform tags pip may take, all of them "
+                   "(pip matches them exactly)")
     p.add_argument("--push", action="store_true")
     args = p.parse_args(argv)
     out = assemble(args.model, args.out, args.dataset_id)
     report = {"folder": str(out), "models": sorted(f.name for f in (out / "models").iterdir())}
-    if args.wheels is not None:
-        report["wheels"] = download_wheels(out, args.wheels or list(DEFAULT_WHEELS), args.python_version,
-                                           args.platform)
+    if not args.no_wheels:
+        report["wheels"] = download_wheels(out, pinned(args.wheels), args.python_version, args.platform)
+        manifest = json.loads((out / "wheels" / "manifest.json").read_text())
+        report["pythons"], report["wheel_bytes"] = manifest["pythons"], manifest["total_bytes"]
     if args.push:
         push(out)
         report["pushed"] = True

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from dataloader.audio import AudioError, load_audio
+from dataloader.audio import AudioError, audio_files, load_audio
 from dataloader.dataset import fit_window
 from dataloader.features import DB_FLOOR, MelFrontEnd, Standardizer
 from inference.backends import Runner, load_metadata, make_runner
@@ -171,7 +171,8 @@ class ClockGuard:
 def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, columns: Sequence[str],
                    fill_value: float = 0.0, limit: Optional[int] = None, decode_threads: int = 1,
                    budget_s: Optional[float] = None) -> pd.DataFrame:
-    """Submission frame for the ``.ogg`` files of ``audio_dir`` (sorted; the first ``limit`` when given).
+    """Submission frame for the audio files of ``audio_dir`` (OGG, WAV, FLAC, MP3, any case; sorted; the first
+    ``limit`` when given).
 
     Decoding and the mel of the next files run in ``decode_threads`` background threads (soundfile and the
     FFTs release the GIL, so they use other cores) while the models work on the current file; at most
@@ -180,7 +181,7 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
     keeps the whole folder within that many seconds."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-    files = sorted(Path(audio_dir).glob("*.ogg"))[:limit]
+    files = audio_files(audio_dir)[:limit]
     frames = []
     guard = ClockGuard(budget_s, len(files)) if budget_s else None
 

@@ -236,12 +236,19 @@ def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(r
 
     from inference.budget import plan
 
-    rows = plan([reports[0]["path"], reports[1]["path"]], kaggle_speedup=2.0, budget_minutes=1e-3, files=1)
+    rows = plan([reports[0]["path"], reports[1]["path"]], kaggle_speedup=2.0, budget_minutes=1e-3, files=1,
+                safety_margin=0.0)
     assert [r.get("component") for r in rows[:3]] == ["decode+mel", reports[0]["path"], reports[1]["path"]]
     verdict = rows[-1]
     assert verdict["fits"] is False and verdict["margin_minutes"] < 0  # nothing fits a budget of 0.06 s
+    assert verdict["members_that_fit"] == 0
     expected = sum(r["projected_minutes"] for r in rows[:3])
     assert verdict["projected_minutes"] == pytest.approx(expected, abs=0.2)
+    rows_2026 = plan([reports[0]["path"], reports[1]["path"]], competition="birdclef-2026", files=1)
+    verdict = rows_2026[-1]  # 600 one-minute files, 90 CPU minutes minus the 10-minute margin
+    assert (verdict["test_windows"], verdict["budget_minutes"], verdict["usable_minutes"]) == (7200, 90.0, 80.0)
+    assert verdict["fits"] and verdict["members_that_fit"] == 2
+    assert rows_2026[2]["cumulative_minutes"] == pytest.approx(verdict["projected_minutes"], abs=0.1)
 
 
 def test_predict_cli_dry_runs_on_unlabeled_soundscapes_when_the_test_folder_is_empty(run, tmp_path):
@@ -300,6 +307,79 @@ def test_kaggle_notebook_runs_headless_on_a_packaged_dataset_offline(run, tmp_pa
     validate_submission(pd.read_csv(out), columns[1:])
 
 
+def kaggle_root(tmp_path: Path, demo: Path, layout: str, checkpoint: str, empty_test: bool) -> Path:
+    """A stand-in for /kaggle/input: the competition (a demo folder) and the packaged model dataset, mounted as
+    Kaggle does today (competitions/<slug>, datasets/<owner>/<slug>) or as in 2024 (<slug>)."""
+    import shutil
+
+    from inference.package import assemble
+
+    slug = {"2024": "birdclef-2024"}.get(layout, f"birdclef-{layout}")
+    root = tmp_path / "input"
+    comp = root / (slug if layout == "2024" else f"competitions/{slug}")
+    models = root / ("birdclef-models" if layout == "2024" else "datasets/someone/birdclef-models")
+    comp.mkdir(parents=True)
+    for item in demo.iterdir():
+        if item.is_file():
+            shutil.copy2(item, comp / item.name)
+        elif item.name != "test_soundscapes" or not empty_test:
+            (comp / item.name).symlink_to(item, target_is_directory=True)
+    if empty_test:
+        (comp / "test_soundscapes").mkdir()
+    models.parent.mkdir(parents=True, exist_ok=True)
+    assemble([checkpoint], models, "someone/birdclef-models")
+    return root
+
+
+@pytest.mark.parametrize("layout, empty_test", [("2026", False), ("2024", False), ("2024", True), ("2025", True),
+                                                ("2026", True)])
+def test_the_notebook_finds_data_and_models_wherever_kaggle_mounts_them(run, edition_demos, tmp_path, layout,
+                                                                        empty_test):
+    import os
+    import subprocess
+    import sys
+
+    demo = run["demo"] if layout == "2024" else edition_demos[layout]
+    root = kaggle_root(tmp_path, demo, layout, run["summary"]["checkpoint"], empty_test)
+    notebook = json.loads((Path(train_classifier.__file__).resolve().parent / "submissions" /
+                           "kaggle_inference.ipynb").read_text())
+    code = NOTEBOOK_PRELUDE + "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    out = tmp_path / "working" / "submission.csv"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("BIRDCLEF_")}
+    env.update(BIRDCLEF_INPUT_ROOT=str(root), BIRDCLEF_OUT=str(out), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    columns = list(pd.read_csv(demo / "sample_submission.csv", nrows=0, dtype=str).columns)[1:]
+    submission = pd.read_csv(out)
+    validate_submission(submission, columns)
+    assert f"clock guard: {110 if layout == '2024' else 80} minutes" in result.stderr
+    stems = {r.rsplit("_", 1)[0] for r in submission["row_id"]}
+    scapes = demo / ("unlabeled_soundscapes" if layout == "2024" else "train_soundscapes")
+    source = sorted(p.stem for p in scapes.glob("*.ogg"))[:3] if empty_test else \
+        [p.stem for p in (demo / "test_soundscapes").glob("*.ogg")]
+    assert stems == set(source), "a dry run predicts the edition's own soundscapes"
+
+
+def test_predict_reads_wav_flac_and_mp3_with_any_case_of_extension(run, tmp_path):
+    import predict as predict_cli
+
+    sr = 32000
+    folder = tmp_path / "field"
+    folder.mkdir()
+    tone = (0.1 * np.sin(2 * np.pi * 3000 * np.arange(int(7.5 * sr)) / sr)).astype(np.float32)
+    sf.write(folder / "a.WAV", tone, sr)
+    sf.write(folder / "b.flac", np.stack([tone, tone], axis=1), sr)  # stereo
+    sf.write(folder / "c.Mp3", tone, sr, format="MP3")
+    sf.write(folder / "d.ogg", tone[: 3 * sr], sr)
+    (folder / "notes.txt").write_text("not audio")
+    out = tmp_path / "sub.csv"
+    assert predict_cli.main(["--checkpoint", run["summary"]["checkpoint"], "--audio-dir", str(folder),
+                             "--out", str(out)]) == 0
+    ids = pd.read_csv(out)["row_id"].tolist()
+    assert ids == ["a_5", "a_10", "b_5", "b_10", "c_5", "c_10", "d_5"], "one row per window of every file"
+
+
 def test_packaging_pushes_with_the_kaggle_cli(run, tmp_path, monkeypatch):
     import os
 
@@ -342,10 +422,12 @@ def test_shipped_wheels_download_once_and_install_without_an_index(tmp_path):
     from inference.package import download_wheels
 
     try:
-        names = download_wheels(tmp_path / "dataset", ["six"], "3.11", "manylinux2014_x86_64")
+        names = download_wheels(tmp_path / "dataset", ["six"], ["3.11", "3.12"], ["manylinux2014_x86_64"])
     except subprocess.CalledProcessError:
         pytest.skip("no package registry reachable from this machine")
     assert any(n.startswith("six-") and n.endswith(".whl") for n in names)
+    manifest = json.loads((tmp_path / "dataset" / "wheels" / "manifest.json").read_text())
+    assert manifest["pythons"] == ["3.11", "3.12"] and manifest["packages"]["six"]["versions"]
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links",
                              str(tmp_path / "dataset" / "wheels"), "--target", str(tmp_path / "site"), "six"],
                             capture_output=True, text=True, timeout=120)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from dataloader.sources.editions import COMPETITIONS, Edition, looks_like_kaggle, recognise_edition
-from dataloader.sources.registry import AUDIO_EXTENSIONS, DataSourceError, SourceData, check_columns, register_source
+from dataloader.audio import audio_files
+from dataloader.sources.registry import DataSourceError, SourceData, check_columns, register_source
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,7 @@ def parse_soundscape_name(name: str) -> dict[str, Any]:
 
 def soundscape_table(folder: Path) -> pd.DataFrame:
     """The audio files of a soundscape folder with ``site``, ``date`` and ``hour`` parsed from their names."""
-    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in AUDIO_EXTENSIONS) if folder.is_dir() else []
-    rows = [{"path": str(p), "filename": p.name, **parse_soundscape_name(p.name)} for p in files]
+    rows = [{"path": str(p), "filename": p.name, **parse_soundscape_name(p.name)} for p in audio_files(folder)]
     return pd.DataFrame(rows, columns=["path", "filename", "site", "date", "hour"])
 
 

@@ -102,6 +102,41 @@ def recognise_edition(data_dir: str | Path, wanted: str = "auto") -> Edition:
                           f"(found: {listing}); set [data] edition to say which one to read")
 
 
+SAFETY_MARGIN_MIN = 10.0  # minutes of a notebook's limit kept for installing wheels, loading models, writing
+
+
+def edition_competition(edition: str) -> Competition:
+    """The competition of a BirdCLEF edition (2024 -> birdclef-2024, ...)."""
+    return next(c for c in COMPETITIONS.values() if c.edition == edition)
+
+
+def guard_minutes(competition_dir: str | Path) -> tuple[float, str]:
+    """The clock guard's default for the competition folder ``competition_dir`` (the one holding
+    ``sample_submission.csv``): its edition's CPU limit minus :data:`SAFETY_MARGIN_MIN`, and why. A folder whose
+    edition cannot be told (the scoring copy may hold only test files) gets the shortest limit of all editions."""
+    try:
+        comp = edition_competition(recognise_edition(competition_dir).name)
+        return comp.time_limit_min - SAFETY_MARGIN_MIN, (f"{comp.slug}: {comp.time_limit_min:g} CPU minutes minus a "
+                                                         f"{SAFETY_MARGIN_MIN:g}-minute margin")
+    except DataSourceError:
+        shortest = min(COMPETITIONS.values(), key=lambda c: c.time_limit_min)
+        return shortest.time_limit_min - SAFETY_MARGIN_MIN, (f"edition not recognised in {competition_dir}: the "
+                                                             f"shortest limit ({shortest.time_limit_min:g} min) minus "
+                                                             f"{SAFETY_MARGIN_MIN:g}")
+
+
+def dry_run_folder(test_dir: str | Path) -> Optional[Path]:
+    """Where a dry run finds soundscapes when ``test_dir`` is empty (as outside Kaggle's scoring): the sibling
+    soundscape folder of any edition (``train_soundscapes/`` or ``unlabeled_soundscapes/``) that holds audio."""
+    from dataloader.audio import audio_files  # noqa: PLC0415
+
+    parent = Path(test_dir).parent
+    for name in dict.fromkeys(e.soundscape_dir for e in reversed(list(EDITIONS.values()))):
+        if audio_files(parent / name):
+            return parent / name
+    return None
+
+
 def competition(slug: str) -> Competition:
     """The facts of ``slug`` (a clear error listing the known ones)."""
     if slug not in COMPETITIONS:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from dataloader.sources.registry import AUDIO_EXTENSIONS, DataSourceError, SourceData, register_source
+from dataloader.audio import AUDIO_EXTENSIONS
+from dataloader.sources.registry import DataSourceError, SourceData, register_source
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
+from dataloader.audio import AUDIO_EXTENSIONS  # noqa: F401 - what a folder of recordings or soundscapes may hold
+
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".ogg", ".flac", ".mp3")  # what a folder of recordings or soundscapes may hold
 # What every recordings table holds (one row per training recording).
 RECORDING_COLUMNS = ("path", "filename", "primary_label", "secondary_labels", "extra_labels", "group")
 # What every table of labelled soundscape windows holds (one row per labelled window).
