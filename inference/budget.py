@@ -9,7 +9,8 @@ set (its facts from ``[data] competition``: 2024 ~1,100 four-minute files = 52,8
 by ``--kaggle-speedup`` (how much faster you take Kaggle's 4-core CPU to be than this machine; 1.0 = the same, a
 cautious default). The usable budget is the limit minus a 10-minute safety margin (installing wheels, loading
 models, writing the CSV), the clock guard's default. Prints one JSON line per component (with the members that fit
-so far) and a verdict line with ``fits``, ``projected_minutes``, ``margin_minutes`` and ``members_that_fit``.
+so far) and a verdict line with ``fits``, ``projected_minutes``, ``margin_minutes``, ``members_that_fit`` and
+``more_members_like_the_last`` (how many more models of the last one's speed the margin holds).
 """
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def plan(models: list[str], kaggle_speedup: float = 1.0, competition: str = DEFA
                  "test_windows": test_windows, "projected_minutes": round(minutes, 1),
                  "budget_minutes": budget_minutes, "safety_margin_minutes": safety_margin,
                  "usable_minutes": usable, "fits": minutes <= usable, "margin_minutes": round(usable - minutes, 1),
-                 "margin_share": round(1 - minutes / usable, 3), "members_that_fit": fitting})
+                 "margin_share": round(1 - minutes / usable, 3), "members_that_fit": fitting,
+                 "more_members_like_the_last": int(max(0.0, usable - minutes) // member)})
     return rows
 
 
