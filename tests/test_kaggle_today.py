@@ -121,3 +121,33 @@ def test_an_unrecognised_folder_gets_the_shortest_limit_and_no_soundscapes_no_dr
     minutes, why = guard_minutes(folder)
     assert minutes == 80 and "not recognised" in why
     assert dry_run_folder(folder / "test_soundscapes") is None
+
+
+def test_the_notebook_stops_with_the_message_when_its_python_is_not_shipped(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from inference.package import assemble
+
+    root = tmp_path / "input"
+    comp, _ = kaggle_input(root, "today")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not a model: the check stops before any model is read")
+    dataset = assemble([model], root / "datasets" / "someone" / "birdclef-models", "someone/birdclef-models")
+    (dataset / "wheels").mkdir()
+    (dataset / "wheels" / "manifest.json").write_text(json.dumps({"pythons": ["3.99"]}))
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "submissions" / "kaggle_inference.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    prelude = ("import importlib.util\n_find = importlib.util.find_spec\n"  # as on an image without the runtimes
+               "importlib.util.find_spec = lambda name, *a: None if name in ('onnxruntime', 'openvino') "
+               "else _find(name, *a)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIRDCLEF_")}
+    env.update(BIRDCLEF_INPUT_ROOT=str(root), BIRDCLEF_OUT=str(tmp_path / "s.csv"))
+    result = subprocess.run([sys.executable, "-c", prelude + "\n".join(cells[:2])], env=env, capture_output=True,
+                            text=True, timeout=120)
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"this notebook runs Python {here}, the package holds wheels for Python 3.99" in result.stderr
+    assert f"python -m inference.package --python-version {here}" in result.stderr
+    assert str(comp) in result.stdout, "the competition folder was found first"
