@@ -28,3 +28,23 @@ def edition_demos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("edition-demos")
     return {edition: generate_demo(root / edition, seed=7, scale=0.25, edition=edition)
             for edition in ("2025", "2026")}
+
+
+@pytest.fixture(scope="session")
+def run(small_demo, tmp_path_factory):
+    """A testing-mode run of train_classifier.py on the small 2024 demo (shared by the modules that predict)."""
+    import json
+
+    import train_classifier
+
+    work = tmp_path_factory.mktemp("run")
+    overrides = [f"paths.demo_dir={small_demo}", f"paths.data_dir={work / 'no-kaggle-data'}",
+                 f"paths.cache_dir={work / 'cache'}", f"paths.runs_dir={work / 'runs'}",
+                 f"paths.submissions_dir={work / 'submissions'}", "testing.testing=true",
+                 "testing.data_samples_for_testing=24", "testing.testing_epochs=1", "data.num_workers=1",
+                 "data.demo_seed=7", "data.demo_scale=0.25", "model.transfer_learning=false", "trainer.batch_size=8"]
+    args = ["--set=" + o for o in overrides]
+    assert train_classifier.main(args) == 0
+    run_dir = next((work / "runs").iterdir())
+    return {"work": work, "run_dir": run_dir, "args": args, "demo": small_demo,
+            "summary": json.loads((run_dir / "summary.json").read_text())}
