@@ -23,13 +23,13 @@ def is_model_dataset(folder: str, files: set[str], dirs: set[str]) -> bool:
 
 
 def find_folders(root: str, is_match: Callable[[str, set[str], set[str]], bool], depth: int = SEARCH_DEPTH
-                 ) -> tuple[list[str], int]:
-    """Folders under ``root`` (at most ``depth`` levels down) that ``is_match``, and how many were looked at.
+                 ) -> tuple[list[str], list[str]]:
+    """Folders under ``root`` (at most ``depth`` levels down) that ``is_match``, and the folders looked at.
     A match is not searched further; symbolic links are not followed."""
-    found, looked = [], 0
+    found, looked = [], []
     root = os.path.abspath(root)
     for folder, dirs, files in os.walk(root):
-        looked += 1
+        looked.append(folder)
         level = 0 if folder == root else os.path.relpath(folder, root).count(os.sep) + 1
         if is_match(folder, set(files), set(dirs)):
             found.append(folder)
@@ -50,7 +50,8 @@ def locate(what: str, env_name: str, root: str, is_match: Callable[[str, set[str
     if len(found) == 1:
         return found[0]
     if not found:
-        raise SystemExit(f"No {what} under {root} (searched {looked} folders, {SEARCH_DEPTH} levels deep). Attach "
-                         f"it to the notebook, or set {env_name} to its path.")
+        shown = ", ".join(looked[:12]) + (f" and {len(looked) - 12} more" if len(looked) > 12 else "")
+        raise SystemExit(f"No {what} under {root} (searched {len(looked)} folders, {SEARCH_DEPTH} levels deep: "
+                         f"{shown}). Attach it to the notebook, or set {env_name} to its path.")
     raise SystemExit(f"{len(found)} candidates for the {what} under {root}: {', '.join(found)}. Set {env_name} to "
                      f"the one to use.")

@@ -81,7 +81,8 @@ def test_competition_and_model_folders_are_found_in_both_mount_layouts(tmp_path,
 def test_none_or_two_candidates_stop_with_the_paths_looked_at(tmp_path):
     root = tmp_path / "input"
     root.mkdir()
-    with pytest.raises(SystemExit, match=r"No competition under .*input \(searched 1 folders.*set X_COMP"):
+    (root / "datasets" / "someone").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"No competition under .*input \(searched 3 folders.*datasets/someone.*X_COMP"):
         locate("competition", "X_COMP", str(root), is_competition, environ={})
     kaggle_input(root / "a", "today")
     kaggle_input(root / "b", "2024")
