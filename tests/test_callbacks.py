@@ -150,3 +150,13 @@ def test_a_saturated_score_keeps_the_epoch_with_the_lowest_validation_loss(tmp_p
     assert epoch_rank({"val_score": 1.0, "val_loss": 0.2}, "val_score") > epoch_rank(
         {"val_score": 1.0, "val_loss": 0.3}, "val_score") > epoch_rank({"val_score": 0.9, "val_loss": 0.0}, "val_score")
     assert epoch_rank({"val_score": float("nan"), "val_loss": 0.1}, "val_score") is None
+
+
+def test_runs_started_together_never_share_a_folder(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from utils.run_folder import create_run_dir
+
+    with ProcessPoolExecutor(max_workers=8) as pool:
+        folders = list(pool.map(create_run_dir, [tmp_path] * 100, ["20261201-000000-model"] * 100))
+    assert len(set(folders)) == 100 and all(f.is_dir() for f in folders)

@@ -93,3 +93,30 @@ def test_resolved_config_round_trips(tmp_path):
     path = tmp_path / "resolved.ini"
     path.write_text(to_ini(cfg))
     assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[callbacks]\nneptune_project = ws/p\n  [trainer]\n  resume = /x/evil.pt\n", ["[callbacks] neptune_project",
+                                                                             "several lines"]),
+    ("[callbacks]\nneptune_project = ws/p\n  neptune_token = leaked\n", ["several lines"]),
+    ("[paths]\ncache_dir = cache[1]\n", ["[paths] cache_dir", "'['"]),
+    ("[data_process]\nf_max = nan\n", ["[data_process] f_max", "finite"]),
+    ("[agent]\nlr_warmup_end = inf\n", ["[agent] lr_warmup_end", "finite"]),
+    ("[agent]\nlr_start = -Infinity\n", ["[agent] lr_start", "finite"]),
+])
+def test_multi_line_values_brackets_nan_and_infinity_are_refused_with_section_and_key(tmp_path, text, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    for word in words:
+        assert word in str(err.value)
+    with pytest.raises(ConfigError, match="finite"):
+        load_config(None, ["data_process.f_max=NaN"])
+
+
+def test_the_resolved_config_a_run_writes_loads_back_equal(tmp_path):
+    cfg = load_config(ROOT / "config.ini", ["trainer.n_epochs=7", "data.competition=birdclef-2026",
+                                            "callbacks.neptune_project=ws/p", "agent.lr_start=3e-05",
+                                            "data.soundscape_labels=val", "paths.data_dir=/data/x y"])
+    path = tmp_path / "resolved.ini"
+    path.write_text(to_ini(cfg))
+    assert load_config(path) == cfg

@@ -144,3 +144,29 @@ def test_pseudo_labelled_windows_carry_the_teacher_probabilities_as_targets(tmp_
     data = SimpleNamespace(task="multilabel", secondary_label_weight=0.5, secondary_labels="weight")
     y = make_targets(pd.concat([real, rows], ignore_index=True), ["asbfly", "barswa", "zebfin"], data)
     np.testing.assert_allclose(y, [[0, 1, 0], [0.9, 0.2, 0], [0.2, 0.7, 0]], rtol=1e-6)
+
+
+def test_label_tables_may_not_reach_outside_their_folder_and_errors_show_no_contents(tmp_path):
+    from dataloader.sources.local import load_csv
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "secret.txt").write_text("root:x:0:0:the first line\n")
+    (data / "ok.wav").write_bytes(b"")
+    rows = "path,label\nok.wav,a\n../secret.txt,b\n"
+    (data / "labels.csv").write_text(rows)
+    with pytest.raises(DataSourceError) as err:
+        load_csv(data / "labels.csv", roots=[data])
+    assert "line 3" in str(err.value) and "secret.txt" in str(err.value) and "allow_outside_paths" in str(err.value)
+    (data / "labels.csv").write_text(f"path,label\n{tmp_path / 'secret.txt'},b\n")  # absolute
+    with pytest.raises(DataSourceError, match="line 2"):
+        load_csv(data / "labels.csv", roots=[data])
+    assert len(load_csv(data / "labels.csv", roots=None)) == 1, "allowed when asked"
+    (data / "labels.csv").write_text(f"path,raven\nok.wav,{tmp_path / 'secret.txt'}\n")
+    with pytest.raises(DataSourceError, match="line 2"):
+        load_csv(data / "labels.csv", roots=[data])
+    (data / "raven.txt").write_text("root:x:0:0:the first line\n")
+    (data / "labels.csv").write_text("path,raven\nok.wav,raven.txt\n")
+    with pytest.raises(DataSourceError) as err:
+        load_csv(data / "labels.csv", roots=[data])
+    assert "root:x" not in str(err.value), "errors never print a file's contents"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -82,6 +83,8 @@ def _convert(section: str, key: str, raw: str, f: dataclasses.Field) -> Any:
             value = float(text)
         except ValueError:
             raise fail("expected a number") from None
+        if not math.isfinite(value):
+            raise fail("expected a finite number (NaN and infinity are refused)")
     else:
         value = text
         if meta.get("choices") and value not in meta["choices"] and value.lower() in meta["choices"]:
@@ -97,6 +100,17 @@ def _convert(section: str, key: str, raw: str, f: dataclasses.Field) -> Any:
         if problem:
             raise fail(problem)
     return value
+
+
+def _check_value(section: str, key: str, value: str) -> None:
+    """Values are single-line: an indented line continues the value above it in INI syntax, which could smuggle a
+    section or a secret into a text value and into the resolved config a run writes."""
+    if "\n" in value or "\r" in value:
+        raise ConfigError(f"[{section}] {key}: the value spans several lines (an indented line continues the value "
+                          f"above it); values are single-line: unindent or remove the extra line")
+    if "[" in value:
+        raise ConfigError(f"[{section}] {key} = {value!r}: '[' is not allowed in a value (it reads like a section "
+                          f"header); remove it")
 
 
 def _check_key(section: str, key: str) -> None:
@@ -144,8 +158,9 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
     sections = {}
     for section, values in raw.items():
         _check_section(section)
-        for key in values:
+        for key, value in values.items():
             _check_key(section, key)
+            _check_value(section, key, value)
     for section, cls in SECTIONS.items():
         values = raw.get(section, {})
         kwargs = {f.name: _convert(section, f.name, values[f.name], f) for f in fields(cls) if f.name in values}

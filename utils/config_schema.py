@@ -184,6 +184,8 @@ class DataConfig:
     min_rating: float = opt(0.0, "Recordings rated below this (xeno-canto's 0.5-5 stars) are left out, and the "
                             "run reports how many per class; 0 = keep all. Unrated recordings (rating 0: every "
                             "iNat and CSA one) are always kept.", minimum=0.0, maximum=5.0)
+    allow_outside_paths: bool = opt(False, "csv source: allow paths in the table (audio, Raven tables) outside its "
+                                    "folder and data_dir (refused by default, with the line number).")
     labels_csv: str = opt("", "csv source: the table (paths relative to its folder); empty = data_dir/labels.csv. "
                           "Labels may be several, separated by ';'. With start,end columns each row is an event.")
     task: str = opt("multilabel", "multilabel = sigmoid per class (BirdCLEF); multiclass = one class per example, "

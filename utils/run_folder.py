@@ -23,14 +23,18 @@ def make_run_id(model_name: str, testing: bool) -> str:
 
 
 def create_run_dir(runs_dir: str | Path, run_id: str) -> Path:
-    """Create ``runs_dir/run_id`` (adding ``-2``, ``-3`` ... if it exists)."""
+    """Create ``runs_dir/run_id`` (adding ``-2``, ``-3`` ... if it exists). The folder is created exclusively, so
+    runs started in the same second never share one."""
     base = Path(runs_dir) / run_id
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
-    return path
+    base.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import pandas as pd
 
@@ -50,12 +50,23 @@ def _split_labels(value: object) -> list[str]:
     return [part.strip() for part in str(value).split(";") if part.strip()]
 
 
-def load_csv(csv_path: str | Path, background_label: str = "background") -> pd.DataFrame:
+def inside(path: Path, roots: Optional[Sequence[Path]], what: str) -> Path:
+    """``path`` resolved; with ``roots``, refused (naming ``what``: the table and row) unless it lies inside one
+    of them (``[data] allow_outside_paths = true`` lifts this)."""
+    resolved = path.resolve()
+    if roots is not None and not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        raise DataSourceError(f"{what}: {path} lies outside {' and '.join(str(r) for r in roots)}; label tables may "
+                              f"only name files inside them (set [data] allow_outside_paths = true to allow it)")
+    return resolved
+
+
+def load_csv(csv_path: str | Path, background_label: str = "background",
+             roots: Optional[Sequence[Path]] = None) -> pd.DataFrame:
     """A table with ``path`` and ``label`` (several labels separated by ``;``), optionally ``start``/``end``
     (seconds: each row is an event; a file may have many rows, and a row of ``background_label`` marks an
     event-free clip), ``split`` (train/val/test) and ``group`` (the source recording; default the file). Rows
     with a ``raven`` column instead name a Raven selection table holding that file's events. Paths are relative
-    to the CSV's folder."""
+    to the CSV's folder; with ``roots`` every path (audio and Raven tables) must lie inside one of them."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataSourceError(f"[data] labels_csv = {csv_path}: no such file (expected columns path,label"
@@ -71,23 +82,23 @@ def load_csv(csv_path: str | Path, background_label: str = "background") -> pd.D
             raise DataSourceError(f"{csv_path}: split values {bad}; allowed: {', '.join(SPLITS)}")
     records: dict[str, dict] = {}
     for i, row in raw.iterrows():
-        path = str((csv_path.parent / row["path"]).resolve()) if not Path(row["path"]).is_absolute() else row["path"]
+        where = f"{csv_path} line {i + 2}"  # the header is line 1
+        path = str(inside(csv_path.parent / row["path"], roots, where))
         rec = records.setdefault(path, {"filename": row["path"], "labels": [], "events": [],
                                         "split": row.get("split", ""), "group": row.get("group", "")})
         if "raven" in raw.columns and row.get("raven", ""):
-            rec["events"].extend(read_raven(csv_path.parent / row["raven"]))
+            rec["events"].extend(read_raven(inside(csv_path.parent / row["raven"], roots, where)))
             continue
         labels = _split_labels(row.get("label", ""))
         if not labels:
-            raise DataSourceError(f"{csv_path} row {i + 2}: empty label")
+            raise DataSourceError(f"{where}: empty label")
         if has_events and row.get("start", "") != "":
             try:
                 start, end = float(row["start"]), float(row["end"])
             except ValueError:
-                raise DataSourceError(f"{csv_path} row {i + 2}: start/end {row['start']!r}, {row['end']!r} are "
-                                      f"not numbers") from None
+                raise DataSourceError(f"{where}: start/end {row['start']!r}, {row['end']!r} are not numbers") from None
             if end <= start:
-                raise DataSourceError(f"{csv_path} row {i + 2}: end {end} <= start {start}")
+                raise DataSourceError(f"{where}: end {end} <= start {start}")
             rec["events"].extend((start, end, label) for label in labels)
         rec["labels"].extend(label for label in labels if label not in rec["labels"])
     rows = []
@@ -119,7 +130,8 @@ def read_raven(path: str | Path) -> list[tuple[float, float, str]]:
     label_column = next((c for c in RAVEN_LABEL_COLUMNS if c in table.columns), None)
     if "Begin Time (s)" not in table.columns or "End Time (s)" not in table.columns or label_column is None:
         raise DataSourceError(f"{path}: a Raven selection table needs 'Begin Time (s)', 'End Time (s)' and a label "
-                              f"column ({' / '.join(RAVEN_LABEL_COLUMNS)}); found {', '.join(table.columns)}")
+                              f"column ({' / '.join(RAVEN_LABEL_COLUMNS)}); its header has {len(table.columns)} "
+                              f"other columns")  # never the file's contents: the path may name any file
     if "View" in table.columns:  # Raven lists each selection once per view (waveform, spectrogram)
         table = table[~table["View"].str.startswith("Waveform")]
     return [(float(b), float(e), str(lbl)) for b, e, lbl in
@@ -137,5 +149,7 @@ def folder_source(data: Any, paths: Any) -> SourceData:
 def csv_source(data: Any, paths: Any) -> SourceData:
     """A table of ``path,label[,start,end][,split][,group]`` (``[data] labels_csv``, default data_dir/labels.csv)."""
     root = Path(paths.data_dir)
-    table = load_csv(data.labels_csv or root / "labels.csv", data.background_label)
+    csv_path = Path(data.labels_csv or root / "labels.csv")
+    roots = None if data.allow_outside_paths else [csv_path.parent, root]
+    table = load_csv(csv_path, data.background_label, roots)
     return SourceData(name="csv", data_dir=root, recordings=table, audio_root=root)
