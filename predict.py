@@ -33,6 +33,7 @@ from dataloader.sources.editions import dry_run_folder, guard_minutes  # noqa: E
 from inference.competition import DRY_RUN_FILES  # noqa: E402
 from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
+from utils.checkpoints import CheckpointError  # noqa: E402
 
 log = logging.getLogger("predict")
 
@@ -107,9 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         columns_dir = audio_dir
     t0 = time.perf_counter()
-    predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
-                                    threads=args.threads, smooth=args.smooth, row_s=args.row_seconds,
-                                    precision=args.precision)
+    try:
+        predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
+                                        threads=args.threads, smooth=args.smooth, row_s=args.row_seconds,
+                                        precision=args.precision)
+    except CheckpointError as exc:  # one line naming the file and what is wrong with it
+        log.error("%s", exc)
+        return 2
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
     decode_threads = args.decode_threads or max(1, (os.cpu_count() or 2) // 2)
     budget_s = budget_minutes * 60 - (time.perf_counter() - t0) if budget_minutes else None

@@ -209,9 +209,14 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
 
         return {"benchmark": estimate_run_time(trainer, train_loader, val_loader, n_epochs, benchmark_steps)}
     start_epoch = 1
-    resume_from = resolve_resume(cfg.trainer.resume, Path(cfg.paths.runs_dir), run_dir)
+    expect = {"model_name": model_name, "labels": list(outputs), "data_process": dataclasses.asdict(settings)}
+    resume_from = resolve_resume(cfg.trainer.resume, Path(cfg.paths.runs_dir), run_dir, expect)
     if resume_from is not None:
-        start_epoch = trainer.resume(load_checkpoint(resume_from), train_loader)
+        payload = load_checkpoint(resume_from)
+        if int(payload["epoch"]) >= n_epochs:
+            raise ConfigError(f"run {resume_from.parent.parent.name} already finished its {payload['epoch']} epochs "
+                              f"({resume_from}); raise [trainer] n_epochs to continue it")
+        start_epoch = trainer.resume(payload, train_loader)
         if ctx.is_main:
             adopt_best_checkpoint(resume_from, start_epoch - 1, run_dir)
         log.info("resumed from %s: epochs %d..%d still to train", resume_from, start_epoch, n_epochs)
@@ -251,10 +256,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.perf_counter()
     ctx = init_from_env(use_cuda=_device(cfg) == "cuda")
     from dataloader.sources import DataSourceError  # noqa: PLC0415
+    from utils.checkpoints import CheckpointError  # noqa: PLC0415
 
     try:
         return _run(cfg, args, ctx, t0)
-    except (DataSourceError, ConfigError) as exc:  # data that cannot be used, or a setting it contradicts
+    except (DataSourceError, ConfigError, CheckpointError) as exc:  # data, setting or checkpoint that cannot be used
         log.error("%s", exc)
         return 2
     finally:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ import pandas as pd
 from dataloader.audio import AudioError, MonoReader, ResampledReader, resample
 from dataloader.features import DB_FLOOR, MelFrontEnd, StatsAccumulator, Standardizer
 from dataloader.worker_pool import WorkerPool
+from utils.atomic_files import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -98,27 +98,6 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _remove_stale_temporaries(folder: Path) -> int:
-    """Delete ``*.tmp-<pid>`` files left by killed builds (their process is gone); return how many."""
-    removed = 0
-    for tmp in itertools.chain(folder.glob("*.tmp-*"), folder.glob("*/*.tmp-*")):
-        pid = tmp.name.rsplit(".tmp-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---- work done in worker processes (one front end per process) -------------------------------------------
@@ -346,7 +325,7 @@ def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, worker
     settings = cache.folder / "settings.json"
     if not settings.is_file():
         _atomic_text(settings, json.dumps({"format_version": CACHE_FORMAT_VERSION, **_cached_settings(dp)}, indent=1))
-    _remove_stale_temporaries(cache.folder)
+    remove_stale_temporaries(cache.folder)
     manifest = cache.load_manifest()
     done: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}

@@ -321,3 +321,9 @@ def test_a_predict_csv_over_unlabeled_soundscapes_trains_the_next_run_as_soft_ps
     assert summary["pseudo_windows"] == windows > 0
     assert summary["n_train"] == run["summary"]["n_train"] + windows  # training only
     assert summary["n_val"] == run["summary"]["n_val"]
+
+
+def test_resuming_a_finished_run_stops_with_a_message_instead_of_an_empty_run(run, caplog):
+    last = Path(run["summary"]["checkpoint"]).parent / "last.pt"
+    assert train_classifier.main(run["args"] + [f"--set=trainer.resume={last}"]) == 2
+    assert "already finished its 1 epochs" in caplog.text and "raise [trainer] n_epochs" in caplog.text

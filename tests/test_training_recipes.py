@@ -216,22 +216,80 @@ def test_every_registered_loss_is_listed():
     assert set(list_losses()) == {"bce", "ce", "focal", "bce_focal", "asl"}
 
 
-def test_resume_auto_picks_the_newest_last_checkpoint_of_another_run(tmp_path):
+class PickledThing:
+    """What a hostile checkpoint carries: an object whose loading runs code."""
+
+
+def fake_run_checkpoint(folder, name, mtime, model_name="m", labels=("a", "b"), damage=False):
     import os
 
-    from utils.run_folder import resolve_resume
-    from utils.config import ConfigError
+    from utils.checkpoints import save_checkpoint
 
-    for i, name in enumerate(("r1", "r2", "current")):
-        path = tmp_path / name / "checkpoints" / "last.pt"
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"x")
-        os.utime(path, (1000 + i, 1000 + i))
-    assert resolve_resume("auto", tmp_path, tmp_path / "current") == tmp_path / "r2" / "checkpoints" / "last.pt"
+    path = save_checkpoint(folder / name / "checkpoints" / "last.pt",
+                           {"model": {"w": torch.zeros(2)}, "epoch": 1, "model_name": model_name,
+                            "labels": list(labels), "data_process": {"n_mels": 128}})
+    if damage:
+        path.write_bytes(path.read_bytes()[:100])
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_resume_auto_picks_the_newest_checkpoint_that_loads_and_matches_the_run(tmp_path, caplog):
+    import logging
+
+    from utils.config import ConfigError
+    from utils.run_folder import resolve_resume
+
+    caplog.set_level(logging.INFO)
+    expect = {"model_name": "m", "labels": ["a", "b"], "data_process": {"n_mels": 128}}
+    good = fake_run_checkpoint(tmp_path, "r1", 1000)
+    fake_run_checkpoint(tmp_path, "r2", 1001, model_name="other")
+    fake_run_checkpoint(tmp_path, "r3", 1002, damage=True)
+    fake_run_checkpoint(tmp_path, "current", 1003)
+    assert resolve_resume("auto", tmp_path, tmp_path / "current", expect) == good
+    assert "r3/checkpoints/last.pt: damaged or truncated" in caplog.text and "another model (other" in caplog.text
     assert resolve_resume("", tmp_path, tmp_path / "current") is None
     assert resolve_resume("auto", tmp_path / "none", tmp_path / "current") is None
     with pytest.raises(ConfigError, match="no such checkpoint"):
         resolve_resume(str(tmp_path / "missing.pt"), tmp_path, tmp_path / "current")
+
+
+def test_a_damaged_foreign_or_pickled_checkpoint_is_named_in_one_line(tmp_path):
+    from utils.checkpoints import CheckpointError, load_checkpoint
+    from utils.run_folder import resolve_resume
+
+    damaged = fake_run_checkpoint(tmp_path, "d", 1000, damage=True)
+    with pytest.raises(CheckpointError, match=f"^{damaged}: damaged or truncated"):
+        load_checkpoint(damaged)
+    foreign = fake_run_checkpoint(tmp_path, "f", 1000, labels=("x",))
+    with pytest.raises(CheckpointError, match="cannot continue this run: other labels \\(1 classes, this run 2\\)"):
+        resolve_resume(str(foreign), tmp_path, tmp_path / "current", {"labels": ["a", "b"]})
+    pickled = tmp_path / "evil.pt"
+    torch.save({"model": {}, "thing": PickledThing()}, pickled)  # a class instance: loading it would run code
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(pickled)
+    assert str(err.value).startswith(f"{pickled}: refused") and "\n" not in str(err.value)
+    assert "weights_only=False" not in str(err.value)
+
+
+def test_a_failed_checkpoint_write_leaves_no_temporary_file_and_says_the_disk_is_full(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from utils.checkpoints import CheckpointError, save_checkpoint
+
+    stale = tmp_path / "last.pt.tmp-999999999"  # a killed writer's leftover (no such process)
+    stale.write_bytes(b"partial")
+
+    def full(obj, f, *a, **k):
+        with open(f, "wb") as out:
+            out.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError, match=f"writing {tmp_path / 'last.pt'} failed .*no space left on device"):
+        save_checkpoint(tmp_path / "last.pt", {"model": {}})
+    assert list(tmp_path.iterdir()) == [], "neither the failed write's temporary file nor the stale one is left"
 
 
 def test_mixed_precision_trains_with_bf16_autocast_on_cpu():

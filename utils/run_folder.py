@@ -71,22 +71,51 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def resolve_resume(resume: str, runs_dir: Path, run_dir: Path) -> Optional[Path]:
-    """``[trainer] resume``: a checkpoint path, ``auto`` (the newest ``last.pt`` under ``runs_dir``, other than
-    this run's), or empty (fresh start)."""
+def checkpoint_mismatch(payload: dict[str, Any], expect: Optional[dict[str, Any]]) -> Optional[str]:
+    """Why a checkpoint cannot continue this run (another model, other labels, another front end), or None."""
+    for key, what in (("model_name", "another model"), ("labels", "other labels"), ("data_process", "another front end")):
+        if expect and key in expect and payload.get(key) != expect[key]:
+            mine, theirs = expect[key], payload.get(key)
+            detail = (f"{len(theirs or [])} classes, this run {len(mine)}" if key == "labels" else
+                      f"{theirs}, this run {mine}" if key == "model_name" else "other [data_process] settings")
+            return f"{what} ({detail})"
+    return None
+
+
+def resolve_resume(resume: str, runs_dir: Path, run_dir: Path, expect: Optional[dict[str, Any]] = None
+                   ) -> Optional[Path]:
+    """``[trainer] resume``: a checkpoint path, ``auto`` (the newest ``last.pt`` under ``runs_dir``, other than this
+    run's, that loads and matches ``expect``: model name, labels, front end; the ones passed over are logged with
+    the reason), or empty (fresh start). A given path that is missing, damaged, refused or foreign stops the run
+    (:class:`utils.checkpoints.CheckpointError`, one line naming the file)."""
+    from utils.checkpoints import CheckpointError, load_checkpoint  # noqa: PLC0415
+
     if not resume:
         return None
     if resume != "auto":
         path = Path(resume)
         if not path.is_file():
             raise ConfigError(f"[trainer] resume = {resume}: no such checkpoint")
+        problem = checkpoint_mismatch(load_checkpoint(path), expect)
+        if problem:
+            raise CheckpointError(f"{path}: cannot continue this run: {problem}")
         return path
     found = sorted((p for p in runs_dir.glob("*/checkpoints/last.pt") if p.parent.parent != run_dir),
-                   key=lambda p: p.stat().st_mtime)
-    if not found:
-        log.warning("[trainer] resume = auto: no last.pt under %s, starting fresh", runs_dir)
-        return None
-    return found[-1]
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    passed: list[str] = []
+    for path in found:
+        try:
+            problem = checkpoint_mismatch(load_checkpoint(path), expect)
+        except CheckpointError as exc:
+            problem = str(exc).split(": ", 1)[-1]
+        if problem is None:
+            log.info("[trainer] resume = auto: %s%s", path,
+                     f" (passed over: {'; '.join(passed)})" if passed else "")
+            return path
+        passed.append(f"{path}: {problem}")
+    log.warning("[trainer] resume = auto: no usable last.pt under %s, starting fresh%s", runs_dir,
+                f" (passed over: {'; '.join(passed)})" if passed else "")
+    return None
 
 
 def adopt_best_checkpoint(resume_from: Path, epoch: int, run_dir: Path) -> None:
