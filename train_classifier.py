@@ -256,6 +256,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.perf_counter()
     ctx = init_from_env(use_cuda=_device(cfg) == "cuda")
     from dataloader.sources import DataSourceError  # noqa: PLC0415
+    from dataloader.preprocess import CacheEnvironmentError  # noqa: PLC0415
     from utils.checkpoints import CheckpointError  # noqa: PLC0415
 
     try:
@@ -263,6 +264,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (DataSourceError, ConfigError, CheckpointError) as exc:  # data, setting or checkpoint that cannot be used
         log.error("%s", exc)
         return 2
+    except CacheEnvironmentError as exc:  # the machine stopped the cache: nothing lost, the next run retries
+        log.error("%s", exc)
+        return 1
     finally:
         shutdown(ctx)
 

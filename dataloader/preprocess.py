@@ -21,10 +21,12 @@ the file it was decoding.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -89,9 +91,13 @@ def _entry_name(path: str, size: int, mtime_ns: int) -> str:
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -137,7 +143,23 @@ def _decode_blocks(reader: MonoReader) -> tuple[int, Iterator[np.ndarray]]:
     return 1 + length // dp["hop_length"], fe.blocks(source.read, length, block // dp["hop_length"])
 
 
+class CacheEnvironmentError(RuntimeError):
+    """The machine, not a recording, stopped the cache (no space, no memory, no permission, failed I/O); nothing
+    was recorded about the file, so the next run retries it."""
+
+
+# what a manifest "error" of an older version may say about the machine, not the file: retried, never a skip
+_ENVIRONMENT_ERRORS = ("OSError", "MemoryError", "PermissionError", "InterruptedError", "BlockingIOError")
+
+
 def _failure(path: str, exc: BaseException) -> dict[str, Any]:
+    """A file's own defect -> ``error`` (recorded, skipped for good); the machine's -> ``fatal`` (the run stops,
+    nothing recorded). Decoding defects arrive as :class:`AudioError`; any other ``OSError`` or a
+    ``MemoryError`` is the environment (a full disk, no memory, no permission, interrupted I/O)."""
+    if isinstance(exc, (OSError, MemoryError)) and not isinstance(exc, AudioError):
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "requested and" in str(exc)
+        cause = "no space left on device" if full else f"{type(exc).__name__}: {exc}"
+        return {"source": path, "fatal": cause}
     reason = str(exc) if isinstance(exc, AudioError) else f"{type(exc).__name__}: {exc}"
     return {"source": path, "error": reason}
 
@@ -161,19 +183,22 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
                 else:
                     if out is None:
                         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(block.shape[0], n_frames))
+                        with open(tmp, "r+b") as f:  # reserve the blocks now: a full disk is an error here,
+                            os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))  # not a SIGBUS later
                     out[:, acc.count:acc.count + stored.shape[1]] = stored
                 acc.add(block)  # the float32 values: the same statistics as the stored ones to within 0.001 dB
                 peak = max(peak, float(np.abs(block).max()) if waveform else float(block.max()))
         if peak <= (0.0 if waveform else DB_FLOOR):  # every frame at the dB floor: all samples are zero
             raise AudioError("silence only (all samples zero)")
-    except Exception as exc:  # noqa: BLE001 - any bad file is skipped with its reason, never fatal
+        if isinstance(out, np.memmap):
+            out.flush()  # a full disk shows here (SIGBUS-free: the pages were written into the file)
+            del out  # unmapped: the pages are in the page cache (no msync, as np.save does not fsync either)
+            os.replace(tmp, final)
+        else:
+            _atomic_save(final, out)
+    except Exception as exc:  # noqa: BLE001 - a bad file is skipped with its reason; the machine's failure stops
         tmp.unlink(missing_ok=True)
         return _failure(path, exc)
-    if isinstance(out, np.memmap):
-        del out  # unmapped: the pages are in the page cache (no msync, as np.save does not fsync either)
-        os.replace(tmp, final)
-    else:
-        _atomic_save(final, out)
     n = acc.sum.size * acc.count
     clip_mean = float(acc.sum.sum()) / n
     clip_std = float(np.sqrt(max(float(acc.sumsq.sum()) / n - clip_mean ** 2, 0.0)))
@@ -338,9 +363,9 @@ def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, worker
             continue
         idents[path] = ident
         rec = manifest.get((path, *ident))
-        if rec and "error" in rec:
+        if rec and "error" in rec and not rec["error"].startswith(_ENVIRONMENT_ERRORS):
             skipped[path] = rec["error"]
-        elif rec and (cache.mels_dir / rec["entry"]).is_file():
+        elif rec and "entry" in rec and (cache.mels_dir / rec["entry"]).is_file():
             done[path] = rec
         else:
             todo.append((path, _entry_name(path, *ident)))
@@ -350,6 +375,12 @@ def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, worker
             open(cache.manifest_path, "a") as manifest_file, cache.sums.append() as sums_file:
         for res in pool.run(_task_write, todo, "preprocessing"):
             path = res["source"]
+            if "fatal" in res:  # the machine's failure: record nothing about the file, stop, retry next run
+                free = shutil.disk_usage(cache.folder).free / 1e9
+                raise CacheEnvironmentError(
+                    f"{res['fatal']} writing the cache of {path} into {cache.folder} ({free:.2f} GB free there): "
+                    f"free space or set [paths] cache_dir elsewhere, then run again (files already cached are kept, "
+                    f"this one is retried)")
             if "sums" in res:  # before the manifest line, which is what makes the entry count as done
                 total, total_sq = res.pop("sums")
                 sums_file.write(cache.sums.record(res["entry"], total, total_sq, res["frames"]).tobytes())

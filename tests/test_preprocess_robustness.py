@@ -241,3 +241,46 @@ def test_temporaries_of_killed_builds_are_removed(tmp_path):
     stale.write_bytes(b"partial"), live.write_bytes(b"partial")
     build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", 1)
     assert not stale.exists() and live.exists()
+
+
+def test_a_full_disk_stops_the_cache_records_nothing_about_the_file_and_the_next_run_retries(tmp_path, monkeypatch):
+    import errno
+
+    import dataloader.preprocess as preprocess
+
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"clip{k}.wav")
+        sf.write(paths[-1], chirp(2.0 + k, 32000), 32000)
+    real_save = preprocess._atomic_save
+
+    def full_for_clip1(path, array):  # the disk fills while the second file is written (in the worker)
+        if array.shape[1] > 150:
+            with open(path.with_name(f"{path.name}.tmp-{os.getpid()}"), "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(path, array)
+
+    monkeypatch.setattr(preprocess, "_atomic_save", full_for_clip1)
+    with pytest.raises(preprocess.CacheEnvironmentError, match="no space left on device writing the cache of .*clip"):
+        build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", workers=1)
+    folder = next((tmp_path / "cache").glob("mel-*"))
+    lines = (folder / "manifest.jsonl").read_text().splitlines() if (folder / "manifest.jsonl").exists() else []
+    assert not any("error" in json.loads(line) for line in lines), "nothing recorded as the file's fault"
+    monkeypatch.setattr(preprocess, "_atomic_save", real_save)  # space returns
+    result = build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", workers=1)
+    assert len(result.table) == 3 and result.skipped.empty
+    assert not list((tmp_path / "cache").rglob("*.tmp-*")), "no litter"
+
+
+def test_an_environment_error_recorded_by_an_older_version_is_retried_not_skipped(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, chirp(2.0, 32000), 32000)
+    cache = MelCache(tmp_path / "cache", DataProcessConfig())
+    cache.folder.mkdir(parents=True)
+    st = os.stat(path)
+    record = {"source": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+              "error": "OSError: [Errno 28] No space left on device"}
+    cache.manifest_path.write_text(json.dumps(record) + "\n")
+    result = build_cache(table_of([path]), DataProcessConfig(), tmp_path / "cache", workers=1)
+    assert len(result.table) == 1 and result.skipped.empty
