@@ -20,8 +20,10 @@ the file it was decoding.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -337,15 +339,40 @@ def remove_cache(cache_dir: str | Path, dp: Any) -> Optional[Path]:
     return folder
 
 
+@contextlib.contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """Hold the cache folder's lock (``flock`` on ``<folder>/.lock``): one run at a time appends to or prunes the
+    manifest, so no run's records are lost to another's rewrite. A waiting run says so; the kernel releases the
+    lock of a killed run, so a kill -9 never leaves the cache locked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another run is preprocessing into %s, waiting for it to finish ...", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, workers: int = 1,
                 prune_under: Optional[str | Path] = None) -> CacheResult:
     """Make sure every recording in ``recordings`` (column ``path``) has a cache entry; decode only what is missing.
 
     Unusable files are skipped with a reason (``skipped_files.csv``); nothing already cached is lost.
     With ``prune_under`` (the dataset folder, when ``recordings`` is its full listing), records of files under
-    it that are no longer listed, or changed, are dropped from the manifest with their mel files.
+    it that are no longer listed, or changed, are dropped from the manifest with their mel files. Concurrent runs
+    on one cache take turns (:func:`cache_lock`): the second finds the first's entries and decodes only the rest.
     """
     cache = MelCache(cache_dir, dp)
+    with cache_lock(cache.folder):
+        return _build_cache_locked(cache, recordings, dp, workers, prune_under)
+
+
+def _build_cache_locked(cache: "MelCache", recordings: pd.DataFrame, dp: Any, workers: int,
+                        prune_under: Optional[str | Path]) -> CacheResult:
     cache.mels_dir.mkdir(parents=True, exist_ok=True)
     settings = cache.folder / "settings.json"
     if not settings.is_file():

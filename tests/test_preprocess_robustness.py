@@ -284,3 +284,62 @@ def test_an_environment_error_recorded_by_an_older_version_is_retried_not_skippe
     cache.manifest_path.write_text(json.dumps(record) + "\n")
     result = build_cache(table_of([path]), DataProcessConfig(), tmp_path / "cache", workers=1)
     assert len(result.table) == 1 and result.skipped.empty
+
+
+def _in_subprocess(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + code],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_run_waits_for_the_cache_lock_and_a_killed_holder_never_blocks_it(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "a.wav"
+    sf.write(path, chirp(2.0, 32000), 32000)
+    folder = MelCache(tmp_path / "cache", DataProcessConfig()).folder
+    holder = _in_subprocess(f"from pathlib import Path\nimport time\nfrom dataloader.preprocess import cache_lock\n"
+                            f"with cache_lock(Path({str(folder)!r})):\n    print('locked', flush=True)\n"
+                            f"    time.sleep(2.5)\n")
+    assert holder.stdout.readline().strip() == "locked"
+    t0 = time.perf_counter()
+    assert len(build_cache(table_of([path]), DataProcessConfig(), tmp_path / "cache", workers=1).table) == 1
+    assert time.perf_counter() - t0 > 1.0 and "another run is preprocessing into" in caplog.text
+    holder.wait(timeout=30)
+    killed = _in_subprocess(f"from pathlib import Path\nimport time\nfrom dataloader.preprocess import cache_lock\n"
+                            f"with cache_lock(Path({str(folder)!r})):\n    print('locked', flush=True)\n"
+                            f"    time.sleep(600)\n")
+    assert killed.stdout.readline().strip() == "locked"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    t0 = time.perf_counter()
+    build_cache(table_of([path]), DataProcessConfig(), tmp_path / "cache", workers=1)
+    assert time.perf_counter() - t0 < 10, "the kernel released the killed run's lock"
+
+
+def test_a_pruning_run_and_an_appending_run_together_lose_no_records(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder, n in ((one, 8), (two, 40)):
+        folder.mkdir()
+        for k in range(n):
+            sf.write(folder / f"{folder.name}{k}.wav", chirp(1.0 + 0.1 * k, 32000), 32000)
+    cache_dir = tmp_path / "cache"
+    build_cache(table_of(sorted(one.glob("*.wav"))), DataProcessConfig(), cache_dir, workers=1)
+    (one / "one0.wav").unlink()  # its metadata lost a row: the next full run of `one` prunes
+    code = ("import pandas as pd\nfrom pathlib import Path\nfrom dataloader.preprocess import build_cache\n"
+            "from utils.config import DataProcessConfig\n"
+            "def run(folder, prune):\n"
+            "    paths = [str(p) for p in sorted(Path(folder).glob('*.wav'))]\n"
+            "    build_cache(pd.DataFrame({'path': paths}), DataProcessConfig(), {cache!r}, workers=1,\n"
+            "                prune_under=folder if prune else None)\n")
+    code = code.replace("{cache!r}", repr(str(cache_dir)))
+    prune = _in_subprocess(code + f"import time\nfor k in range(1, 8):  # seven rewrites of the manifest\n"
+                                  f"    Path({str(one)!r}, f'one{{k}}.wav').unlink()\n    run({str(one)!r}, True)\n"
+                                  f"    time.sleep(0.05)\n")
+    append = _in_subprocess(code + f"run({str(two)!r}, False)\n")
+    for proc in (prune, append):
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    records = MelCache(cache_dir, DataProcessConfig()).load_manifest()
+    sources = {key[0] for key in records}
+    assert {str(p) for p in two.glob("*.wav")} <= sources, "the appending run's records survive the prune"
+    assert not any(s.startswith(str(one / "one")) for s in sources) and len(sources) == 40
