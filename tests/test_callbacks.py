@@ -160,3 +160,16 @@ def test_runs_started_together_never_share_a_folder(tmp_path):
     with ProcessPoolExecutor(max_workers=8) as pool:
         folders = list(pool.map(create_run_dir, [tmp_path] * 100, ["20261201-000000-model"] * 100))
     assert len(set(folders)) == 100 and all(f.is_dir() for f in folders)
+
+
+def test_a_new_run_removes_the_temporary_checkpoints_of_killed_runs(tmp_path):
+    import os
+
+    from utils.run_folder import create_run_dir
+
+    folder = tmp_path / "old-run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "last.pt.tmp-999999999").write_bytes(b"")  # a kill -9 during a write: the process is gone
+    (folder / f"best.pt.tmp-{os.getpid()}").write_bytes(b"x")  # a live writer's: kept
+    create_run_dir(tmp_path, "new-run")
+    assert sorted(p.name for p in folder.iterdir()) == [f"best.pt.tmp-{os.getpid()}"]

@@ -65,6 +65,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: damaged or truncated ({first})") from None
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise CheckpointError(f"{path}: not a checkpoint of this pipeline (no model weights)")
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this pipeline (a {type(payload).__name__}, not a dict)")
     return payload

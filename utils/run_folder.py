@@ -24,9 +24,13 @@ def make_run_id(model_name: str, testing: bool) -> str:
 
 def create_run_dir(runs_dir: str | Path, run_id: str) -> Path:
     """Create ``runs_dir/run_id`` (adding ``-2``, ``-3`` ... if it exists). The folder is created exclusively, so
-    runs started in the same second never share one."""
+    runs started in the same second never share one. Temporary checkpoint files of killed runs are removed."""
+    from utils.atomic_files import remove_stale_temporaries  # noqa: PLC0415
+
     base = Path(runs_dir) / run_id
     base.parent.mkdir(parents=True, exist_ok=True)
+    for folder in base.parent.glob("*/checkpoints"):  # checkpoint writes of killed runs (their pid is gone)
+        remove_stale_temporaries(folder)
     n = 1
     while True:
         path = base if n == 1 else base.with_name(f"{base.name}-{n}")
