@@ -150,6 +150,6 @@ def csv_source(data: Any, paths: Any) -> SourceData:
     """A table of ``path,label[,start,end][,split][,group]`` (``[data] labels_csv``, default data_dir/labels.csv)."""
     root = Path(paths.data_dir)
     csv_path = Path(data.labels_csv or root / "labels.csv")
-    roots = None if data.allow_outside_paths else [csv_path.parent, root]
+    roots = None if data.allow_outside_paths else list(dict.fromkeys(p.resolve() for p in (csv_path.parent, root)))
     table = load_csv(csv_path, data.background_label, roots)
     return SourceData(name="csv", data_dir=root, recordings=table, audio_root=root)
