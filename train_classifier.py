@@ -256,7 +256,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.perf_counter()
     ctx = init_from_env(use_cuda=_device(cfg) == "cuda")
     from dataloader.sources import DataSourceError  # noqa: PLC0415
-    from dataloader.preprocess import CacheEnvironmentError  # noqa: PLC0415
+    from dataloader.cache_faults import CacheEnvironmentError  # noqa: PLC0415
     from utils.checkpoints import CheckpointError  # noqa: PLC0415
 
     try:

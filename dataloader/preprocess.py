@@ -20,10 +20,7 @@ the file it was decoding.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -38,6 +35,7 @@ import pandas as pd
 
 from dataloader.audio import AudioError, MonoReader, ResampledReader, resample
 from dataloader.features import DB_FLOOR, MelFrontEnd, StatsAccumulator, Standardizer
+from dataloader.cache_faults import CacheEnvironmentError, cache_lock, failure_record, is_environment_error
 from dataloader.worker_pool import WorkerPool
 from utils.atomic_files import remove_stale_temporaries
 
@@ -145,27 +143,6 @@ def _decode_blocks(reader: MonoReader) -> tuple[int, Iterator[np.ndarray]]:
     return 1 + length // dp["hop_length"], fe.blocks(source.read, length, block // dp["hop_length"])
 
 
-class CacheEnvironmentError(RuntimeError):
-    """The machine, not a recording, stopped the cache (no space, no memory, no permission, failed I/O); nothing
-    was recorded about the file, so the next run retries it."""
-
-
-# what a manifest "error" of an older version may say about the machine, not the file: retried, never a skip
-_ENVIRONMENT_ERRORS = ("OSError", "MemoryError", "PermissionError", "InterruptedError", "BlockingIOError")
-
-
-def _failure(path: str, exc: BaseException) -> dict[str, Any]:
-    """A file's own defect -> ``error`` (recorded, skipped for good); the machine's -> ``fatal`` (the run stops,
-    nothing recorded). Decoding defects arrive as :class:`AudioError`; any other ``OSError`` or a
-    ``MemoryError`` is the environment (a full disk, no memory, no permission, interrupted I/O)."""
-    if isinstance(exc, (OSError, MemoryError)) and not isinstance(exc, AudioError):
-        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "requested and" in str(exc)
-        cause = "no space left on device" if full else f"{type(exc).__name__}: {exc}"
-        return {"source": path, "fatal": cause}
-    reason = str(exc) if isinstance(exc, AudioError) else f"{type(exc).__name__}: {exc}"
-    return {"source": path, "error": reason}
-
-
 def _task_write(path: str, entry: str) -> dict[str, Any]:
     """Decode, dB mel, write ``mels/<entry>.npy`` (float16, block by block for long files, under a temporary
     name); return the manifest fields, with the recording's own mean and std (for ``per_clip``) and its per-bin
@@ -200,7 +177,7 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
             _atomic_save(final, out)
     except Exception as exc:  # noqa: BLE001 - a bad file is skipped with its reason; the machine's failure stops
         tmp.unlink(missing_ok=True)
-        return _failure(path, exc)
+        return failure_record(path, exc)
     n = acc.sum.size * acc.count
     clip_mean = float(acc.sum.sum()) / n
     clip_std = float(np.sqrt(max(float(acc.sumsq.sum()) / n - clip_mean ** 2, 0.0)))
@@ -339,24 +316,6 @@ def remove_cache(cache_dir: str | Path, dp: Any) -> Optional[Path]:
     return folder
 
 
-@contextlib.contextmanager
-def cache_lock(folder: Path) -> Iterator[None]:
-    """Hold the cache folder's lock (``flock`` on ``<folder>/.lock``): one run at a time appends to or prunes the
-    manifest, so no run's records are lost to another's rewrite. A waiting run says so; the kernel releases the
-    lock of a killed run, so a kill -9 never leaves the cache locked."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another run is preprocessing into %s, waiting for it to finish ...", folder)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, workers: int = 1,
                 prune_under: Optional[str | Path] = None) -> CacheResult:
     """Make sure every recording in ``recordings`` (column ``path``) has a cache entry; decode only what is missing.
@@ -390,7 +349,7 @@ def _build_cache_locked(cache: "MelCache", recordings: pd.DataFrame, dp: Any, wo
             continue
         idents[path] = ident
         rec = manifest.get((path, *ident))
-        if rec and "error" in rec and not rec["error"].startswith(_ENVIRONMENT_ERRORS):
+        if rec and "error" in rec and not is_environment_error(rec["error"]):
             skipped[path] = rec["error"]
         elif rec and "entry" in rec and (cache.mels_dir / rec["entry"]).is_file():
             done[path] = rec

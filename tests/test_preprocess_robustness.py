@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from dataloader.cache_faults import CacheEnvironmentError
 from dataloader.preprocess import MelCache, build_cache, fit_standardizer
 from utils.config import DataProcessConfig
 
@@ -262,7 +263,7 @@ def test_a_full_disk_stops_the_cache_records_nothing_about_the_file_and_the_next
         real_save(path, array)
 
     monkeypatch.setattr(preprocess, "_atomic_save", full_for_clip1)
-    with pytest.raises(preprocess.CacheEnvironmentError, match="no space left on device writing the cache of .*clip"):
+    with pytest.raises(CacheEnvironmentError, match="no space left on device writing the cache of .*clip"):
         build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", workers=1)
     folder = next((tmp_path / "cache").glob("mel-*"))
     lines = (folder / "manifest.jsonl").read_text().splitlines() if (folder / "manifest.jsonl").exists() else []
@@ -298,7 +299,7 @@ def test_a_second_run_waits_for_the_cache_lock_and_a_killed_holder_never_blocks_
     path = tmp_path / "a.wav"
     sf.write(path, chirp(2.0, 32000), 32000)
     folder = MelCache(tmp_path / "cache", DataProcessConfig()).folder
-    holder = _in_subprocess(f"from pathlib import Path\nimport time\nfrom dataloader.preprocess import cache_lock\n"
+    holder = _in_subprocess(f"from pathlib import Path\nimport time\nfrom dataloader.cache_faults import cache_lock\n"
                             f"with cache_lock(Path({str(folder)!r})):\n    print('locked', flush=True)\n"
                             f"    time.sleep(2.5)\n")
     assert holder.stdout.readline().strip() == "locked"
@@ -306,7 +307,7 @@ def test_a_second_run_waits_for_the_cache_lock_and_a_killed_holder_never_blocks_
     assert len(build_cache(table_of([path]), DataProcessConfig(), tmp_path / "cache", workers=1).table) == 1
     assert time.perf_counter() - t0 > 1.0 and "another run is preprocessing into" in caplog.text
     holder.wait(timeout=30)
-    killed = _in_subprocess(f"from pathlib import Path\nimport time\nfrom dataloader.preprocess import cache_lock\n"
+    killed = _in_subprocess(f"from pathlib import Path\nimport time\nfrom dataloader.cache_faults import cache_lock\n"
                             f"with cache_lock(Path({str(folder)!r})):\n    print('locked', flush=True)\n"
                             f"    time.sleep(600)\n")
     assert killed.stdout.readline().strip() == "locked"
