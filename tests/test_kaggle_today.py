@@ -152,3 +152,18 @@ def test_the_notebook_stops_with_the_message_when_its_python_is_not_shipped(tmp_
     assert f"this notebook runs Python {here}, the package holds wheels for Python 3.99" in result.stderr
     assert f"python -m inference.package --python-version {here}" in result.stderr
     assert str(comp) in result.stdout, "the competition folder was found first"
+
+
+def test_predict_names_a_damaged_checkpoint_in_one_line(tmp_path, caplog):
+    import numpy as np
+    import soundfile as sf
+
+    import predict as predict_cli
+
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "a.wav", np.zeros(32000, dtype=np.float32), 32000)
+    damaged = tmp_path / "model.pt"
+    damaged.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    code = predict_cli.main(["--checkpoint", str(damaged), "--audio-dir", str(tmp_path / "audio"),
+                             "--out", str(tmp_path / "s.csv")])
+    assert code == 2 and f"{damaged}: damaged or truncated" in caplog.text
