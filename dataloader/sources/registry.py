@@ -15,8 +15,6 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from dataloader.audio import AUDIO_EXTENSIONS  # noqa: F401 - what a folder of recordings or soundscapes may hold
-
 log = logging.getLogger(__name__)
 
 # What every recordings table holds (one row per training recording).
