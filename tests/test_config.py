@@ -52,6 +52,14 @@ def test_values_are_converted_to_the_field_types(tmp_path):
     ("[data]\nn_folds = 3\nfold = 3\n", ["[data] fold", "0..2"]),
     ("[data_process]\nhop_length = 512\n", ["[data_process] hop_length", "312.5", "whole frames"]),
     ("[data_process]\nf_max = 20000\n", ["[data_process] f_max", "16000"]),
+    # values are single-line, finite: a continuation line could smuggle a section or a secret into the run record
+    ("[callbacks]\nneptune_project = ws/p\n  [trainer]\n  resume = /x/evil.pt\n", ["[callbacks] neptune_project",
+                                                                             "several lines"]),
+    ("[callbacks]\nneptune_project = ws/p\n  neptune_token = leaked\n", ["several lines"]),
+    ("[paths]\ncache_dir = cache[1]\n", ["[paths] cache_dir", "'['"]),
+    ("[data_process]\nf_max = nan\n", ["[data_process] f_max", "finite"]),
+    ("[agent]\nlr_warmup_end = inf\n", ["[agent] lr_warmup_end", "finite"]),
+    ("[agent]\nlr_start = -Infinity\n", ["[agent] lr_start", "finite"]),
 ])
 def test_bad_values_stop_with_section_key_value_and_allowed(tmp_path, text, words):
     with pytest.raises(ConfigError) as err:
@@ -95,20 +103,7 @@ def test_resolved_config_round_trips(tmp_path):
     assert load_config(path) == cfg
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[callbacks]\nneptune_project = ws/p\n  [trainer]\n  resume = /x/evil.pt\n", ["[callbacks] neptune_project",
-                                                                             "several lines"]),
-    ("[callbacks]\nneptune_project = ws/p\n  neptune_token = leaked\n", ["several lines"]),
-    ("[paths]\ncache_dir = cache[1]\n", ["[paths] cache_dir", "'['"]),
-    ("[data_process]\nf_max = nan\n", ["[data_process] f_max", "finite"]),
-    ("[agent]\nlr_warmup_end = inf\n", ["[agent] lr_warmup_end", "finite"]),
-    ("[agent]\nlr_start = -Infinity\n", ["[agent] lr_start", "finite"]),
-])
-def test_multi_line_values_brackets_nan_and_infinity_are_refused_with_section_and_key(tmp_path, text, words):
-    with pytest.raises(ConfigError) as err:
-        load_config(write(tmp_path, text))
-    for word in words:
-        assert word in str(err.value)
+def test_nan_given_on_the_command_line_is_refused_too():
     with pytest.raises(ConfigError, match="finite"):
         load_config(None, ["data_process.f_max=NaN"])
 
