@@ -41,8 +41,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
-            isinstance(exc, RuntimeError) and ("inline_container" in str(exc) or "write" in str(exc).lower()))
+        # torch reports a short write from its zip writer as a RuntimeError, not as ENOSPC
+        full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+            isinstance(exc, RuntimeError) and ("inline_container" in str(exc) or "file write failed" in str(exc)))
         if full:
             raise CheckpointError(f"writing {path} failed ({_free_gb(path.parent):.2f} GB free on its disk: no space "
                                   f"left on device?): free space or set [paths] runs_dir elsewhere; "
