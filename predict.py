@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dataloader.audio import audio_files  # noqa: E402
-from dataloader.sources.editions import dry_run_folder, guard_minutes  # noqa: E402
-from inference.competition import DRY_RUN_FILES  # noqa: E402
+from dataloader.sources.editions import guard_minutes  # noqa: E402
+from inference.competition import prediction_folder, species_columns  # noqa: E402
 from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
 from utils.checkpoints import CheckpointError  # noqa: E402
@@ -66,19 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def species_columns(sample_submission: str | None, audio_dir: Path, labels: list[str]) -> list[str]:
-    """The submission's species columns: from sample_submission.csv (given, or beside the audio folder)."""
-    import pandas as pd  # noqa: PLC0415
-
-    path = Path(sample_submission) if sample_submission else audio_dir.parent / "sample_submission.csv"
-    if path.is_file():
-        return list(pd.read_csv(path, nrows=0).columns)[1:]
-    if sample_submission:
-        raise FileNotFoundError(f"--sample-submission {path}: no such file")
-    log.warning("no sample_submission.csv beside %s: columns are the models' %d labels", audio_dir, len(labels))
-    return sorted(labels)
-
-
 def budget_from_arg(value: str, competition_dir: Path) -> float:
     """``--time-budget-minutes``: a number of minutes, or ``auto`` (the edition's limit minus the margin)."""
     if value.strip().lower() == "auto":
@@ -97,16 +83,13 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     audio_dir, limit = Path(args.audio_dir), args.limit
     budget_minutes = budget_from_arg(args.time_budget_minutes, audio_dir.parent)
-    if not audio_files(audio_dir):
-        dry = dry_run_folder(audio_dir)
-        if dry is None:
-            log.error("no audio in %s, and no train_soundscapes/ or unlabeled_soundscapes/ beside it for a dry run",
-                      audio_dir)
-            return 1
-        log.info("%s is empty (as outside Kaggle scoring): dry run on %d files of %s", audio_dir, DRY_RUN_FILES, dry)
-        columns_dir, audio_dir, limit = audio_dir, dry, DRY_RUN_FILES
-    else:
-        columns_dir = audio_dir
+    columns_dir = audio_dir
+    try:
+        audio_dir, dry_limit = prediction_folder(audio_dir)
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return 1
+    limit = dry_limit or limit
     t0 = time.perf_counter()
     try:
         predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,

@@ -1,4 +1,4 @@
-"""torch Datasets over the mel cache: memory-mapped window crops and multi-hot targets."""
+"""torch Datasets over the feature cache: memory-mapped window crops and multi-hot targets."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -9,7 +9,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from dataloader.features import DB_FLOOR, Standardizer
+from dataloader.features import Standardizer
+from dataloader.frontend import FrontEnd
 
 
 def make_targets(table: pd.DataFrame, labels: Sequence[str], data: object) -> np.ndarray:
@@ -57,41 +58,27 @@ def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: floa
     return y
 
 
-def fit_window(mel: np.ndarray, start: int, frames: int, pad_mode: str, silence: float | np.ndarray) -> np.ndarray:
-    """``frames`` columns of ``mel`` from ``start`` as float32; a short recording is repeated or padded with
-    ``silence`` (a value, or one per mel bin)."""
-    window = np.asarray(mel[:, start:start + frames], dtype=np.float32)
-    if window.shape[1] == frames:
-        return window
-    if pad_mode == "repeat" and mel.shape[1] > 0:
-        reps = -(-frames // mel.shape[1])
-        return np.tile(np.asarray(mel, dtype=np.float32), (1, reps))[:, :frames]
-    out = np.empty((mel.shape[0], frames), dtype=np.float32)
-    out[:] = np.asarray(silence, dtype=np.float32).reshape(-1, 1)
-    out[:, : window.shape[1]] = window
-    return out
+class WindowDataset(Dataset):
+    """One window per row from the cache's features: a random (training, ``crop='random'``) or the first crop, or
+    a fixed ``start``, cut, padded and standardised by the front end's :meth:`~dataloader.frontend.FrontEnd.window`
+    (the code inference calls; ``per_clip`` with the recording's ``clip_stats``).
 
-
-class MelWindowDataset(Dataset):
-    """One window per recording from the cache's dB mels: a random (training, ``crop='random'``) or the first
-    crop, padded with digital silence, then standardised (``per_clip`` with the recording's ``clip_stats``).
-
-    Items are ``(mel (1, n_mels, frames) float32, target (classes,) float32)``.
+    Items are ``(window (1, rows, frames) float32, target (classes,) float32)``.
     """
 
     OPEN_MAPS = 4096  # memory maps kept open per process (opening one costs more than reading a crop)
 
-    def __init__(self, entries: Sequence[str], targets: np.ndarray, frames: int, crop: str, pad_mode: str,
-                 standardizer: Standardizer, clip_stats: Optional[Sequence[tuple[float, float]]] = None,
-                 pad_value: float = DB_FLOOR, starts: Optional[Sequence[int]] = None):
+    def __init__(self, entries: Sequence[str], targets: np.ndarray, frontend: FrontEnd, frames: int, crop: str,
+                 pad_mode: str, standardizer: Standardizer,
+                 clip_stats: Optional[Sequence[tuple[float, float]]] = None, starts: Optional[Sequence[int]] = None):
         """``starts``: a fixed first frame per item (``crop = chunks``: one item per chunk of a recording; a
         pseudo-labelled window), or -1 for the crop policy."""
         self.entries = list(entries)
         self.starts = None if starts is None else [int(s) for s in starts]
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
         self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
-        self.frames, self.crop, self.pad_mode, self.standardizer = frames, crop, pad_mode, standardizer
-        self.pad_value = pad_value  # digital silence: the dB floor for mels, 0 for waveforms
+        self.frontend, self.frames, self.crop, self.pad_mode, self.standardizer = (frontend, frames, crop, pad_mode,
+                                                                                   standardizer)
         if standardizer.mode == "per_clip" and clip_stats is None:
             raise ValueError("per_clip standardisation needs each recording's clip_stats")
         self.clip_stats = list(clip_stats) if clip_stats is not None else None
@@ -120,30 +107,28 @@ class MelWindowDataset(Dataset):
             start = self.starts[i]
         elif self.crop == "random" and mel.shape[1] > self.frames:
             start = int(torch.randint(0, mel.shape[1] - self.frames + 1, (1,)))
-        if mel.shape[1] >= start + self.frames:  # the usual case: float16 crop -> standardised float32 in one pass
-            window = mel[:, start:start + self.frames]
-        else:
-            window = fit_window(mel, start, self.frames, self.pad_mode, self.pad_value)
-        window = self.standardizer.apply(window, *(self.clip_stats[i] if self.clip_stats is not None else ()))
+        window = self.frontend.window(mel, start, self.frames, self.standardizer,
+                                      self.clip_stats[i] if self.clip_stats is not None else (), self.pad_mode)
         return torch.from_numpy(window).unsqueeze(0), self.target(i, start)
 
 
-class EventWindowDataset(MelWindowDataset):
+class EventWindowDataset(WindowDataset):
     """Windows with frame-level targets (seed 001): ``(classes * event_bins,)`` float32, class-major, 1 where an
     event of the class covers at least half of the time bin (or half of the event, for events shorter than a bin).
     Event-free (background) recordings give all-zero targets: negatives, not a class."""
 
     def __init__(self, entries: Sequence[str], events: Sequence[Sequence[tuple[float, float, str]]],
-                 labels: Sequence[str], event_bins: int, frames_per_second: float, frames: int, crop: str,
+                 labels: Sequence[str], event_bins: int, frontend: FrontEnd, frames: int, crop: str,
                  pad_mode: str, standardizer: Standardizer, **kwargs: object):
         index = {label: c for c, label in enumerate(labels)}
         self.events = [[(a, b, index[lbl]) for a, b, lbl in evs if lbl in index] for evs in events]
-        self.n_classes, self.bins, self.fps = len(labels), event_bins, frames_per_second
-        super().__init__(entries, np.zeros((len(self.events), 0), np.float32), frames, crop, pad_mode, standardizer,
-                         **kwargs)
+        self.n_classes, self.bins = len(labels), event_bins
+        super().__init__(entries, np.zeros((len(self.events), 0), np.float32), frontend, frames, crop, pad_mode,
+                         standardizer, **kwargs)
 
     def target(self, i: int, start: int) -> torch.Tensor:
-        return torch.from_numpy(event_targets(self.events[i], start / self.fps, self.frames / self.fps,
+        fps = self.frontend.frames_per_second
+        return torch.from_numpy(event_targets(self.events[i], start / fps, self.frames / fps,
                                               self.n_classes, self.bins).reshape(-1))
 
 

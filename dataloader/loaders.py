@@ -1,16 +1,18 @@
 """DataLoaders for one fold: random training crops, fixed validation windows, seeded shuffling."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 
-from dataloader.augment import AugmentingCollate, BatchAugment
-from dataloader.dataset import EventWindowDataset, MelWindowDataset, make_targets
-from dataloader.features import DB_FLOOR, Standardizer
+from dataloader.augment import AugmentingCollate, BackgroundBank, BatchAugment
+from dataloader.dataset import EventWindowDataset, WindowDataset, make_targets
+from dataloader.features import Standardizer
+from dataloader.frontend import FrontEnd
+from utils.config_schema import DataConfig, TrainerConfig
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -52,29 +54,28 @@ class DistributedWeightedSampler(Sampler[int]):
         return -(-self.num_samples // self.world_size)
 
 
-def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: Any, frames: int, crop: str,
-                   standardizer: Standardizer, pad_value: float = DB_FLOOR, frames_per_second: float = 0.0
-                   ) -> MelWindowDataset:
-    """The dataset of a split for ``[data] task``: one window per row (a fixed ``start`` frame when the table has
-    one, i.e. ``crop = chunks``), recording-level targets, or frame-level ones for ``events``."""
+def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, frontend: FrontEnd, crop: str,
+                   standardizer: Standardizer) -> WindowDataset:
+    """The dataset of a split for ``[data] task``: one ``window_s`` window per row (a fixed ``start`` frame when the
+    table has one, i.e. ``crop = chunks``), recording-level targets, or frame-level ones for ``events``."""
     starts = df["start"].fillna(-1).astype(int).tolist() if "start" in df else None
+    frames = frontend.frames_for(data.window_s)
     if data.task == "events":
-        return EventWindowDataset(df["entry"], df["events"], labels, data.event_bins, frames_per_second, frames,
-                                  crop, data.pad_mode, standardizer, clip_stats=_clip_stats(df), pad_value=pad_value,
-                                  starts=starts)
-    return MelWindowDataset(df["entry"], make_targets(df, labels, data), frames, crop, data.pad_mode, standardizer,
-                            _clip_stats(df), pad_value, starts)
+        return EventWindowDataset(df["entry"], df["events"], labels, data.event_bins, frontend, frames, crop,
+                                  data.pad_mode, standardizer, clip_stats=_clip_stats(df), starts=starts)
+    return WindowDataset(df["entry"], make_targets(df, labels, data), frontend, frames, crop, data.pad_mode,
+                         standardizer, _clip_stats(df), starts)
 
 
-def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: Any, trainer: Any,
-                 frames: int, standardizer: Standardizer, augment: Optional[BatchAugment] = None,
-                 rank: int = 0, world_size: int = 1, pad_value: float = DB_FLOOR, frames_per_second: float = 0.0
+def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: DataConfig,
+                 trainer: TrainerConfig, frontend: FrontEnd, standardizer: Standardizer,
+                 augment: Optional[BatchAugment] = None, rank: int = 0, world_size: int = 1
                  ) -> tuple[DataLoader, DataLoader]:
     """(train, validation) loaders over cache entries (column ``entry``) from the ``[data]`` and ``[trainer]``
-    sections; validation uses each recording's first window (or each chunk, ``crop = chunks``). With ``augment``, training batches are augmented
-    in the loader's worker processes (for CPU training, where the "device" is the training thread's own core).
-    With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets."""
-    train_ds = window_dataset(train_df, labels, data, frames, data.crop, standardizer, pad_value, frames_per_second)
+    sections; validation uses each recording's first window (or each chunk, ``crop = chunks``). With ``augment``,
+    training batches are augmented in the loader's worker processes (for CPU training, where the "device" is the
+    training thread's own core). With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets."""
+    train_ds = window_dataset(train_df, labels, data, frontend, data.crop, standardizer)
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                   worker_init_fn=_seed_worker)
     generator = torch.Generator().manual_seed(trainer.seed)
@@ -90,18 +91,25 @@ def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[
     train_loader = DataLoader(train_ds, batch_size=trainer.batch_size, shuffle=data.shuffle and sampler is None,
                               sampler=sampler, generator=generator,
                               collate_fn=AugmentingCollate(augment) if augment is not None else None, **common)
-    val_loader = make_eval_loader(val_df, labels, data, trainer, frames, standardizer, rank, world_size, pad_value,
-                                  frames_per_second)
+    val_loader = make_eval_loader(val_df, labels, data, trainer, frontend, standardizer, rank, world_size)
     return train_loader, val_loader
 
 
-def make_eval_loader(df: pd.DataFrame, labels: Sequence[str], data: Any, trainer: Any, frames: int,
-                     standardizer: Standardizer, rank: int = 0, world_size: int = 1, pad_value: float = DB_FLOOR,
-                     frames_per_second: float = 0.0) -> DataLoader:
+def make_eval_loader(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, trainer: TrainerConfig,
+                     frontend: FrontEnd, standardizer: Standardizer, rank: int = 0, world_size: int = 1) -> DataLoader:
     """A loader that scores ``df`` in order: each row's fixed window (``start``) or first window, batches twice
     the training size; under torchrun each rank its share."""
-    ds = window_dataset(df, labels, data, frames, "first", standardizer, pad_value, frames_per_second)
+    ds = window_dataset(df, labels, data, frontend, "first", standardizer)
     sampler = DistributedSampler(ds, world_size, rank, shuffle=False) if world_size > 1 else None
     return DataLoader(ds, batch_size=trainer.batch_size * 2, shuffle=False, sampler=sampler,
                       num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                       worker_init_fn=_seed_worker)
+
+
+def background_bank(table: pd.DataFrame, data: DataConfig, frontend: FrontEnd, standardizer: Standardizer
+                    ) -> BackgroundBank:
+    """Random standardised windows of cached background soundscapes (``table``: their cache rows), for mixing."""
+    dataset = WindowDataset(table["entry"], np.zeros((len(table), 0), np.float32), frontend,
+                            frontend.frames_for(data.window_s), "random", data.pad_mode, standardizer,
+                            _clip_stats(table))
+    return BackgroundBank(dataset)

@@ -28,13 +28,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
-from dataloader.audio import AudioError, MonoReader, ResampledReader, resample
-from dataloader.features import DB_FLOOR, MelFrontEnd, StatsAccumulator, Standardizer
+from dataloader.audio import AudioError, MonoReader
+from dataloader.features import StatsAccumulator, Standardizer
+from dataloader.frontend import STORE_DTYPE, FrontEnd, make_frontend
 from dataloader.cache_faults import CacheEnvironmentError, cache_lock, failure_record, is_environment_error
 from dataloader.worker_pool import WorkerPool
 from utils.atomic_files import remove_stale_temporaries
@@ -43,27 +44,6 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 4  # 4: float16 dB (standardised when read), NumPy/pocketfft front end
 NOT_IN_CACHE = ("normalization",)  # [data_process] keys applied when the cache is read, not cached
-LONG_FILE_S = 300.0  # longer files are decoded (and resampled) and transformed in blocks ...
-BLOCK_S = 60.0  # ... of this many seconds, so memory does not grow with a file's length
-
-
-@dataclass(frozen=True)
-class WaveformSettings:
-    """What a waveform cache (for models on raw audio, e.g. Wav2Vec2) is made of: one float16 (1, samples)
-    array per recording at ``sample_rate``, built by the same machinery as the mel cache."""
-
-    sample_rate: int = 16000
-    mode: str = "slice"
-    max_length_s: float = 60.0
-    kind: str = "waveform"
-
-
-def _is_waveform(dp: Any) -> bool:
-    return getattr(dp, "kind", "mel") == "waveform"
-
-
-def _rows(dp: dict[str, Any]) -> int:
-    return 1 if dp.get("kind") == "waveform" else dp["n_mels"]
 
 
 def cache_key(dp: Any) -> str:
@@ -110,64 +90,41 @@ def _atomic_text(path: Path, text: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(dp: dict[str, Any], mels_dir: str, limit_threads: bool = True) -> None:
+def _init_worker(settings: dict[str, Any], mels_dir: str, limit_threads: bool = True) -> None:
     if limit_threads:  # processes x threads <= cores
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
         threadpool_limits(1)
-    _WORKER["dp"] = dp
-    _WORKER["frontend"] = None if dp.get("kind") == "waveform" else MelFrontEnd(
-        dp["sample_rate"], dp["n_fft"], dp["hop_length"], dp["n_mels"], dp["f_min"], dp["f_max"])
+    _WORKER["frontend"] = make_frontend(settings)
     _WORKER["mels_dir"] = Path(mels_dir)
-
-
-def _seconds(frames: int) -> float:
-    dp = _WORKER["dp"]
-    return round(frames * dp.get("hop_length", 1) / dp["sample_rate"], 3)
-
-
-def _decode_blocks(reader: MonoReader) -> tuple[int, Iterator[np.ndarray]]:
-    """(frames, dB mel blocks) of one file, decoded once: one block, or for files longer than LONG_FILE_S
-    blocks of BLOCK_S seconds (resampled on the fly), so memory does not grow with the file's length."""
-    dp, fe = _WORKER["dp"], _WORKER["frontend"]
-    total = reader.length(dp["max_length_s"] if dp["mode"] == "single" else None)
-    if total <= LONG_FILE_S * reader.samplerate:
-        audio = resample(reader.read(0, total), reader.samplerate, dp["sample_rate"])
-        out = audio[None, :] if fe is None else fe(audio)
-        return out.shape[1], iter([out])
-    source = reader if reader.samplerate == dp["sample_rate"] else ResampledReader(reader, total, dp["sample_rate"])
-    length = total if source is reader else source.length
-    block = int(BLOCK_S * dp["sample_rate"])
-    if fe is None:  # waveform cache: the samples themselves, block by block
-        return length, (source.read(a, min(length, a + block))[None, :] for a in range(0, length, block))
-    return 1 + length // dp["hop_length"], fe.blocks(source.read, length, block // dp["hop_length"])
 
 
 def _task_write(path: str, entry: str) -> dict[str, Any]:
     """Decode, dB mel, write ``mels/<entry>.npy`` (float16, block by block for long files, under a temporary
     name); return the manifest fields, with the recording's own mean and std (for ``per_clip``) and its per-bin
     sums (for ``sums.bin``)."""
+    frontend: FrontEnd = _WORKER["frontend"]
     final = _WORKER["mels_dir"] / f"{entry}.npy"
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    acc = StatsAccumulator(_rows(_WORKER["dp"]))
-    waveform = _WORKER["frontend"] is None
+    acc = StatsAccumulator(frontend.rows)
     try:
         with MonoReader(path) as reader:
-            n_frames, blocks = _decode_blocks(reader)
-            peak, out = (0.0 if waveform else DB_FLOOR), None
+            n_frames, blocks = frontend.feature_blocks(reader, frontend.recording_limit_s)
+            peak, out = frontend.pad_value, None
             for block in blocks:
-                stored = block.astype(np.float16)
+                stored = block.astype(STORE_DTYPE)
                 if out is None and stored.shape[1] == n_frames:  # one block: a plain save
                     out = stored
                 else:
                     if out is None:
-                        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(block.shape[0], n_frames))
+                        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=STORE_DTYPE,
+                                                        shape=(block.shape[0], n_frames))
                         with open(tmp, "r+b") as f:  # reserve the blocks now: a full disk is an error here,
                             os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))  # not a SIGBUS later
                     out[:, acc.count:acc.count + stored.shape[1]] = stored
                 acc.add(block)  # the float32 values: the same statistics as the stored ones to within 0.001 dB
-                peak = max(peak, float(np.abs(block).max()) if waveform else float(block.max()))
-        if peak <= (0.0 if waveform else DB_FLOOR):  # every frame at the dB floor: all samples are zero
+                peak = max(peak, frontend.level(block))
+        if peak <= frontend.pad_value:  # every frame digital silence: all samples are zero
             raise AudioError("silence only (all samples zero)")
         if isinstance(out, np.memmap):
             out.flush()  # a full disk shows here (SIGBUS-free: the pages were written into the file)
@@ -181,7 +138,7 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
     n = acc.sum.size * acc.count
     clip_mean = float(acc.sum.sum()) / n
     clip_std = float(np.sqrt(max(float(acc.sumsq.sum()) / n - clip_mean ** 2, 0.0)))
-    return {"source": path, "entry": final.name, "frames": acc.count, "seconds": _seconds(acc.count),
+    return {"source": path, "entry": final.name, "frames": acc.count, "seconds": frontend.seconds(acc.count),
             "clip_mean": clip_mean, "clip_std": clip_std, "sums": (acc.sum, acc.sumsq)}
 
 
@@ -237,14 +194,14 @@ class SumsLog:
 
 
 class MelCache:
-    """The cache folder for one set of ``[data_process]`` settings."""
+    """The cache folder of one front end (one set of settings)."""
 
-    def __init__(self, cache_dir: str | Path, dp: Any):
-        self.dp = dp
-        self.folder = Path(cache_dir) / f"{'wave' if _is_waveform(dp) else 'mel'}-{cache_key(dp)}"
+    def __init__(self, cache_dir: str | Path, frontend: FrontEnd):
+        self.frontend = frontend
+        self.folder = Path(cache_dir) / f"{frontend.cache_prefix}-{cache_key(frontend.settings)}"
         self.mels_dir = self.folder / "mels"
         self.manifest_path = self.folder / "manifest.jsonl"
-        self.sums = SumsLog(self.folder / "sums.bin", 1 if _is_waveform(dp) else dp.n_mels)
+        self.sums = SumsLog(self.folder / "sums.bin", frontend.rows)
 
     def load_manifest(self) -> dict[tuple[str, int, int], dict[str, Any]]:
         """Identity -> manifest record (later lines win); a torn last line (killed run) is ignored."""
@@ -286,13 +243,13 @@ class MelCache:
         return len(dropped)
 
 
-def fit_standardizer(table: pd.DataFrame, dp: Any, cache_folder: str | Path) -> Standardizer:
-    """Standardisation statistics (``dp.normalization``) per mel bin over every recording of ``table`` (column
-    ``entry``; e.g. the training split), added up from the per-file sums in ``<cache_folder>/sums.bin`` (a
-    recording without a record is read from its cached mel)."""
-    acc = StatsAccumulator(dp.n_mels)
-    if dp.normalization in ("per_frequency", "global"):
-        sums = SumsLog(Path(cache_folder) / "sums.bin", dp.n_mels).load()
+def fit_standardizer(table: pd.DataFrame, frontend: FrontEnd, cache_folder: str | Path) -> Standardizer:
+    """Standardisation statistics (the front end's ``normalization``) per row over every recording of ``table``
+    (column ``entry``; e.g. the training split), added up from the per-file sums in ``<cache_folder>/sums.bin``
+    (a recording without a record is read from its cached features)."""
+    acc = StatsAccumulator(frontend.rows)
+    if frontend.normalization in ("per_frequency", "global"):
+        sums = SumsLog(Path(cache_folder) / "sums.bin", frontend.rows).load()
         for entry in sorted(set(table["entry"])):  # a fixed order: the same statistics for the same recordings
             rec = sums.get(Path(entry).name)
             if rec is not None:
@@ -301,22 +258,22 @@ def fit_standardizer(table: pd.DataFrame, dp: Any, cache_folder: str | Path) -> 
                 acc.add(np.load(entry, mmap_mode="r"))
         if acc.count == 0:
             raise RuntimeError("no cached recording to fit the standardisation statistics on")
-    return Standardizer.fit(dp.normalization, acc)
+    return Standardizer.fit(frontend.normalization, acc)
 
 
-def remove_cache(cache_dir: str | Path, dp: Any) -> Optional[Path]:
+def remove_cache(cache_dir: str | Path, frontend: FrontEnd) -> Optional[Path]:
     """Delete the cache folder of these settings (entries, manifest, statistics, split files); returns it, or
     None when there was none. Other settings' folders stay."""
     import shutil  # noqa: PLC0415
 
-    folder = MelCache(cache_dir, dp).folder
+    folder = MelCache(cache_dir, frontend).folder
     if not folder.is_dir():
         return None
     shutil.rmtree(folder)
     return folder
 
 
-def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, workers: int = 1,
+def build_cache(recordings: pd.DataFrame, frontend: FrontEnd, cache_dir: str | Path, workers: int = 1,
                 prune_under: Optional[str | Path] = None) -> CacheResult:
     """Make sure every recording in ``recordings`` (column ``path``) has a cache entry; decode only what is missing.
 
@@ -325,17 +282,18 @@ def build_cache(recordings: pd.DataFrame, dp: Any, cache_dir: str | Path, worker
     it that are no longer listed, or changed, are dropped from the manifest with their mel files. Concurrent runs
     on one cache take turns (:func:`cache_lock`): the second finds the first's entries and decodes only the rest.
     """
-    cache = MelCache(cache_dir, dp)
+    cache = MelCache(cache_dir, frontend)
     with cache_lock(cache.folder):
-        return _build_cache_locked(cache, recordings, dp, workers, prune_under)
+        return _build_cache_locked(cache, recordings, workers, prune_under)
 
 
-def _build_cache_locked(cache: "MelCache", recordings: pd.DataFrame, dp: Any, workers: int,
+def _build_cache_locked(cache: "MelCache", recordings: pd.DataFrame, workers: int,
                         prune_under: Optional[str | Path]) -> CacheResult:
     cache.mels_dir.mkdir(parents=True, exist_ok=True)
     settings = cache.folder / "settings.json"
     if not settings.is_file():
-        _atomic_text(settings, json.dumps({"format_version": CACHE_FORMAT_VERSION, **_cached_settings(dp)}, indent=1))
+        _atomic_text(settings, json.dumps({"format_version": CACHE_FORMAT_VERSION,
+                                           **_cached_settings(cache.frontend.settings)}, indent=1))
     remove_stale_temporaries(cache.folder)
     manifest = cache.load_manifest()
     done: dict[str, dict[str, Any]] = {}
@@ -357,7 +315,7 @@ def _build_cache_locked(cache: "MelCache", recordings: pd.DataFrame, dp: Any, wo
             todo.append((path, _entry_name(path, *ident)))
     todo.sort(key=lambda pe: -idents[pe[0]][0])  # longest first: no straggler at the end
     reused = len(done) + sum(1 for p in skipped if p in idents)
-    with WorkerPool(workers, _init_worker, (dataclasses.asdict(dp), str(cache.mels_dir))) as pool, \
+    with WorkerPool(workers, _init_worker, (cache.frontend.settings_dict(), str(cache.mels_dir))) as pool, \
             open(cache.manifest_path, "a") as manifest_file, cache.sums.append() as sums_file:
         for res in pool.run(_task_write, todo, "preprocessing"):
             path = res["source"]

@@ -1,7 +1,7 @@
 """The data of one run: the source's recordings and soundscapes, cached, with every report the summary needs.
 
 ``prepare_data(cfg)`` resolves ``[data] source`` through the source registry, merges duplicate recordings, caches
-every recording (mels, or waveforms for Wav2Vec2), and caches what is cut from soundscapes: background windows,
+every recording with the run's front end (mels, or waveforms for Wav2Vec2), and caches what is cut from soundscapes: background windows,
 pseudo-labelled windows and the labelled soundscape windows (split by file into training and validation).
 """
 from __future__ import annotations
@@ -14,7 +14,10 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from dataloader.frontend import FrontEnd
+from dataloader.preprocess import CacheResult
 from dataloader.sources import SourceData
+from utils.config_schema import Config
 
 log = logging.getLogger(__name__)
 TESTING_SOUNDSCAPE_FILES = 6  # labelled soundscapes kept in testing mode
@@ -25,7 +28,8 @@ class RunData:
     """Everything prepared for training and submitting."""
 
     source: SourceData
-    cache: Any  # dataloader.preprocess.CacheResult of the recordings
+    frontend: FrontEnd  # what the cache holds and the model takes
+    cache: CacheResult  # the recordings' cache
     merged: pd.DataFrame  # duplicates merged (path, reason)
     background: Optional[pd.DataFrame] = None  # cached soundscapes for background mixing
     pseudo: Optional[pd.DataFrame] = None  # pseudo-labelled windows (dataset rows)
@@ -62,31 +66,16 @@ class RunData:
         return out
 
 
-def cache_settings(cfg: Any) -> Any:
-    """What the cache holds: mels from ``[data_process]``, or 16 kHz waveforms for ``[model] family = wav2vec2``."""
-    if cfg.model.family == "wav2vec2":
-        from dataloader.preprocess import WaveformSettings  # noqa: PLC0415
-        from factory.wav2vec2 import SAMPLE_RATE  # noqa: PLC0415
-
-        return WaveformSettings(SAMPLE_RATE, cfg.data_process.mode, cfg.data_process.max_length_s)
-    return cfg.data_process
-
-
-def frames_per_second(cfg: Any) -> float:
-    """Cache frames per second of audio: mel frames, or samples for waveform models."""
-    settings = cache_settings(cfg)
-    return settings.sample_rate if cfg.model.family == "wav2vec2" else settings.sample_rate / settings.hop_length
-
-
-def _cache_soundscapes(paths: list[str], cfg: Any) -> pd.DataFrame:
+def _cache_soundscapes(paths: list[str], cfg: Config, frontend: FrontEnd) -> pd.DataFrame:
     from dataloader.preprocess import build_cache  # noqa: PLC0415
 
-    return build_cache(pd.DataFrame({"path": sorted(set(paths))}), cache_settings(cfg), cfg.paths.cache_dir,
+    return build_cache(pd.DataFrame({"path": sorted(set(paths))}), frontend, cfg.paths.cache_dir,
                        cfg.data.num_workers).table
 
 
-def prepare_data(cfg: Any) -> RunData:
-    """Resolve the data source, list recordings, build (or reuse) the caches."""
+def prepare_data(cfg: Config, frontend: FrontEnd) -> RunData:
+    """Resolve the data source, list recordings, build (or reuse) the caches of ``frontend`` (the model family's
+    input)."""
     from dataloader.preprocess import build_cache  # noqa: PLC0415
     from dataloader.sources import load_source, merge_duplicates  # noqa: PLC0415
     from dataloader.splits import seeded_sample  # noqa: PLC0415
@@ -97,33 +86,33 @@ def prepare_data(cfg: Any) -> RunData:
         recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
     prune = None if cfg.testing.testing else source.audio_root  # a testing subset prunes nothing
-    cache = build_cache(recordings, cache_settings(cfg), cfg.paths.cache_dir, cfg.data.num_workers,
-                        prune_under=prune)
-    data = RunData(source, cache, merged, skipped=[cache.skipped, merged])
-    data.background = background_windows(cfg, source)
+    cache = build_cache(recordings, frontend, cfg.paths.cache_dir, cfg.data.num_workers, prune_under=prune)
+    data = RunData(source, frontend, cache, merged, skipped=[cache.skipped, merged])
+    data.background = background_windows(cfg, source, frontend)
     if cfg.data.pseudo_labels:
-        data.pseudo = pseudo_labelled_windows(cfg, source)
+        data.pseudo = pseudo_labelled_windows(cfg, source, frontend)
     if source.windows is not None and len(source.windows) and cfg.data.task == "multilabel":
-        data.windows = labelled_windows(cfg, source.windows)
+        data.windows = labelled_windows(cfg, source.windows, frontend)
     return data
 
 
-def background_windows(cfg: Any, source: SourceData) -> Optional[pd.DataFrame]:
-    """``augment_background``: a seeded sample of the source's soundscapes, cached (mel models only)."""
+def background_windows(cfg: Config, source: SourceData, frontend: FrontEnd) -> Optional[pd.DataFrame]:
+    """``augment_background``: a seeded sample of the source's soundscapes, cached (front ends that mix
+    backgrounds: mels)."""
     aug = cfg.augmentation
-    if not (aug.data_augmentation and aug.augment_background and cfg.model.family != "wav2vec2"):
+    if not (aug.data_augmentation and aug.augment_background and frontend.mixes_background):
         return None
     files = list(source.soundscapes["path"]) if source.soundscapes is not None else []
     if not files:
         log.warning("augment_background: no soundscapes in %s, no background mixing", source.soundscape_dir)
         return None
     picked = np.random.default_rng(cfg.trainer.seed).permutation(len(files))[:aug.background_files]
-    table = _cache_soundscapes([files[i] for i in sorted(picked)], cfg)
+    table = _cache_soundscapes([files[i] for i in sorted(picked)], cfg, frontend)
     log.info("background mixing: %d soundscapes of %s", len(table), source.soundscape_dir)
     return table
 
 
-def pseudo_labelled_windows(cfg: Any, source: SourceData) -> pd.DataFrame:
+def pseudo_labelled_windows(cfg: Config, source: SourceData, frontend: FrontEnd) -> pd.DataFrame:
     """``[data] pseudo_labels``: the CSV's windows with their soundscapes cached (``start`` in frames)."""
     from dataloader.curation import pseudo_label_rows  # noqa: PLC0415
     from dataloader.soundscape_windows import attach_cache  # noqa: PLC0415
@@ -133,10 +122,10 @@ def pseudo_labelled_windows(cfg: Any, source: SourceData) -> pd.DataFrame:
         raise ValueError(f"[data] pseudo_labels: source {source.name} has no soundscape folder; set "
                          f"[data] pseudo_audio_dir")
     rows = pseudo_label_rows(cfg.data.pseudo_labels, audio_dir, cfg.data.window_s, cfg.data.pseudo_min_prob)
-    return attach_cache(rows, _cache_soundscapes(list(rows["path"]), cfg), frames_per_second(cfg))
+    return attach_cache(rows, _cache_soundscapes(list(rows["path"]), cfg, frontend), frontend)
 
 
-def labelled_windows(cfg: Any, windows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def labelled_windows(cfg: Config, windows: pd.DataFrame, frontend: FrontEnd) -> dict[str, pd.DataFrame]:
     """The labelled soundscape windows (2026) split by file per ``[data] soundscape_labels``, as dataset rows."""
     from dataloader.soundscape_windows import as_training_rows, attach_cache, sample_files, split_windows  # noqa
 
@@ -145,5 +134,5 @@ def labelled_windows(cfg: Any, windows: pd.DataFrame) -> dict[str, pd.DataFrame]
     parts = split_windows(windows, cfg.data.soundscape_labels, cfg.data.n_folds, cfg.data.fold, cfg.trainer.seed)
     if not any(len(p) for p in parts.values()):
         return {}
-    cached = _cache_soundscapes(list(windows["path"]), cfg)
-    return {name: attach_cache(as_training_rows(part), cached, frames_per_second(cfg)) for name, part in parts.items()}
+    cached = _cache_soundscapes(list(windows["path"]), cfg, frontend)
+    return {name: attach_cache(as_training_rows(part), cached, frontend) for name, part in parts.items()}

@@ -11,6 +11,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from dataloader.frontend import FrontEnd
+
 log = logging.getLogger(__name__)
 
 
@@ -53,9 +55,9 @@ def as_training_rows(windows: pd.DataFrame) -> pd.DataFrame:
     return rows.drop(columns=["labels"])
 
 
-def attach_cache(rows: pd.DataFrame, cached: pd.DataFrame, frames_per_second: float) -> pd.DataFrame:
+def attach_cache(rows: pd.DataFrame, cached: pd.DataFrame, frontend: FrontEnd) -> pd.DataFrame:
     """Rows (``path``, ``start_s``) joined with their soundscapes' cache entries; ``start`` in frames. Rows of a
     soundscape the cache skipped (unreadable) are dropped."""
     out = rows.merge(cached[["path", "entry", "frames", "seconds", "clip_mean", "clip_std"]], on="path")
-    out["start"] = (out["start_s"] * frames_per_second).round().astype(int)
+    out["start"] = [frontend.frames_for(s) for s in out["start_s"]]
     return out.drop(columns=[c for c in ("start_s", "end_s") if c in out])

@@ -1,4 +1,8 @@
-"""Loss registry: ``create_loss(name, **kwargs)``, ``list_losses()``.
+"""Loss registry: ``create_loss(name, **kwargs)``, ``list_losses()``, ``loss_activation(name)``, ``loss_kwargs(agent)``.
+
+Each loss declares the output activation its logits are trained for (``sigmoid``: independent classes;
+``softmax``: one distribution over classes), so training, validation and inference ask the registry instead of
+comparing names: ``@LOSSES.register("my_loss", activation="sigmoid")`` is all a new loss needs.
 
 Every loss takes ``(logits, targets)`` with ``targets`` in [0, 1] (soft targets: secondary labels, overlay
 unions, CutMix areas). A NaN target means "unknown": that (example, class) entry is left out of the loss
@@ -14,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from factory.registry import Registry
+from utils.config_schema import AgentConfig
+from utils.registry import Registry
 
 LOSSES = Registry("loss")
 
@@ -122,40 +127,61 @@ class SoftmaxCrossEntropy(nn.Module):
         return (w * per_example).sum() / w.sum().clamp(min=1e-8)
 
 
-@LOSSES.register("bce")
+@LOSSES.register("bce", activation="sigmoid")
 def _bce(label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
     return BCELoss(label_smoothing, class_weights)
 
 
-@LOSSES.register("ce")
+@LOSSES.register("ce", activation="softmax")
 def _ce(label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
     return SoftmaxCrossEntropy(label_smoothing, class_weights)
 
 
-@LOSSES.register("focal")
+@LOSSES.register("focal", activation="sigmoid")
 def _focal(focal_gamma: float = 2.0, focal_alpha: float = 0.25, label_smoothing: float = 0.0,
            class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
     return FocalLoss(focal_gamma, focal_alpha, label_smoothing, class_weights)
 
 
-@LOSSES.register("bce_focal")
+@LOSSES.register("bce_focal", activation="sigmoid")
 def _bce_focal(focal_gamma: float = 2.0, focal_alpha: float = 0.25, focal_weight: float = 1.0,
                label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
     return BCEFocalLoss(focal_gamma, focal_alpha, focal_weight, label_smoothing, class_weights)
 
 
-@LOSSES.register("asl")
+@LOSSES.register("asl", activation="sigmoid")
 def _asl(asl_gamma_pos: float = 0.0, asl_gamma_neg: float = 4.0, asl_clip: float = 0.05, label_smoothing: float = 0.0,
          class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
     return AsymmetricLoss(asl_gamma_pos, asl_gamma_neg, asl_clip, label_smoothing, class_weights=class_weights)
 
 
+ACTIVATIONS = ("sigmoid", "softmax")
+
+
 def create_loss(name: str, **kwargs: Any) -> nn.Module:
     """Build the loss ``name`` (kwargs: label_smoothing, focal_gamma, focal_alpha, focal_weight, asl_gamma_pos,
     asl_gamma_neg, asl_clip, class_weights (per class: the weight of positives for the sigmoid losses, the class
-    weight for ce); each loss takes the ones it uses)."""
-    return LOSSES.create(name, **kwargs)
+    weight for ce); each loss takes the ones it uses). The module carries its ``activation``."""
+    loss = LOSSES.create(name, **kwargs)
+    loss.activation = loss_activation(name)
+    return loss
+
+
+def loss_activation(name: str) -> str:
+    """The output activation the loss ``name`` declared (``sigmoid`` or ``softmax``)."""
+    activation = LOSSES.facts(name).get("activation")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"loss {name!r} declares activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    return activation
+
+
+def loss_kwargs(agent: AgentConfig, class_weights: Optional[Sequence[float]] = None) -> dict[str, Any]:
+    """``create_loss`` keywords from the ``[agent]`` section: every loss setting (each loss takes what it uses)."""
+    return {"class_weights": class_weights, "label_smoothing": agent.label_smoothing,
+            "focal_gamma": agent.focal_gamma, "focal_alpha": agent.focal_alpha, "focal_weight": agent.focal_weight,
+            "asl_gamma_pos": agent.asl_gamma_pos, "asl_gamma_neg": agent.asl_gamma_neg, "asl_clip": agent.asl_clip}
 
 
 def list_losses() -> list[str]:
+    """Every registered loss name."""
     return LOSSES.names()

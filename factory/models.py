@@ -7,12 +7,9 @@ file or a folder holding one, the way Kaggle notebooks run offline), the timm/Hu
 """
 from __future__ import annotations
 
+import difflib
 import logging
-import os
-import socket
-from pathlib import Path
 from typing import Optional
-from urllib.parse import urlparse
 
 import timm
 import torch
@@ -20,61 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import factory.tiny  # noqa: F401 - registers tiny_dscnn with timm
+from factory.pretrained import PretrainedWeightsError, cached_weights, hub_reachable, local_weights
 
 log = logging.getLogger(__name__)
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights were required but cannot be had offline."""
-
-
-def _local_weights(path: str) -> Path:
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for name in WEIGHT_FILES:
-            if (p / name).is_file():
-                return p / name
-        raise PretrainedWeightsError(f"[model] pretrained_path = {path}: folder holds none of {', '.join(WEIGHT_FILES)}")
-    if not p.is_file():
-        raise PretrainedWeightsError(f"[model] pretrained_path = {path}: no such file")
-    return p
-
-
-def cached_weights(name: str) -> Optional[Path]:
-    """The model's default pretrained weights in the Hugging Face or torch-hub cache, if there."""
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None:
-        return None
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
-
-        repo = cfg.hf_hub_id.split("@")[0]
-        for filename in ((cfg.hf_hub_filename,) if getattr(cfg, "hf_hub_filename", None) else WEIGHT_FILES):
-            found = try_to_load_from_cache(repo, filename)
-            if isinstance(found, str):
-                return Path(found)
-    if cfg.url:
-        import torch.hub  # noqa: PLC0415
-
-        legacy = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
-        if legacy.is_file():
-            return legacy
-    return None
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when HF_HUB_OFFLINE is set or the hub's host does not answer within ``timeout`` seconds."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
 
 def _timm_model(name: str, transfer_learning: str, pretrained_path: str, **kwargs) -> nn.Module:
     """``timm.create_model(name, **kwargs)`` with pretrained weights found as the module docstring says."""
@@ -86,7 +31,7 @@ def _timm_model(name: str, transfer_learning: str, pretrained_path: str, **kwarg
         log.info("%s has no pretrained weights: random initialisation", name)
         return timm.create_model(name, pretrained=False, **kwargs)
     if pretrained_path:
-        source = _local_weights(pretrained_path)
+        source = local_weights(pretrained_path)
     else:
         source = cached_weights(name)
     if source is not None:
@@ -196,22 +141,17 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, transfer_learni
     return RepeatChannels(model, in_chans) if in_chans > 1 else model
 
 
+def timm_model_problem(name: str) -> Optional[str]:
+    """Why ``name`` is not a timm architecture (with the closest names), or None when it is one."""
+    if not name:
+        return "an empty model name is not allowed; any name of timm.list_models(), e.g. efficientnet_b0"
+    if timm.is_model(name):
+        return None
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"not a timm model name; allowed: any name of timm.list_models() (e.g. efficientnet_b0).{hint}"
+
+
 def list_models(pattern: str = "") -> list[str]:
     """Model names ``create_model`` accepts: every timm model (optionally filtered by a glob pattern)."""
     return timm.list_models(pattern or "*")
-
-
-def model_from_checkpoint(payload: dict) -> nn.Module:
-    """The trained network of a checkpoint payload (its architecture from ``model_name``/``model_kwargs``,
-    no pretrained weights fetched), with its weights loaded."""
-    kwargs = dict(payload.get("model_kwargs", {}))
-    if kwargs.pop("family", "cnn") == "wav2vec2":
-        from factory.wav2vec2 import create_wav2vec2  # noqa: PLC0415 - transformers only for such checkpoints
-
-        model = create_wav2vec2(payload["model_name"], len(payload["labels"]), hf_config=kwargs["hf_config"],
-                                freeze_feature_encoder=False)
-    else:
-        classes = len(payload["labels"]) // max(1, kwargs.get("event_bins", 0))  # events: labels are class@bin
-        model = create_model(payload["model_name"], num_classes=classes, **kwargs)
-    model.load_state_dict(payload["model"])
-    return model

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from factory.registry import Registry
+from utils.config_schema import AgentConfig
+from utils.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
 
@@ -82,5 +83,12 @@ def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float
     return OPTIMIZERS.create(name, params=groups, lr=lr)
 
 
+def optimizer_kwargs(agent: AgentConfig) -> dict[str, Any]:
+    """``create_optimizer`` keywords from the ``[agent]`` section (the name included)."""
+    return {"name": agent.optimizer, "lr": agent.lr_warmup_end, "weight_decay": agent.weight_decay,
+            "head_lr_scale": agent.head_lr_scale, "layer_lr_decay": agent.layer_lr_decay}
+
+
 def list_optimizers() -> list[str]:
+    """Every registered optimizer name."""
     return OPTIMIZERS.names()

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from factory.registry import Registry
+from utils.config_schema import AgentConfig
+from utils.registry import Registry
 
 SCHEDULERS = Registry("scheduler")
 
@@ -81,5 +82,16 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, **kwargs: Any)
     return SCHEDULERS.create(name, optimizer=optimizer, **kwargs)
 
 
+def scheduler_kwargs(agent: AgentConfig, steps_per_epoch: int, n_epochs: int) -> dict[str, Any]:
+    """``create_scheduler`` keywords from the ``[agent]`` section for a run of ``n_epochs`` epochs of
+    ``steps_per_epoch`` optimizer steps (the name included: ``none`` when ``lr_decay`` is off)."""
+    return {"name": agent.lr_decay_type if agent.lr_decay else "none", "total_steps": steps_per_epoch * n_epochs,
+            "warmup_steps": int(round(agent.warmup_epochs * steps_per_epoch)), "steps_per_epoch": steps_per_epoch,
+            "lr_start": agent.lr_start, "lr_peak": agent.lr_warmup_end, "lr_end": agent.lr_end,
+            "gamma": agent.exp_gamma, "step_epochs": agent.step_epochs, "step_gamma": agent.step_gamma,
+            "plateau_patience": agent.plateau_patience, "plateau_factor": agent.plateau_factor}
+
+
 def list_schedulers() -> list[str]:
+    """Every registered schedule name."""
     return SCHEDULERS.names()

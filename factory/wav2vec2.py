@@ -15,6 +15,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from factory.pretrained import PretrainedWeightsError
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -51,8 +53,6 @@ def create_wav2vec2(name_or_path: str, num_classes: int, transfer_learning: str 
     """A Wav2Vec2 sequence classifier with a new ``num_classes`` head (see the module docstring for where the
     weights come from); ``hf_config`` (a saved ``config.to_dict()``) rebuilds a trained model's architecture."""
     from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification  # noqa: PLC0415
-
-    from factory.models import PretrainedWeightsError  # noqa: PLC0415
 
     if hf_config is not None:
         model = Wav2Vec2Classifier(_hf_model(Wav2Vec2Config.from_dict({**hf_config, "num_labels": num_classes})))

@@ -46,7 +46,7 @@ def load_metadata(model_path: str | Path) -> dict[str, Any]:
 
 def torch_runner(checkpoint: str | Path, device: str = "cpu", channels_last: bool = True) -> Runner:
     """Eager PyTorch on ``device`` (channels_last by default: ~2x faster than contiguous on this CPU)."""
-    from factory.models import model_from_checkpoint  # noqa: PLC0415
+    from factory.families import model_from_checkpoint  # noqa: PLC0415
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device, memory_format=fmt).eval()

@@ -5,16 +5,47 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import pandas as pd
 
 from dataloader.audio import audio_files
+from dataloader.sources.editions import dry_run_folder
 from inference.predict import SoundscapePredictor, predict_folder
 from inference.submission import write_submission
 
 log = logging.getLogger(__name__)
 DRY_RUN_FILES = 3  # unlabeled soundscapes predicted when test_soundscapes/ is empty
+
+
+def prediction_folder(test_dir: str | Path, soundscape_dir: Optional[str | Path] = None
+                      ) -> tuple[Path, Optional[int]]:
+    """(folder to predict, file limit): ``test_dir`` whole, or when it holds no audio (as outside Kaggle's
+    scoring) a dry run over the first ``DRY_RUN_FILES`` of ``soundscape_dir`` (default: the edition's sibling
+    folder, ``train_soundscapes/`` or ``unlabeled_soundscapes/``). Shared by ``predict.py`` and a run's
+    submission stage; FileNotFoundError when there is nothing to predict."""
+    test_dir = Path(test_dir)
+    if audio_files(test_dir):
+        return test_dir, None
+    dry = Path(soundscape_dir) if soundscape_dir else dry_run_folder(test_dir)
+    if dry is None or not audio_files(dry):
+        raise FileNotFoundError(f"no audio in {test_dir}, and no train_soundscapes/ or unlabeled_soundscapes/ "
+                                f"beside it for a dry run")
+    log.info("%s is empty (as outside Kaggle scoring): dry run on %d files of %s", test_dir, DRY_RUN_FILES, dry)
+    return dry, DRY_RUN_FILES
+
+
+def species_columns(sample_submission: Optional[str | Path], test_dir: str | Path, labels: Sequence[str]
+                    ) -> list[str]:
+    """The submission's species columns: from ``sample_submission.csv`` (given, or beside the test folder), else
+    the models' labels, sorted."""
+    path = Path(sample_submission) if sample_submission else Path(test_dir).parent / "sample_submission.csv"
+    if path.is_file():
+        return list(pd.read_csv(path, nrows=0).columns)[1:]
+    if sample_submission:
+        raise FileNotFoundError(f"--sample-submission {path}: no such file")
+    log.warning("no sample_submission.csv beside %s: columns are the models' %d labels", test_dir, len(labels))
+    return sorted(labels)
 
 
 def submit(checkpoints: Sequence[str], source: Any, out_csv: Path, copy_to: Path, device: str = "cpu",
@@ -25,13 +56,9 @@ def submit(checkpoints: Sequence[str], source: Any, out_csv: Path, copy_to: Path
     (as outside Kaggle's scoring), a dry run predicts a few of the source's own soundscapes."""
     from utils.metrics import competition_score  # noqa: PLC0415
 
-    columns = source.classes
-    audio_dir, limit = source.test_dir, None
-    if not audio_files(audio_dir):
-        audio_dir, limit = source.soundscape_dir, DRY_RUN_FILES
-        log.info("%s is empty (as outside Kaggle scoring): dry run on %d files of %s", source.test_dir, limit,
-                 audio_dir)
+    audio_dir, limit = prediction_folder(source.test_dir, source.soundscape_dir)
     predictor = SoundscapePredictor(checkpoints, device=device, batch_size=batch_size)
+    columns = source.classes or species_columns(None, source.test_dir, predictor.labels)
     t0 = time.perf_counter()
     frame = predict_folder(predictor, audio_dir, columns, limit=limit)
     seconds = time.perf_counter() - t0

@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dataloader.audio import audio_files  # noqa: E402
+from dataloader.frontend import frontend_of_checkpoint  # noqa: E402
 from inference.backends import checkpoint_metadata, metadata_path, onnx_runner, openvino_runner  # noqa: E402
 from utils.checkpoints import load_checkpoint  # noqa: E402
 from utils.metrics import competition_score, validation_scores  # noqa: E402
@@ -45,17 +46,15 @@ class ExportMismatch(RuntimeError):
 
 
 def input_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
-    """(channels, height, width) of one window for the checkpoint's input kind."""
-    dp, window_s = meta["data_process"], float(meta["window_s"])
-    if meta.get("input", "mel") == "waveform":
-        return 1, 1, int(round(window_s * dp["sample_rate"]))
-    return 1, dp["n_mels"], int(round(window_s * dp["sample_rate"] / dp["hop_length"]))
+    """(channels, height, width) of one window of the checkpoint's front end."""
+    frontend = frontend_of_checkpoint(meta)
+    return 1, frontend.rows, frontend.frames_for(float(meta["window_s"]))
 
 
 def export(checkpoint: str | Path, out_dir: str | Path, openvino: bool = True, tolerance: float = TOLERANCE,
            opset: int = 17) -> list[dict[str, Any]]:
     """Export ``checkpoint``; return one report per format (path, max_abs_diff against PyTorch)."""
-    from factory.models import model_from_checkpoint  # noqa: PLC0415
+    from factory.families import model_from_checkpoint  # noqa: PLC0415
 
     payload = load_checkpoint(checkpoint)
     meta = checkpoint_metadata(payload)

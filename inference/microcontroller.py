@@ -101,6 +101,11 @@ def qat_qconfig() -> Any:
                                         quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric))
 
 
+def trained_loss(payload: dict[str, Any]) -> str:
+    """The loss the checkpoint's model was trained with (its config's ``[agent] loss``), for fine-tuning it."""
+    return str(payload.get("config", {}).get("agent", {}).get("loss", "bce"))
+
+
 def quantization_aware(payload: dict[str, Any], windows: np.ndarray, targets: np.ndarray, epochs: int,
                        out: Path, float_out: Path, lr: float = 1e-4, batch_size: int = 64) -> Path:
     """Fine-tune the checkpoint's model with fake-quantized weights and activations (``torch.ao.quantization``
@@ -108,7 +113,7 @@ def quantization_aware(payload: dict[str, Any], windows: np.ndarray, targets: np
     int8 QDQ with ONNX Runtime (``out``: weights as trained for int8, activation ranges calibrated on
     ``windows``)."""
     from factory.losses import create_loss  # noqa: PLC0415
-    from factory.models import model_from_checkpoint  # noqa: PLC0415
+    from factory.families import model_from_checkpoint  # noqa: PLC0415
 
     torch.manual_seed(0)
     model = model_from_checkpoint(payload).train()
@@ -117,7 +122,7 @@ def quantization_aware(payload: dict[str, Any], windows: np.ndarray, targets: np
     wrapped = torch.nn.Sequential(torch.ao.quantization.QuantStub(), model, torch.ao.quantization.DeQuantStub())
     wrapped.qconfig = qat_qconfig()
     torch.ao.quantization.prepare_qat(wrapped, inplace=True)
-    loss_fn = create_loss("ce" if payload.get("activation") == "softmax" else "bce")
+    loss_fn = create_loss(trained_loss(payload))
     optimizer = torch.optim.Adam(wrapped.parameters(), lr=lr)
     x_all, y_all = torch.from_numpy(windows), torch.from_numpy(targets)
     generator = torch.Generator().manual_seed(0)
@@ -193,13 +198,16 @@ def c_array_header(name: str, data: bytes, guard: str) -> str:
 def mel_header(meta: dict[str, Any]) -> str:
     """The front end for the firmware: constants, the (n_mels, n_fft/2+1) Slaney mel filter bank and the
     per-bin standardisation (``x_std = (dB - offset) * scale``), exactly what training used."""
-    from dataloader.features import DB_FLOOR, MelFrontEnd, Standardizer  # noqa: PLC0415
-    from utils.config import DataProcessConfig  # noqa: PLC0415
+    from dataloader.features import DB_FLOOR, Standardizer  # noqa: PLC0415
+    from dataloader.frontend import MelInput, frontend_of_checkpoint  # noqa: PLC0415
 
-    dp = DataProcessConfig(**meta["data_process"])
-    filters = MelFrontEnd.from_config(dp).filters.T  # (n_mels, bins)
+    frontend = frontend_of_checkpoint(meta)
+    if not isinstance(frontend, MelInput):
+        raise ValueError(f"mel_filters.h describes a mel front end; this checkpoint takes {frontend.kind} input")
+    dp = frontend.settings
+    filters = frontend.mel.filters.T  # (n_mels, bins)
     offset, scale = Standardizer.from_dict(meta["standardizer"]).affine()
-    frames = int(round(float(meta["window_s"]) * dp.sample_rate / dp.hop_length))
+    frames = frontend.frames_for(float(meta["window_s"]))
 
     def vector(values: np.ndarray) -> str:
         return ", ".join(f"{v:.8e}f" for v in values)  # 1.00000000e+00f: always a valid C float literal

@@ -16,12 +16,11 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from dataloader.audio import AudioError, audio_files, load_audio
-from dataloader.dataset import fit_window
-from dataloader.features import DB_FLOOR, MelFrontEnd, Standardizer
+from dataloader.audio import AudioError, audio_files
+from dataloader.features import Standardizer
+from dataloader.frontend import frontend_of_checkpoint
 from inference.backends import Runner, load_metadata, make_runner
 from inference.submission import n_windows, row_ids, to_submission_frame
-from utils.config import DataProcessConfig
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 32  # windows per model call: at 64, OpenVINO and ONNX Runtime ran 5-40 % slower on this CPU
@@ -43,22 +42,16 @@ class SoundscapePredictor:
         for p, payload in zip(checkpoints, payloads):
             if payload["data_process"] != first["data_process"] or payload["window_s"] != first["window_s"]:
                 raise ValueError(f"{p}: front-end settings differ from {checkpoints[0]}; an ensemble shares one mel")
-        self.waveform = first.get("input", "mel") == "waveform"
         self.input_s = float(first["window_s"])  # what the models were trained on
         self.window_s = float(row_s or self.input_s)  # one submission row
         if self.input_s < self.window_s:
             raise ValueError(f"the models take {self.input_s}-s inputs, shorter than a {self.window_s}-s row")
         self.pad_mode = first.get("pad_mode", "repeat")
         self.standardizer = Standardizer.from_dict(first["standardizer"])
-        if self.waveform:  # raw samples (Wav2Vec2): no front end, windows of window_s * sample_rate samples
-            self.sample_rate = int(first["data_process"]["sample_rate"])
-            self.frontend, self.frames = None, int(round(self.window_s * self.sample_rate))
-            self.input_frames = int(round(self.input_s * self.sample_rate))
-        else:
-            dp = DataProcessConfig(**first["data_process"])
-            self.sample_rate, self.frontend = dp.sample_rate, MelFrontEnd.from_config(dp)
-            self.frames = self.frontend.frames_for(self.window_s)
-            self.input_frames = self.frontend.frames_for(self.input_s)
+        self.frontend = frontend_of_checkpoint(first)  # the training front end: mel, or raw samples (Wav2Vec2)
+        self.sample_rate = self.frontend.sample_rate
+        self.frames = self.frontend.frames_for(self.window_s)
+        self.input_frames = self.frontend.frames_for(self.input_s)
         self.batch_size, self.smooth = batch_size, smooth
         self.labels: list[str] = []
         self.models: list[tuple[Runner, np.ndarray, str]] = []
@@ -70,32 +63,17 @@ class SoundscapePredictor:
                                 payload.get("activation", "sigmoid")))
 
     def windows(self, path: str | Path, max_windows: Optional[int] = None) -> np.ndarray:
-        """(n_windows, 1, n_mels, frames) float32 for a soundscape (the first ``max_windows`` when given, decoding
-        only what they need); the last partial window is padded."""
-        audio = load_audio(path, self.sample_rate,
-                           None if max_windows is None else max_windows * self.window_s + self.input_s)
-        # dB mel as in the cache (or the samples themselves); windows padded and standardised as in training
-        mel = audio[None, :] if self.waveform else self.frontend(audio)
-        clip = self.standardizer.clip_stats(mel) if self.standardizer.mode == "per_clip" else ()
-        count = n_windows(audio.size / self.sample_rate, self.window_s)
+        """(n_windows, 1, rows, frames) float32 for a soundscape (the first ``max_windows`` when given, decoding
+        only what they need); the last partial window is padded. The features and windows are the cache's and the
+        training datasets' own: :meth:`~dataloader.frontend.FrontEnd.features` and ``windows``."""
+        limit = None if max_windows is None else max_windows * self.window_s + self.input_s
+        features, seconds = self.frontend.features(path, limit)
+        clip = self.standardizer.clip_stats(features) if self.standardizer.mode == "per_clip" else ()
+        count = n_windows(seconds, self.window_s)
         if max_windows is not None:
             count = min(count, max_windows)
-        out = np.empty((count, 1, mel.shape[0], self.input_frames), dtype=np.float32)
-        silence = 0.0 if self.waveform else DB_FLOOR
-        extra = self.input_frames - self.frames  # context around each row, split evenly before and after
-        full = 0 if extra else min(count, mel.shape[1] // self.frames)
-        if full:  # whole windows in one pass over the mel: a view cut into windows, standardised into ``out``
-            offset, scale = self.standardizer.affine(*clip)
-            view = mel[:, :full * self.frames].reshape(mel.shape[0], full, self.frames).transpose(1, 0, 2)
-            np.subtract(view, offset[:, None], out=out[:full, 0])
-            out[:full, 0] *= scale[:, None]
-        for k in range(full, count):
-            if extra == 0:
-                window = fit_window(mel[:, k * self.frames:], 0, self.frames, self.pad_mode, silence)
-            else:
-                window = context_window(mel, k * self.frames - extra // 2, self.input_frames, silence)
-            out[k, 0] = self.standardizer.apply(window, *clip)
-        return out
+        return self.frontend.windows(features, count, self.frames, self.standardizer, clip, self.pad_mode,
+                                     self.input_frames)
 
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """Mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a model
@@ -115,15 +93,6 @@ class SoundscapePredictor:
         """Row ids and probabilities for every window of ``path``."""
         probs = self.predict_windows(self.windows(path))
         return row_ids(Path(path).stem, len(probs), self.window_s), probs
-
-
-def context_window(mel: np.ndarray, start: int, frames: int, silence: float) -> np.ndarray:
-    """``frames`` columns of ``mel`` from ``start`` (may be negative or run past the end: digital silence there)."""
-    out = np.full((mel.shape[0], frames), silence, dtype=np.float32)
-    lo, hi = max(start, 0), min(start + frames, mel.shape[1])
-    if hi > lo:
-        out[:, lo - start:hi - start] = mel[:, lo:hi]
-    return out
 
 
 def smooth_windows(probs: np.ndarray, k: int) -> np.ndarray:

@@ -18,9 +18,14 @@ def n_windows(duration_s: float, window_s: float = 5.0) -> int:
     return max(1, math.ceil((duration_s - 0.1) / window_s))
 
 
+def row_id(stem: str, index: int, window_s: float = 5.0) -> str:
+    """``<stem>_<end second>`` of window ``index`` (0-based) of a soundscape."""
+    return f"{stem}_{int(round((index + 1) * window_s))}"
+
+
 def row_ids(stem: str, count: int, window_s: float = 5.0) -> list[str]:
     """``<stem>_<end second>`` for ``count`` windows."""
-    return [f"{stem}_{int(round((k + 1) * window_s))}" for k in range(count)]
+    return [row_id(stem, k, window_s) for k in range(count)]
 
 
 def to_submission_frame(ids: Sequence[str], probs: np.ndarray, model_labels: Sequence[str],

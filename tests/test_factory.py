@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from factory.losses import create_loss, list_losses
-from factory.models import PretrainedWeightsError, create_model
+from factory.models import create_model
+from factory.pretrained import PretrainedWeightsError
 from factory.optimizers import create_optimizer, list_optimizers
 from factory.schedulers import create_scheduler, list_schedulers
 

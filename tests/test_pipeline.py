@@ -116,7 +116,7 @@ def test_a_winning_recipe_is_a_config_change(run, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert re.search(r"background mixing: [12] soundscapes of .*unlabeled_soundscapes", (run_dir / "train.log").read_text())
     ckpt = load_checkpoint(summary["checkpoint"])
-    assert ckpt["model_kwargs"] == {"head": "sed", "in_chans": 1} and ckpt["activation"] == "softmax"
+    assert ckpt["model_kwargs"] == {"family": "cnn", "head": "sed", "in_chans": 1} and ckpt["activation"] == "softmax"
     assert summary["n_train"] <= 3 * len(ckpt["labels"])
     sub = pd.read_csv(summary["submission"])
     assert np.allclose(sub.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-3) or sub.shape[1] - 1 > len(ckpt["labels"])
@@ -147,7 +147,7 @@ def test_torchrun_trains_with_two_gloo_processes_and_rank_0_alone_writes(run, tm
 
 def test_wav2vec2_trains_on_a_waveform_cache_and_predicts_end_to_end(run, tmp_path):
     pytest.importorskip("transformers")
-    from factory.models import model_from_checkpoint
+    from factory.families import model_from_checkpoint
     from test_wav2vec2 import save_tiny_wav2vec2
 
     tiny = save_tiny_wav2vec2(tmp_path / "tiny_w2v")

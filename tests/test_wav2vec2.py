@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from factory.models import PretrainedWeightsError, model_from_checkpoint  # noqa: E402
+from factory.pretrained import PretrainedWeightsError  # noqa: E402
 from factory.optimizers import create_optimizer  # noqa: E402
 from factory.wav2vec2 import create_wav2vec2  # noqa: E402
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from utils.checkpoints import save_checkpoint
+from utils.config_schema import Config
 from utils.metrics import epoch_rank
 
 if TYPE_CHECKING:
@@ -282,3 +283,25 @@ class MLflowLogger(TrackerCallback):
             if (self.folder / name).is_file():
                 self.client.log_artifact(str(self.folder / name))
         self.client.end_run()
+
+
+def build_callbacks(cfg: Config, run_dir: Path, is_main: bool = True
+                    ) -> tuple[list[Callback], Optional[ModelCheckpoint]]:
+    """The run's callbacks from ``[callbacks]`` and ``[trainer]`` (CSV log, checkpoints, early stopping, MLflow,
+    Neptune) and its checkpoint callback (None when ``model_checkpoint`` is off); none on ranks other than 0."""
+    if not is_main:
+        return [], None
+    monitor, cb = cfg.callbacks.model_checkpoint_type, cfg.callbacks
+    callbacks: list[Callback] = [CSVLogger(run_dir)]
+    checkpoint = (ModelCheckpoint(run_dir / "checkpoints", monitor, cb.model_checkpoint_verbose,
+                                  top_k=cb.checkpoint_top_k) if cb.model_checkpoint else None)
+    if checkpoint:
+        callbacks.append(checkpoint)
+    if cfg.trainer.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor, cfg.trainer.early_stopping_patience))
+    if cb.mlflow_logger:
+        callbacks.append(MLflowLogger(cb.mlflow_tracking_uri, cb.mlflow_experiment, run_dir, cfg.to_dict(),
+                                      name=run_dir.name))
+    if cb.neptune_logger:
+        callbacks.append(NeptuneLogger(cb.neptune_project, cb.neptune_mode, run_dir, cfg.to_dict(), name=run_dir.name))
+    return callbacks, checkpoint

@@ -10,13 +10,11 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
-from utils.config_schema import (AgentConfig, AugmentationConfig, CallbacksConfig, DataConfig, DataProcessConfig,
-                                 EvaluationConfig, ModelConfig, PathsConfig, SECTIONS, TestingConfig,
-                                 TrainerConfig, _timm_model_name)
+from utils.config_schema import SECTIONS, Config, DataProcessConfig  # noqa: F401 - Config, sections: the public types
 
 
 class ConfigError(ValueError):
@@ -35,22 +33,75 @@ RETIRED_KEYS: dict[tuple[str, str], str] = {
 SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret")
 
 
-@dataclass
-class Config:
-    testing: TestingConfig = field(default_factory=TestingConfig)
-    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    data_process: DataProcessConfig = field(default_factory=DataProcessConfig)
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+def _sources() -> list[str]:
+    from dataloader.sources import list_sources  # noqa: PLC0415
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Plain nested dict (section -> key -> value), e.g. for checkpoints and trackers."""
-        return dataclasses.asdict(self)
+    return list_sources()
+
+
+def _competitions() -> list[str]:
+    from dataloader.sources import COMPETITIONS  # noqa: PLC0415
+
+    return list(COMPETITIONS)
+
+
+def _editions() -> list[str]:
+    from dataloader.sources import EDITIONS  # noqa: PLC0415
+
+    return list(EDITIONS)
+
+
+def _losses() -> list[str]:
+    from factory.losses import list_losses  # noqa: PLC0415
+
+    return list_losses()
+
+
+def _optimizers() -> list[str]:
+    from factory.optimizers import list_optimizers  # noqa: PLC0415
+
+    return list_optimizers()
+
+
+def _schedulers() -> list[str]:
+    from factory.schedulers import list_schedulers  # noqa: PLC0415
+
+    return list_schedulers()
+
+
+def _families() -> list[str]:
+    from factory.families import list_families  # noqa: PLC0415
+
+    return list_families()
+
+
+# The registries a schema field can name (``registry=...``): the values each allows, looked up at load time.
+REGISTRY_CHOICES: dict[str, Callable[[], list[str]]] = {
+    "sources": _sources, "competitions": _competitions, "editions": _editions, "losses": _losses,
+    "optimizers": _optimizers, "schedulers": _schedulers, "families": _families,
+}
+
+
+def _timm_model(name: str) -> Optional[str]:
+    from factory.models import timm_model_problem  # noqa: PLC0415 - timm only when a model name is checked
+
+    return timm_model_problem(name)
+
+
+# Registries too large to list in a message: a check that explains what is wrong instead.
+REGISTRY_CHECKS: dict[str, Callable[[str], Optional[str]]] = {"timm_models": _timm_model}
+
+
+def registry_choices(kind: str) -> list[str]:
+    """The values the registry ``kind`` allows now (what a schema field's ``registry`` names)."""
+    return REGISTRY_CHOICES[kind]()
+
+
+def _registry_problem(kind: str, value: Any, static: Optional[tuple]) -> Optional[str]:
+    if kind in REGISTRY_CHECKS:
+        return REGISTRY_CHECKS[kind](value)
+    allowed = [*(static or ()), *registry_choices(kind)]
+    return None if value in allowed else f"not an allowed value; allowed: {', '.join(str(c) for c in allowed)}"
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -89,16 +140,17 @@ def _convert(section: str, key: str, raw: str, f: dataclasses.Field) -> Any:
         value = text
         if meta.get("choices") and value not in meta["choices"] and value.lower() in meta["choices"]:
             value = value.lower()  # transfer_learning = True works like true
-    if meta.get("choices") and value not in meta["choices"]:
+    if meta.get("registry"):
+        problem = None if value in (meta.get("choices") or ()) else _registry_problem(meta["registry"], value,
+                                                                                       meta.get("choices"))
+        if problem:
+            raise fail(problem)
+    elif meta.get("choices") and value not in meta["choices"]:
         raise fail(f"not an allowed value; allowed: {', '.join(str(c) for c in meta['choices'])}")
     if meta.get("min") is not None and value < meta["min"]:
         raise fail(f"must be >= {meta['min']}")
     if meta.get("max") is not None and value > meta["max"]:
         raise fail(f"must be <= {meta['max']}")
-    if meta.get("validator"):
-        problem = meta["validator"](value)
-        if problem:
-            raise fail(problem)
     return value
 
 
@@ -173,26 +225,33 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
 
 
 def _check_cross_fields(cfg: Config) -> None:
+    """Rules between fields, asked of the registries (what a family takes, what activation a loss trains)."""
+    from factory.families import get_family, list_families, run_frontend  # noqa: PLC0415
+    from factory.losses import list_losses, loss_activation  # noqa: PLC0415
+
     dp, data = cfg.data_process, cfg.data
-    if cfg.model.family == "cnn":
-        problem = _timm_model_name(cfg.model.type)
-        if problem:
-            raise ConfigError(f"[model] type = {cfg.model.type!r}: {problem}")
-    if cfg.agent.layer_lr_decay != 1.0 and cfg.model.family != "wav2vec2":
-        raise ConfigError("[agent] layer_lr_decay applies to [model] family = wav2vec2")
-    if data.task == "multiclass" and cfg.agent.loss != "ce":
-        raise ConfigError(f"[agent] loss = {cfg.agent.loss}: [data] task = multiclass trains with softmax "
-                          f"cross-entropy; allowed: ce")
-    if data.task in ("binary", "events") and cfg.agent.loss == "ce":
-        raise ConfigError(f"[agent] loss = ce: a softmax over classes does not fit [data] task = {data.task}; "
-                          f"allowed: bce, focal, bce_focal, asl")
+    family = get_family(cfg.model.family)
+    problem = family.check_type(cfg.model.type)
+    if problem:
+        raise ConfigError(f"[model] type = {cfg.model.type!r}: {problem}")
+    if cfg.agent.layer_lr_decay != 1.0 and not family.layer_lr_decay:
+        allowed = [name for name in list_families() if get_family(name).layer_lr_decay]
+        raise ConfigError(f"[agent] layer_lr_decay = {cfg.agent.layer_lr_decay}: applies to [model] family = "
+                          f"{' or '.join(allowed)}; keep 1.0 for {family.name}")
+    activation = loss_activation(cfg.agent.loss)
+    wanted = {"multiclass": "softmax", "binary": "sigmoid", "events": "sigmoid"}.get(data.task, activation)
+    if activation != wanted:
+        allowed = [name for name in list_losses() if loss_activation(name) == wanted]
+        raise ConfigError(f"[agent] loss = {cfg.agent.loss}: a {activation} loss does not fit [data] task = "
+                          f"{data.task}, which trains {wanted} outputs; allowed: {', '.join(allowed)}")
     if data.task == "events" and cfg.model.head != "sed":
         raise ConfigError("[model] head = linear: [data] task = events needs frame-wise outputs; allowed: sed")
     if data.task == "events" and data.source not in ("csv",):
         raise ConfigError(f"[data] source = {data.source}: [data] task = events needs event annotations; allowed: "
                           f"csv (path,start,end,label rows, or Raven selection tables listed in it)")
-    if data.pseudo_labels and cfg.model.family != "cnn":
-        raise ConfigError("[data] pseudo_labels: soft pseudo-labels train mel models; allowed with [model] family = cnn")
+    if data.pseudo_labels and family.input_kind != "mel":
+        raise ConfigError(f"[data] pseudo_labels: soft pseudo-labels train mel models; [model] family = {family.name} "
+                          f"takes {family.input_kind} input")
     if data.pseudo_labels and data.task != "multilabel":
         raise ConfigError(f"[data] pseudo_labels = {data.pseudo_labels}: soft pseudo-labels train the multilabel "
                           f"task (task is {data.task}); allowed: empty")
@@ -202,11 +261,12 @@ def _check_cross_fields(cfg: Config) -> None:
         raise ConfigError(f"[data_process] f_max = {dp.f_max}: must be <= sample_rate / 2 = {dp.sample_rate / 2}")
     if dp.f_min >= dp.f_max:
         raise ConfigError(f"[data_process] f_min = {dp.f_min}: must be < f_max ({dp.f_max})")
-    frames = data.window_s * dp.sample_rate / dp.hop_length
-    if abs(frames - round(frames)) > 1e-6:
-        raise ConfigError(f"[data_process] hop_length = {dp.hop_length}: a {data.window_s}-s window at "
-                          f"{dp.sample_rate} Hz is {frames:g} hops; choose a hop that gives whole frames "
-                          f"(e.g. 500 or 320 at 32 kHz) so windows do not drift")
+    frontend = run_frontend(cfg)
+    if not frontend.whole_frames(data.window_s):
+        raise ConfigError(f"[data_process] hop_length = {dp.hop_length}: a {data.window_s}-s window is "
+                          f"{data.window_s * frontend.frames_per_second:g} frames of the {frontend.kind} front end "
+                          f"at {frontend.sample_rate} Hz; choose a hop that gives whole frames (e.g. 500 or 320 at "
+                          f"32 kHz) so windows do not drift")
     if cfg.callbacks.neptune_logger and not cfg.callbacks.neptune_project and cfg.callbacks.neptune_mode in (
             "async", "sync"):
         raise ConfigError("[callbacks] neptune_project = '': required when neptune_logger = true and neptune_mode "
@@ -227,8 +287,11 @@ def to_ini(cfg: Config) -> str:
         obj = getattr(cfg, section)
         for f in fields(cls):
             lines.append(f"# {f.metadata['help']}")
-            if f.metadata.get("choices"):
-                lines.append(f"# choices: {', '.join(str(c) for c in f.metadata['choices'])}")
+            choices = [*(f.metadata.get("choices") or ())]
+            if f.metadata.get("registry") in REGISTRY_CHOICES:
+                choices += registry_choices(f.metadata["registry"])
+            if choices:
+                lines.append(f"# choices: {', '.join(str(c) for c in choices)}")
             lines.append(f"{f.name} = {_format_value(getattr(obj, f.name))}")
         lines.append("")
     return "\n".join(lines)

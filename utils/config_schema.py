@@ -1,45 +1,24 @@
-"""The configuration schema: one dataclass per INI section, each field with its help, choices and range.
-
-:mod:`utils.config` reads ``config.ini`` into these classes and validates it.
+"""The configuration schema: one dataclass per INI section, each field with its type, default, help, static
+choices and range. Pure data: it imports nothing of the project (nor torch), so every layer can take its section
+class as a type. Values whose allowed set comes from a registry name it (``registry="losses"``); :mod:`utils.config`
+reads ``config.ini`` into these classes and runs those checks at load time.
 """
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Optional
 
-from dataloader.sources import COMPETITIONS, EDITIONS, list_sources
 
 
 def opt(default: Any, help: str, choices: Optional[Iterable[str]] = None, minimum: Optional[float] = None,
-        maximum: Optional[float] = None, validator: Optional[Callable[[Any], Optional[str]]] = None) -> Any:
-    """A dataclass field carrying its documentation and validation rules as metadata."""
+        maximum: Optional[float] = None, registry: Optional[str] = None) -> Any:
+    """A dataclass field carrying its documentation and validation rules as metadata. ``registry`` names the
+    list of allowed values that only exist once the project's registries are loaded (losses, model families,
+    data sources, timm models, ...): :mod:`utils.config` checks the value against it at load time, after
+    ``choices`` (static extra values such as ``auto``)."""
     meta = {"help": help, "choices": tuple(choices) if choices else None, "min": minimum, "max": maximum,
-            "validator": validator}
+            "registry": registry}
     return field(default=default, metadata=meta)
-
-
-def _timm_model_name(name: str) -> Optional[str]:
-    """Return an error message when ``name`` is not a timm architecture (timm imported lazily)."""
-    if not name:
-        return "an empty model name is not allowed; any name of timm.list_models(), e.g. efficientnet_b0"
-    import timm  # noqa: PLC0415 - slow import, only when a model name is checked
-
-    import factory.tiny  # noqa: F401, PLC0415 - the project's own models register with timm
-
-    if timm.is_model(name):
-        return None
-    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"not a timm model name; allowed: any name of timm.list_models() (e.g. efficientnet_b0).{hint}"
-
-
-def _registered(name: str, kind: str) -> Optional[str]:
-    """Return an error message when ``name`` is not in the factory registry ``kind``."""
-    import importlib  # noqa: PLC0415
-
-    names = getattr(importlib.import_module(f"factory.{kind}"), f"list_{kind}")()
-    return None if name in names else f"unknown name; allowed: {', '.join(names)}"
 
 
 @dataclass
@@ -48,7 +27,7 @@ class TestingConfig:
     data_samples_for_testing: int = opt(60, "Recordings used in testing mode (seeded, keeps several classes).",
                                         minimum=4)
     testing_model: str = opt("mobilenetv3_small_050", "timm model used in testing mode.",
-                             validator=_timm_model_name)
+                             registry="timm_models")
     testing_epochs: int = opt(2, "Epochs in testing mode.", minimum=1)
 
 
@@ -113,7 +92,7 @@ class AgentConfig:
                              "cosine to lr_end), exponential (lr_warmup_end * exp_gamma^epoch), step "
                              "(x step_gamma every step_epochs), onecycle, plateau (x plateau_factor after "
                              "plateau_patience epochs without a better val_score).",
-                             choices=("cosine", "exponential", "step", "onecycle", "plateau"))
+                             registry="schedulers")
     lr_start: float = opt(1e-4, "Learning rate at the first step.", minimum=0.0)
     lr_warmup_end: float = opt(2e-3, "Peak learning rate, reached at the end of the warm-up.", minimum=0.0)
     lr_end: float = opt(1e-5, "Learning rate at the last step (cosine).", minimum=0.0)
@@ -129,9 +108,9 @@ class AgentConfig:
                                 "lr * decay^(L - i); 1.0 = off).", minimum=0.0, maximum=1.0)
     lr_verbose: bool = opt(False, "Log the learning rate at each epoch end.")
     loss: str = opt("bce", "Loss function: a name of factory.list_losses().",
-                    validator=lambda v: _registered(v, "losses"))
+                    registry="losses")
     optimizer: str = opt("adamw", "Optimizer: a name of factory.list_optimizers().",
-                         validator=lambda v: _registered(v, "optimizers"))
+                         registry="optimizers")
     weight_decay: float = opt(1e-2, "Weight decay (not applied to norms and biases).", minimum=0.0)
     label_smoothing: float = opt(0.0, "Label smoothing of the targets.", minimum=0.0, maximum=0.5)
     focal_gamma: float = opt(2.0, "Focusing exponent of focal and bce_focal.", minimum=0.0)
@@ -147,7 +126,8 @@ class AgentConfig:
 @dataclass
 class ModelConfig:
     family: str = opt("cnn", "cnn = a timm network on mel spectrograms; wav2vec2 = a transformers Wav2Vec2 on raw "
-                      "16 kHz waveforms (from a waveform cache).", choices=("cnn", "wav2vec2"))
+                      "16 kHz waveforms (from a waveform cache); tiny = the microcontroller CNN (tiny_dscnn, no pretrained "
+                      "weights); any family of factory.list_families().", registry="families")
     type: str = opt("efficientnet_b0", "cnn: any timm model name, built with a new head. wav2vec2: a Hugging Face "
                     "name (e.g. facebook/wav2vec2-base) or a local save_pretrained folder.")
     transfer_learning: str = opt("auto", "Pretrained ImageNet weights: auto = use them when available (local "
@@ -170,13 +150,13 @@ class DataConfig:
     source: str = opt("auto", "auto = Kaggle BirdCLEF data when data_dir holds it (any edition), otherwise the demo; "
                       "birdclef = insist on Kaggle data; demo = always the embedded demo; folder = "
                       "data_dir/<class>/*.wav|ogg|flac|mp3; csv = a table of path,label[,start,end][,split]"
-                      "[,group] (labels_csv).", choices=tuple(list_sources()))
+                      "[,group] (labels_csv).", registry="sources")
     competition: str = opt("birdclef-2024", "The Kaggle competition: the default data_dir (data/<slug>), the slug "
                            "./download_data.sh fetches, and its test-set size and time limit.",
-                           choices=tuple(COMPETITIONS))
+                           registry="competitions")
     edition: str = opt("auto", "BirdCLEF file layout of data_dir: auto = recognised from the files (train_metadata.csv "
                        "+ eBird_Taxonomy_v2021.csv = 2024; train.csv + taxonomy.csv = 2025, + "
-                       "train_soundscapes_labels.csv = 2026).", choices=("auto", *EDITIONS))
+                       "train_soundscapes_labels.csv = 2026).", choices=("auto",), registry="editions")
     soundscape_labels: str = opt("both", "Labelled train soundscape windows (2026): both = the files of the other "
                                  "folds train, those of [data] fold form a soundscape validation set scored each "
                                  "epoch (soundscape_val_score); train = all train; val = all validate; off = unused.",
@@ -220,7 +200,7 @@ class DataConfig:
     demo_edition: str = opt("2024", "Layout of the generated demo: 2024 (train_metadata.csv, unlabeled_soundscapes), "
                             "2025 (train.csv + taxonomy.csv, numeric iNat ids among the labels, train_soundscapes) "
                             "or 2026 (2025 + train_soundscapes_labels.csv and classes heard only in soundscapes).",
-                            choices=tuple(EDITIONS))
+                            registry="editions")
     demo_scale: float = opt(1.0, "Size of the demo: recordings per species x this (1.0 = ~390 recordings).",
                             minimum=0.05, maximum=10.0)
     n_folds: int = opt(5, "Grouped, stratified folds.", minimum=2)
@@ -316,3 +296,21 @@ SECTIONS: dict[str, type] = {
     "augmentation": AugmentationConfig,
     "evaluation": EvaluationConfig,
 }
+
+
+@dataclass
+class Config:
+    testing: TestingConfig = field(default_factory=TestingConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    data_process: DataProcessConfig = field(default_factory=DataProcessConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (section -> key -> value), e.g. for checkpoints and trackers."""
+        return asdict(self)

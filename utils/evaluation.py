@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, f1_score,
                              precision_score, recall_score, roc_auc_score)
 
+from inference.submission import row_id
+from utils.config_schema import DataConfig, EvaluationConfig
 from utils.events import EVENT_COLUMNS, event_metrics, probs_to_events, reference_events
 from utils.metrics import per_class_table, plot_per_class, validation_scores
+
+if TYPE_CHECKING:
+    from utils.trainer import Trainer
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> None:
@@ -85,23 +90,8 @@ def evaluate(task: str, split: str, probs: np.ndarray, targets: np.ndarray, labe
     return metrics
 
 
-def predict_examples(trainer: Any, dataset: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, targets) of ``trainer.model`` over ``dataset``, in this process alone (no collectives:
-    safe on rank 0 of a torchrun job)."""
-    import torch  # noqa: PLC0415
-    from torch.utils.data import DataLoader  # noqa: PLC0415
-
-    trainer.model.eval()
-    probs, targets = [], []
-    with torch.inference_mode():
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            probs.append(trainer.probabilities(trainer.model(trainer._to_device(x))).cpu().numpy())
-            targets.append(y.numpy())
-    return np.concatenate(probs), np.concatenate(targets)
-
-
-def evaluate_events(split: str, table: pd.DataFrame, probs: np.ndarray, labels: Sequence[str], data: Any,
-                    evaluation: Any, run_dir: str | Path) -> dict[str, Any]:
+def evaluate_events(split: str, table: pd.DataFrame, probs: np.ndarray, labels: Sequence[str], data: DataConfig,
+                    evaluation: EvaluationConfig, run_dir: str | Path) -> dict[str, Any]:
     """Chunk predictions ``(rows, classes * bins)`` of each recording joined in time, turned into events
     (``<split>_events.csv``: file, class, onset, offset, score) and scored against the annotations
     (``<split>_event_metrics.json``: per class and micro precision / recall / F1)."""
@@ -125,15 +115,15 @@ def evaluate_events(split: str, table: pd.DataFrame, probs: np.ndarray, labels: 
             "event_recall": metrics["micro"]["recall"]}
 
 
-def evaluate_splits(trainer: Any, splits: dict[str, pd.DataFrame], labels: Sequence[str], data: Any,
-                    evaluation: Any, run_dir: str | Path, make_dataset: Callable[[pd.DataFrame], Any],
+def evaluate_splits(trainer: Trainer, splits: dict[str, pd.DataFrame], labels: Sequence[str], data: DataConfig,
+                    evaluation: EvaluationConfig, run_dir: str | Path, make_dataset: Callable[[pd.DataFrame], Any],
                     batch_size: int = 64) -> dict[str, dict[str, Any]]:
     """Score every non-empty split with the model as it is; returns {split: metrics}."""
     out = {}
     for name, table in splits.items():
         if len(table) == 0:
             continue
-        probs, targets = predict_examples(trainer, make_dataset(table), batch_size)
+        probs, targets = trainer.predict_dataset(make_dataset(table), batch_size)
         if data.task == "events":
             out[name] = evaluate_events(name, table, probs, labels, data, evaluation, run_dir)
         else:
@@ -141,16 +131,26 @@ def evaluate_splits(trainer: Any, splits: dict[str, pd.DataFrame], labels: Seque
     return out
 
 
-def write_validation_outputs(trainer: Any, val_df: pd.DataFrame, labels: Sequence[str], run_dir: Path,
-                             fold: int) -> None:
-    """The best epoch's out-of-fold predictions (``val_predictions.csv``) and per-class ROC-AUC / AP
-    (``per_class_metrics.csv`` and ``.png``) in the run folder."""
+def validation_row_ids(val_df: pd.DataFrame, window_frames: int, window_s: float) -> list[str]:
+    """The submission-style id of each validation row: ``<stem>_<end second>`` of its window (a chunk's own, or
+    the first), the row ``predict.py`` writes for the same window of the same file."""
+    starts = val_df["start"].fillna(0).astype(int) if "start" in val_df else [0] * len(val_df)
+    return [row_id(Path(name).stem, int(start) // window_frames, window_s)
+            for name, start in zip(val_df["filename"], starts)]
+
+
+def write_validation_outputs(trainer: Trainer, val_df: pd.DataFrame, labels: Sequence[str], run_dir: Path,
+                             fold: int, row_ids: Sequence[str]) -> None:
+    """The best epoch's out-of-fold predictions (``val_predictions.csv``: filename, primary_label, fold, row_id,
+    one probability per output) and per-class ROC-AUC / AP (``per_class_metrics.csv`` and ``.png``) in the run
+    folder."""
     epoch, probs, targets = trainer.best_val or (trainer.history[-1]["epoch"], *trainer.last_val)
     val_pred = pd.DataFrame(probs, columns=labels)
     val_pred.insert(0, "filename", list(val_df["filename"]))
     val_pred.insert(1, "primary_label", list(val_df["primary_label"]))
     val_pred.insert(2, "fold", fold)
-    val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.5f")
+    val_pred.insert(3, "row_id", list(row_ids))
+    val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.7f")
     table = per_class_table((np.nan_to_num(targets) >= 1.0).astype(np.int8), probs, labels)
     table.to_csv(run_dir / "per_class_metrics.csv", index=False, float_format="%.5f")
     plot_per_class(table, run_dir / "per_class_metrics.png", f"validation at epoch {epoch}, per class (positives)")

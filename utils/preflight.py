@@ -48,7 +48,7 @@ def estimate_run_time(trainer: Any, train_loader: Any, val_loader: Any, n_epochs
         for i, (x, _) in enumerate(val_loader):
             if i == val_batches:
                 break
-            trainer.model(trainer._to_device(x))
+            trainer.model(trainer.to_device(x))
     per_val = (time.perf_counter() - t0) / max(val_batches, 1)
     epoch = per_step * len(train_loader) + per_val * len(val_loader)
     result = {"timed_steps": steps, "seconds_per_step": round(per_step, 4),

@@ -44,3 +44,10 @@ def configure_cpu(threads: int = 0) -> int:
     torch.set_num_threads(n)
     keep_large_allocations_on_heap()
     return n
+
+
+def training_device(device: str) -> str:
+    """``[trainer] device``: ``cuda`` when asked, or (``auto``) when available; else ``cpu``."""
+    import torch  # noqa: PLC0415
+
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"

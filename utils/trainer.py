@@ -30,7 +30,6 @@ class TrainOptions:
     compile: bool = False
     grad_clip: float = 0.0
     accumulate_steps: int = 1
-    activation: str = "sigmoid"  # "softmax" for a model trained with softmax cross-entropy
     lr_verbose: bool = False
     monitor: str = "val_score"  # which epoch's validation outputs to keep as the best (``*_loss``: lowest)
 
@@ -90,7 +89,13 @@ class Trainer:
         self.stop_training = False
         self.train_loader: Optional[DataLoader] = None
 
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def activation(self) -> str:
+        """The output activation the loss declares (``sigmoid``, or ``softmax`` for softmax cross-entropy)."""
+        return getattr(self.loss_fn, "activation", "sigmoid")
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A model input on the training device, in the model's memory format."""
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
     def _autocast(self) -> Any:
@@ -99,7 +104,7 @@ class Trainer:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Sigmoid (multi-label) or softmax (a model trained with ``ce``) probabilities."""
         logits = logits.float()
-        return torch.softmax(logits, dim=1) if self.options.activation == "softmax" else torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1) if self.activation == "softmax" else torch.sigmoid(logits)
 
     def train_epoch(self, loader: DataLoader, epoch: int, max_batches: Optional[int] = None) -> float:
         """One pass over ``loader`` (its first ``max_batches`` batches when given); returns the mean training loss."""
@@ -114,7 +119,7 @@ class Trainer:
         for i, (x, y) in enumerate(bar):
             if i == n_batches:
                 break
-            x, y = self._to_device(x), y.to(self.device)
+            x, y = self.to_device(x), y.to(self.device)
             if self.augment is not None:
                 x, y = self.augment(x, y)
             with self._autocast():
@@ -143,7 +148,7 @@ class Trainer:
         logits_all, targets = [], []
         for x, y in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None):
             with self._autocast():
-                logits_all.append(self.model(self._to_device(x)).float().cpu())
+                logits_all.append(self.model(self.to_device(x)).float().cpu())
             targets.append(y.float().cpu())
         logits, y = torch.cat(logits_all), torch.cat(targets)
         if self.dist.enabled:
@@ -155,6 +160,18 @@ class Trainer:
                 logits[idx], y[idx] = part_logits, part_y
         loss = self.loss_fn(logits, y).item() if len(y) else float("nan")
         return self.probabilities(logits).numpy(), y.numpy(), loss
+
+    @torch.inference_mode()
+    def predict_dataset(self, dataset: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, targets) of the model over ``dataset`` in order, in this process alone (no collectives:
+        safe on rank 0 of a torchrun job), e.g. the held-out splits scored with the best weights."""
+        self.model.eval()
+        probs, targets = [], []
+        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            with self._autocast():
+                probs.append(self.probabilities(self.model(self.to_device(x))).cpu().numpy())
+            targets.append(y.numpy())
+        return np.concatenate(probs), np.concatenate(targets)
 
     def fit(self, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int, start_epoch: int = 1,
             extra_val: Optional[dict[str, DataLoader]] = None) -> list[dict[str, float]]:
@@ -220,7 +237,7 @@ class Trainer:
             "labels": self.labels,
             "rng": rng_state(),
             "loader_generator": generator.get_state() if generator is not None else None,
-            "activation": self.options.activation,
+            "activation": self.activation,
             **self.checkpoint_extra,
         }
 

@@ -1,0 +1,277 @@
+"""THE front end object: one per set of settings, shared by the cache, the datasets, inference and the exports.
+
+``make_frontend(settings)`` gives a :class:`MelInput` (``[data_process]`` settings: dB mels for the CNNs) or a
+:class:`WaveformInput` (:class:`WaveformSettings`: raw samples for Wav2Vec2), chosen by the settings' ``kind``
+through a registry of input kinds. Each owns:
+
+- its frames per second, ``frames_for(seconds)`` and ``seconds(frames)``: no other module converts between them;
+- ``feature_blocks(reader)`` / ``features(path)``: decode -> resample -> features of a whole file, block-wise for
+  long files, in the stored precision (float16): the cache writes exactly this, and inference computes exactly
+  this, so a model sees at inference the values it was trained on (see the README, "One front end");
+- ``window(features, start, frames, ...)``: the crop / pad / standardise of one window, and ``windows(...)`` the
+  consecutive (or context) windows of a whole file, which training, validation and inference all call.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from dataloader.audio import MonoReader, ResampledReader, resample
+from dataloader.features import DB_FLOOR, MelFrontEnd, Standardizer
+from utils.config_schema import DataProcessConfig
+from utils.registry import Registry
+
+STORE_DTYPE = np.float16  # what the cache stores, and therefore what every model is trained and run on
+LONG_FILE_S = 300.0  # longer files are decoded (and resampled) and transformed in blocks ...
+BLOCK_S = 60.0  # ... of this many seconds, so memory does not grow with a file's length
+PAD_MODES = ("repeat", "silence")
+INPUT_KINDS = Registry("input kind")
+
+
+@dataclass(frozen=True)
+class WaveformSettings:
+    """What a waveform front end (for models on raw audio, e.g. Wav2Vec2) is made of: (1, samples) arrays at
+    ``sample_rate``."""
+
+    sample_rate: int = 16000
+    mode: str = "slice"
+    max_length_s: float = 60.0
+    kind: str = "waveform"
+
+
+def crop_window(features: np.ndarray, start: int, frames: int, pad_mode: str, pad_value: float) -> np.ndarray:
+    """``frames`` columns of ``features`` from ``start`` (float32 when padded, else the stored slice itself).
+
+    A window inside the recording is a slice. One that runs past the end is filled by ``pad_mode``: ``repeat``
+    loops what the recording has from ``start`` (a short recording repeated), ``silence`` pads with
+    ``pad_value`` (digital silence); a window that starts before 0 (a context window) is always padded with
+    silence there."""
+    n = features.shape[1]
+    if 0 <= start and start + frames <= n:
+        return features[:, start:start + frames]
+    lo, hi = max(start, 0), min(start + frames, n)
+    if pad_mode == "repeat" and start >= 0 and hi > lo:
+        part = np.asarray(features[:, lo:hi], dtype=np.float32)
+        return np.tile(part, (1, -(-frames // part.shape[1])))[:, :frames]
+    out = np.full((features.shape[0], frames), pad_value, dtype=np.float32)
+    if hi > lo:
+        out[:, lo - start:hi - start] = features[:, lo:hi]
+    return out
+
+
+class FrontEnd(abc.ABC):
+    """Audio file -> (rows, frames) features, and the windows the models see. Subclasses register an input kind."""
+
+    kind: str = ""
+    pad_value: float = 0.0  # digital silence in this front end's values
+    cache_prefix: str = ""  # cache folders are <prefix>-<settings hash>
+    mixes_background: bool = False  # whether background soundscapes can be overlaid on its windows
+
+    def __init__(self, settings: Any):
+        self.settings = settings
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.settings.sample_rate)
+
+    @property
+    @abc.abstractmethod
+    def rows(self) -> int:
+        """Feature rows: mel bins, or 1 for a waveform."""
+
+    @property
+    @abc.abstractmethod
+    def frames_per_second(self) -> float:
+        """Feature frames (columns) per second of audio."""
+
+    @property
+    def normalization(self) -> str:
+        """Standardisation fitted on the training recordings (a :class:`Standardizer` mode)."""
+        return "none"
+
+    def frames_for(self, seconds: float) -> int:
+        """Whole frames in ``seconds`` of audio."""
+        return int(round(seconds * self.frames_per_second))
+
+    def whole_frames(self, seconds: float) -> bool:
+        """Whether ``seconds`` is a whole number of frames (windows then never drift)."""
+        exact = seconds * self.frames_per_second
+        return abs(exact - round(exact)) <= 1e-6
+
+    def seconds(self, frames: int) -> float:
+        """Seconds covered by ``frames`` frames (to the millisecond)."""
+        return round(frames / self.frames_per_second, 3)
+
+    def settings_dict(self) -> dict[str, Any]:
+        """The settings as plain data (cache ``settings.json``, checkpoints' ``data_process``)."""
+        return dataclasses.asdict(self.settings)
+
+    @property
+    def recording_limit_s(self) -> Optional[float]:
+        """Seconds kept of each training recording (``mode = single``), or None for the whole file."""
+        return float(self.settings.max_length_s) if self.settings.mode == "single" else None
+
+    def level(self, block: np.ndarray) -> float:
+        """The loudest value of a block, comparable with :attr:`pad_value` (equal: digital silence only)."""
+        return float(np.abs(block).max()) if block.size else 0.0
+
+    def level_units(self, standardizer: Standardizer) -> Optional[np.ndarray]:
+        """Standardised units per dB of level change, per row, for gain augmentation (None: no gain)."""
+        return None
+
+    def _source(self, reader: MonoReader, max_seconds: Optional[float]) -> tuple[int, int, Any, bool]:
+        """(native samples used, samples at the target rate, a reader at the target rate, whether in one block)."""
+        total = reader.length(max_seconds)
+        if total <= LONG_FILE_S * reader.samplerate:
+            return total, -1, None, True
+        if reader.samplerate == self.sample_rate:
+            return total, total, reader, False
+        resampled = ResampledReader(reader, total, self.sample_rate)
+        return total, resampled.length, resampled, False
+
+    def feature_blocks(self, reader: MonoReader, max_seconds: Optional[float] = None
+                       ) -> tuple[int, Iterator[np.ndarray]]:
+        """(frames, float32 feature blocks) of one file, decoded once: one block, or for files longer than
+        ``LONG_FILE_S`` blocks of ``BLOCK_S`` seconds (resampled on the fly), so memory stays bounded."""
+        total, length, source, whole = self._source(reader, max_seconds)
+        if whole:
+            out = self.transform(resample(reader.read(0, total), reader.samplerate, self.sample_rate))
+            return out.shape[1], iter([out])
+        return self.stream(source.read, length, int(BLOCK_S * self.sample_rate))
+
+    @abc.abstractmethod
+    def transform(self, audio: np.ndarray) -> np.ndarray:
+        """(samples,) float32 at the target rate -> (rows, frames) float32 features."""
+
+    @abc.abstractmethod
+    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+        """(frames, blocks) of ``length`` samples read by ``read(start, stop)``, about ``block_samples`` at a time."""
+
+    def features(self, path: str | Path, max_seconds: Optional[float] = None) -> tuple[np.ndarray, float]:
+        """(features in the stored precision (rows, frames) float16, seconds of audio used) of a whole file (its
+        first ``max_seconds`` when given): the same values the cache stores for it."""
+        with MonoReader(path) as reader:
+            used = reader.length(max_seconds)
+            frames, blocks = self.feature_blocks(reader, max_seconds)
+            out = np.empty((self.rows, frames), dtype=STORE_DTYPE)
+            done = 0
+            for block in blocks:
+                out[:, done:done + block.shape[1]] = block
+                done += block.shape[1]
+        return out, used / reader.samplerate
+
+    def window(self, features: np.ndarray, start: int, frames: int, standardizer: Standardizer,
+               clip: Sequence[float] = (), pad_mode: str = "repeat") -> np.ndarray:
+        """One standardised (rows, frames) float32 window from frame ``start`` (:func:`crop_window` padding;
+        ``clip``: the recording's (mean, std) for ``per_clip``)."""
+        return standardizer.apply(crop_window(features, start, frames, pad_mode, self.pad_value), *clip)
+
+    def windows(self, features: np.ndarray, count: int, hop: int, standardizer: Standardizer,
+                clip: Sequence[float] = (), pad_mode: str = "repeat", frames: Optional[int] = None) -> np.ndarray:
+        """(count, 1, rows, frames) float32: window ``k`` covers rows ``k * hop`` onwards; with ``frames > hop``
+        (a model trained on longer inputs) each is a context window centred on its row, padded with silence.
+        Exactly :meth:`window` for each, with whole windows standardised in one pass."""
+        frames = frames or hop
+        extra = frames - hop
+        out = np.empty((count, 1, self.rows, frames), dtype=np.float32)
+        full = 0 if extra else min(count, features.shape[1] // hop)
+        if full:  # a view cut into windows, standardised into ``out`` (the arithmetic of Standardizer.apply)
+            offset, scale = standardizer.affine(*clip)
+            view = features[:, :full * hop].reshape(self.rows, full, hop).transpose(1, 0, 2)
+            np.subtract(view, offset[:, None], out=out[:full, 0])
+            out[:full, 0] *= scale[:, None]
+        for k in range(full, count):
+            out[k, 0] = self.window(features, k * hop - extra // 2, frames, standardizer, clip,
+                                    "silence" if extra else pad_mode)
+        return out
+
+
+@INPUT_KINDS.register("mel")
+class MelInput(FrontEnd):
+    """Mel power spectrogram in absolute dB (:class:`dataloader.features.MelFrontEnd`), hop-aligned frames."""
+
+    kind, pad_value, cache_prefix, mixes_background = "mel", DB_FLOOR, "mel", True
+
+    def __init__(self, settings: DataProcessConfig):
+        super().__init__(settings)
+        s = settings
+        self.mel = MelFrontEnd(s.sample_rate, s.n_fft, s.hop_length, s.n_mels, s.f_min, s.f_max)
+
+    @property
+    def rows(self) -> int:
+        return int(self.settings.n_mels)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.settings.sample_rate / self.settings.hop_length
+
+    @property
+    def normalization(self) -> str:
+        return self.settings.normalization
+
+    def level(self, block: np.ndarray) -> float:
+        return float(block.max()) if block.size else DB_FLOOR
+
+    def level_units(self, standardizer: Standardizer) -> Optional[np.ndarray]:
+        return standardizer.units_per_db()
+
+    def transform(self, audio: np.ndarray) -> np.ndarray:
+        return self.mel(audio)
+
+    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+        hop = self.settings.hop_length
+        return 1 + length // hop, self.mel.blocks(read, length, block_samples // hop)
+
+
+@INPUT_KINDS.register("waveform")
+class WaveformInput(FrontEnd):
+    """The samples themselves, (1, samples) at the target rate; the model normalises each window."""
+
+    kind, pad_value, cache_prefix, mixes_background = "waveform", 0.0, "wave", False
+
+    @property
+    def rows(self) -> int:
+        return 1
+
+    @property
+    def frames_per_second(self) -> float:
+        return float(self.settings.sample_rate)
+
+    def transform(self, audio: np.ndarray) -> np.ndarray:
+        return np.asarray(audio, dtype=np.float32)[None, :]
+
+    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+        return length, (read(a, min(length, a + block_samples))[None, :] for a in range(0, length, block_samples))
+
+
+def _settings_object(kind: str, settings: Mapping[str, Any]) -> Any:
+    """A settings dict (a checkpoint's ``data_process``, a worker's copy) as its dataclass; unknown keys of older
+    checkpoints are left out."""
+    cls = WaveformSettings if kind == "waveform" else DataProcessConfig
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in settings.items() if k in known})
+
+
+def make_frontend(settings: Any, kind: Optional[str] = None) -> FrontEnd:
+    """The front end of ``settings`` (a ``[data_process]`` section, :class:`WaveformSettings`, or either as a dict);
+    ``kind`` (``mel`` / ``waveform``, a checkpoint's ``input``) defaults to the settings' own ``kind``."""
+    if isinstance(settings, Mapping):
+        kind = kind or settings.get("kind", "mel")
+        settings = _settings_object(kind, settings)
+    kind = kind or getattr(settings, "kind", "mel")
+    return INPUT_KINDS.create(kind, settings=settings)
+
+
+def frontend_of_checkpoint(meta: Mapping[str, Any]) -> FrontEnd:
+    """The front end a checkpoint (or an export's metadata) was trained with: its ``data_process`` and ``input``."""
+    return make_frontend(meta["data_process"], meta.get("input", "mel"))
+
+
+def list_input_kinds() -> list[str]:
+    """Every registered input kind."""
+    return INPUT_KINDS.names()

@@ -1,0 +1,241 @@
+"""The training stage of a run: split, loaders, model, loss, optimizer, schedule, callbacks, the loop, evaluation.
+
+Everything here is asked of the registries and of the run's front end (``data.frontend``): the model family
+builds the network, the loss declares its activation, the keyword adapters beside each factory turn ``[agent]``
+into arguments, so a new family, loss or schedule touches its own module, the schema and ``config.ini`` only.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from dataloader.features import Standardizer
+from dataloader.run_data import RunData
+from utils.config import ConfigError
+from utils.config_schema import Config
+from utils.distributed import DistContext
+from utils.runtime import training_device
+from utils.trainer import Trainer, TrainOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSplit:
+    """The examples of one run: training rows (with soundscape windows), validation, test, and the outputs."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    soundscape_val: Optional[pd.DataFrame]  # labelled soundscape windows scored each epoch (2026)
+    recordings: dict[str, pd.DataFrame]  # the recordings of each split (before chunking)
+    labels: list[str]
+    event_bins: int  # > 0: frame-level outputs (task = events)
+    dropped: pd.DataFrame  # duration outliers (path, reason)
+
+    @property
+    def outputs(self) -> list[str]:
+        """The model's output names: the labels, or ``class@bin`` (class-major) for events."""
+        bins = self.event_bins
+        return [f"{c}@{k}" for c in self.labels for k in range(bins)] if bins else list(self.labels)
+
+
+def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSplit:
+    """Rare classes and duration outliers out, the grouped split (written to the run folder and the cache's
+    ``splits/``), fixed chunks when asked, and the soundscape windows joined to training."""
+    from dataloader.curation import select_for_run  # noqa: PLC0415
+    from dataloader.splits import filter_rare_classes, split_key, write_split  # noqa: PLC0415
+
+    table = filter_rare_classes(data.cache.table, cfg.data.min_samples_in_class)
+    selection = select_for_run(table, cfg.data, cfg.trainer.seed, data.frontend.frames_for(cfg.data.window_s),
+                               classes=data.source.classes)
+    if is_main:
+        kept = data.cache.folder / "splits" / split_key(cfg.data, cfg.paths.data_dir, cfg.trainer.seed,
+                                                        cfg.testing.testing)
+        for folder in (run_dir / "split", kept):
+            write_split(folder, selection.recordings)
+        log.info("split written to %s and %s (train.csv, val.csv, test.csv, split_counts.json)", run_dir / "split",
+                 kept)
+    train_df = selection.parts["train"]
+    for what, rows in {"pseudo-labelled": data.pseudo, "labelled soundscape": data.windows.get("train")}.items():
+        if rows is not None and len(rows):  # windows cut from soundscapes train, never validate with the focal set
+            train_df = pd.concat([train_df, rows], ignore_index=True)
+            log.info("training on %d %s windows as well", len(rows), what)
+    return RunSplit(train_df, selection.parts["val"], selection.parts["test"], data.windows.get("val"),
+                    selection.recordings, selection.labels, cfg.data.event_bins if cfg.data.task == "events" else 0,
+                    selection.dropped)
+
+
+def run_loaders(cfg: Config, data: RunData, split: RunSplit, standardizer: Standardizer, device: torch.device,
+                ctx: DistContext) -> tuple[DataLoader, DataLoader, dict[str, DataLoader], Any]:
+    """(train loader, validation loader, extra validation loaders, the augmentation the trainer applies on the
+    device or None when the loader's workers apply it)."""
+    from dataloader.augment import BatchAugment  # noqa: PLC0415
+    from dataloader.loaders import background_bank, make_eval_loader, make_loaders  # noqa: PLC0415
+
+    frontend = data.frontend
+    bank = None
+    if data.background is not None and len(data.background):
+        bank = background_bank(data.background, cfg.data, frontend, standardizer)
+    augment = BatchAugment(cfg.augmentation, frontend.level_units(standardizer), background=bank,
+                           domain=frontend.kind)
+    in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
+    train_loader, val_loader = make_loaders(split.train, split.val, split.labels, cfg.data, cfg.trainer, frontend,
+                                            standardizer, augment=augment if in_workers else None, rank=ctx.rank,
+                                            world_size=ctx.world_size)
+    extra_val = {}
+    if split.soundscape_val is not None and len(split.soundscape_val):  # scored each epoch as soundscape_val_*
+        extra_val["soundscape"] = make_eval_loader(split.soundscape_val, split.labels, cfg.data, cfg.trainer,
+                                                   frontend, standardizer, ctx.rank, ctx.world_size)
+    elif cfg.callbacks.model_checkpoint_type.startswith("soundscape"):
+        raise ConfigError(f"[callbacks] model_checkpoint_type = {cfg.callbacks.model_checkpoint_type}: no labelled "
+                          f"soundscape windows validate in this run (source {data.source.name}, [data] "
+                          f"soundscape_labels = {cfg.data.soundscape_labels}); allowed: val_score, val_loss")
+    return train_loader, val_loader, extra_val, None if in_workers else augment
+
+
+def run_loss(cfg: Config, split: RunSplit) -> torch.nn.Module:
+    """``[agent] loss`` with its settings, and per-class weights when ``[data] balance = weights``."""
+    from dataloader.curation import class_weights, event_presence  # noqa: PLC0415
+    from dataloader.dataset import make_targets  # noqa: PLC0415
+    from factory.losses import create_loss, loss_kwargs  # noqa: PLC0415
+
+    weights, bins = None, max(split.event_bins, 1)
+    if cfg.data.balance == "weights":
+        clip_targets = (event_presence(split.train, split.labels) if split.event_bins
+                        else make_targets(split.train, split.labels, cfg.data))
+        weights = [w for w in class_weights(clip_targets, cfg.data.task) for _ in range(bins)]
+        log.info("balance = weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(split.labels, weights[::bins])))
+    return create_loss(cfg.agent.loss, **loss_kwargs(cfg.agent, weights))
+
+
+def run_epochs(cfg: Config) -> int:
+    """Epochs of this run (``[testing] testing_epochs`` in testing mode)."""
+    return cfg.testing.testing_epochs if cfg.testing.testing else cfg.trainer.n_epochs
+
+
+def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Standardizer, train_loader: DataLoader,
+                  device: torch.device, ctx: DistContext, run_dir: Path, augment: Any) -> tuple[Trainer, Any, str]:
+    """(trainer, checkpoint callback or None, model name): the family's network, the optimizer and schedule from
+    their keyword adapters, the loss, the callbacks, and what every checkpoint carries for inference."""
+    from factory.families import build_model, get_family  # noqa: PLC0415
+    from factory.optimizers import create_optimizer, optimizer_kwargs  # noqa: PLC0415
+    from factory.schedulers import create_scheduler, scheduler_kwargs  # noqa: PLC0415
+    from utils.callbacks import build_callbacks  # noqa: PLC0415
+
+    model, model_kwargs, model_name = build_model(cfg, len(split.labels), split.event_bins)
+    optimizer = create_optimizer(model=model, **optimizer_kwargs(cfg.agent))
+    steps_per_epoch = -(-len(train_loader) // cfg.trainer.accumulate_steps)  # optimizer steps
+    scheduler = create_scheduler(optimizer=optimizer, **scheduler_kwargs(cfg.agent, steps_per_epoch, run_epochs(cfg)))
+    loss = run_loss(cfg, split)
+    extra = {"config": cfg.to_dict(), "model_name": model_name, "model_kwargs": model_kwargs,
+             "input": data.frontend.kind, "data_process": data.frontend.settings_dict(),
+             "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode, "standardizer": standardizer.to_dict(),
+             "task": cfg.data.task, "classes": split.labels}
+    callbacks, checkpoint = build_callbacks(cfg, run_dir, ctx.is_main)
+    t = cfg.trainer
+    options = TrainOptions(channels_last=t.channels_last and get_family(cfg.model.family).channels_last,
+                           amp=t.amp == "true" or (t.amp == "auto" and device.type == "cuda"), compile=t.compile,
+                           grad_clip=t.grad_clip, accumulate_steps=t.accumulate_steps,
+                           lr_verbose=cfg.agent.lr_verbose, monitor=cfg.callbacks.model_checkpoint_type)
+    if t.overfit_batch:
+        check_overfit(model, loss, train_loader, t.overfit_batch, cfg.agent.lr_warmup_end)
+    trainer = Trainer(model, loss, optimizer, scheduler, device, split.outputs, callbacks, augment=augment,
+                      options=options, checkpoint_extra=extra, dist_ctx=ctx)
+    return trainer, checkpoint, model_name
+
+
+def check_overfit(model: torch.nn.Module, loss: torch.nn.Module, loader: DataLoader, steps: int, lr: float) -> None:
+    """``[trainer] overfit_batch``: the loss on one batch must fall to a tenth in ``steps`` steps."""
+    from utils.preflight import overfit_one_batch  # noqa: PLC0415
+
+    x, y = next(iter(loader))
+    first, last = overfit_one_batch(model, loss, x, y, steps, lr=lr)
+    if not last <= first / 10:
+        raise RuntimeError(f"overfit_batch: the loss only fell from {first:.4f} to {last:.4f} in {steps} steps on "
+                           f"one batch; check the data, targets and model")
+
+
+def resume_run(cfg: Config, trainer: Trainer, train_loader: DataLoader, run_dir: Path, is_main: bool,
+               model_name: str) -> int:
+    """``[trainer] resume``: the first epoch still to train (1 for a fresh start)."""
+    from utils.checkpoints import load_checkpoint  # noqa: PLC0415
+    from utils.run_folder import adopt_best_checkpoint, resolve_resume  # noqa: PLC0415
+
+    expect = {"model_name": model_name, "labels": list(trainer.labels),
+              "data_process": trainer.checkpoint_extra["data_process"]}
+    resume_from = resolve_resume(cfg.trainer.resume, Path(cfg.paths.runs_dir), run_dir, expect)
+    if resume_from is None:
+        return 1
+    payload = load_checkpoint(resume_from)
+    if int(payload["epoch"]) >= run_epochs(cfg):
+        raise ConfigError(f"run {resume_from.parent.parent.name} already finished its {payload['epoch']} epochs "
+                          f"({resume_from}); raise [trainer] n_epochs to continue it")
+    start_epoch = trainer.resume(payload, train_loader)
+    if is_main:
+        adopt_best_checkpoint(resume_from, start_epoch - 1, run_dir)
+    log.info("resumed from %s: epochs %d..%d still to train", resume_from, start_epoch, run_epochs(cfg))
+    return start_epoch
+
+
+def evaluate_run(cfg: Config, data: RunData, split: RunSplit, trainer: Trainer, checkpoint: Any, run_dir: Path,
+                 standardizer: Standardizer) -> dict[str, Any]:
+    """The out-of-fold predictions of the best epoch, then the held-out splits scored with the best weights."""
+    from dataloader.loaders import window_dataset  # noqa: PLC0415
+    from utils.checkpoints import load_checkpoint  # noqa: PLC0415
+    from utils.evaluation import evaluate_splits, validation_row_ids, write_validation_outputs  # noqa: PLC0415
+
+    ids = validation_row_ids(split.val, data.frontend.frames_for(cfg.data.window_s), cfg.data.window_s)
+    write_validation_outputs(trainer, split.val, split.outputs, run_dir, cfg.data.fold, ids)
+    if checkpoint and checkpoint.best_path.exists():
+        trainer.model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
+    return evaluate_splits(trainer, {"val": split.val, "test": split.test}, split.labels, cfg.data, cfg.evaluation,
+                           run_dir, lambda df: window_dataset(df, split.labels, cfg.data, data.frontend, "first",
+                                                              standardizer),
+                           batch_size=cfg.trainer.batch_size * 2)
+
+
+def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] = None,
+          benchmark_steps: int = 0) -> dict[str, Any]:
+    """Split, build loaders/model/optimizer, train; returns the training results. Under torchrun (``ctx``) every
+    rank trains its share and rank 0 alone logs, checkpoints and writes files. With ``benchmark_steps`` only that
+    many steps are timed and the epoch and run times projected (``{"benchmark": ...}``)."""
+    from dataloader.curation import classes_without_examples  # noqa: PLC0415
+    from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
+    from utils.metrics import epoch_rank  # noqa: PLC0415
+
+    ctx = ctx or DistContext()
+    split = split_run(cfg, data, run_dir, ctx.is_main)
+    if ctx.is_main:
+        data.skipped.append(split.dropped)
+    standardizer = fit_standardizer(split.recordings["train"], data.frontend, data.cache.folder)  # training only
+    device = torch.device(f"cuda:{ctx.local_rank}" if training_device(cfg.trainer.device) == "cuda" else "cpu")
+    train_loader, val_loader, extra_val, augment = run_loaders(cfg, data, split, standardizer, device, ctx)
+    log.info("%s task: %d train, %d validation, %d test examples, %d classes", cfg.data.task, len(split.train),
+             len(split.val), len(split.test), len(split.labels))
+    trainer, checkpoint, model_name = build_trainer(cfg, data, split, standardizer, train_loader, device, ctx,
+                                                    run_dir, augment)
+    if benchmark_steps:
+        from utils.preflight import estimate_run_time  # noqa: PLC0415
+
+        return {"benchmark": estimate_run_time(trainer, train_loader, val_loader, run_epochs(cfg), benchmark_steps),
+                "model_name": model_name}
+    start_epoch = resume_run(cfg, trainer, train_loader, run_dir, ctx.is_main, model_name)
+    history = trainer.fit(train_loader, val_loader, run_epochs(cfg), start_epoch, extra_val=extra_val)
+    evaluation = evaluate_run(cfg, data, split, trainer, checkpoint, run_dir, standardizer) if ctx.is_main else {}
+    monitor = cfg.callbacks.model_checkpoint_type
+    best = max(history, key=lambda m: epoch_rank(m, monitor) or (-np.inf, -np.inf))
+    return {"history": history, "best": best, "n_train": len(split.train), "n_val": len(split.val),
+            "labels": split.labels, "untrained_classes": classes_without_examples(split.train, split.labels),
+            "duration_outliers": len(split.dropped),
+            "n_soundscape_val": 0 if split.soundscape_val is None else len(split.soundscape_val),
+            "n_test": len(split.test), "evaluation": evaluation,
+            "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
+            "model_name": model_name}
