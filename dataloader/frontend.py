@@ -267,6 +267,13 @@ def make_frontend(settings: Any, kind: Optional[str] = None) -> FrontEnd:
     return INPUT_KINDS.create(kind, settings=settings)
 
 
+def as_frontend(frontend_or_settings: Any) -> FrontEnd:
+    """A front end as it is, or the front end of settings (what the cache functions accept)."""
+    if isinstance(frontend_or_settings, FrontEnd):
+        return frontend_or_settings
+    return make_frontend(frontend_or_settings)
+
+
 def frontend_of_checkpoint(meta: Mapping[str, Any]) -> FrontEnd:
     """The front end a checkpoint (or an export's metadata) was trained with: its ``data_process`` and ``input``."""
     return make_frontend(meta["data_process"], meta.get("input", "mel"))

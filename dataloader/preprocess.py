@@ -35,7 +35,7 @@ import pandas as pd
 
 from dataloader.audio import AudioError, MonoReader
 from dataloader.features import StatsAccumulator, Standardizer
-from dataloader.frontend import STORE_DTYPE, FrontEnd, make_frontend
+from dataloader.frontend import STORE_DTYPE, FrontEnd, as_frontend, make_frontend
 from dataloader.cache_faults import CacheEnvironmentError, cache_lock, failure_record, is_environment_error
 from dataloader.worker_pool import WorkerPool
 from utils.atomic_files import remove_stale_temporaries
@@ -196,8 +196,8 @@ class SumsLog:
 class MelCache:
     """The cache folder of one front end (one set of settings)."""
 
-    def __init__(self, cache_dir: str | Path, frontend: FrontEnd):
-        self.frontend = frontend
+    def __init__(self, cache_dir: str | Path, frontend: FrontEnd | Any):
+        self.frontend = frontend = as_frontend(frontend)
         self.folder = Path(cache_dir) / f"{frontend.cache_prefix}-{cache_key(frontend.settings)}"
         self.mels_dir = self.folder / "mels"
         self.manifest_path = self.folder / "manifest.jsonl"
@@ -243,10 +243,11 @@ class MelCache:
         return len(dropped)
 
 
-def fit_standardizer(table: pd.DataFrame, frontend: FrontEnd, cache_folder: str | Path) -> Standardizer:
+def fit_standardizer(table: pd.DataFrame, frontend: FrontEnd | Any, cache_folder: str | Path) -> Standardizer:
     """Standardisation statistics (the front end's ``normalization``) per row over every recording of ``table``
     (column ``entry``; e.g. the training split), added up from the per-file sums in ``<cache_folder>/sums.bin``
-    (a recording without a record is read from its cached features)."""
+    (a recording without a record is read from its cached features). ``frontend``: a front end or its settings."""
+    frontend = as_frontend(frontend)
     acc = StatsAccumulator(frontend.rows)
     if frontend.normalization in ("per_frequency", "global"):
         sums = SumsLog(Path(cache_folder) / "sums.bin", frontend.rows).load()
@@ -261,7 +262,7 @@ def fit_standardizer(table: pd.DataFrame, frontend: FrontEnd, cache_folder: str 
     return Standardizer.fit(frontend.normalization, acc)
 
 
-def remove_cache(cache_dir: str | Path, frontend: FrontEnd) -> Optional[Path]:
+def remove_cache(cache_dir: str | Path, frontend: FrontEnd | Any) -> Optional[Path]:
     """Delete the cache folder of these settings (entries, manifest, statistics, split files); returns it, or
     None when there was none. Other settings' folders stay."""
     import shutil  # noqa: PLC0415
@@ -273,7 +274,7 @@ def remove_cache(cache_dir: str | Path, frontend: FrontEnd) -> Optional[Path]:
     return folder
 
 
-def build_cache(recordings: pd.DataFrame, frontend: FrontEnd, cache_dir: str | Path, workers: int = 1,
+def build_cache(recordings: pd.DataFrame, frontend: FrontEnd | Any, cache_dir: str | Path, workers: int = 1,
                 prune_under: Optional[str | Path] = None) -> CacheResult:
     """Make sure every recording in ``recordings`` (column ``path``) has a cache entry; decode only what is missing.
 

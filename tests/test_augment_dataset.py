@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from dataloader.augment import BatchAugment
-from dataloader.dataset import MelWindowDataset, fit_window, multi_hot
+from dataloader.dataset import WindowDataset, multi_hot
 from dataloader.features import Standardizer
+from dataloader.frontend import make_frontend
 from utils.config import AugmentationConfig
+from utils.config_schema import DataProcessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,23 +27,17 @@ def test_targets_are_primary_one_and_secondary_weighted():
     assert multi_hot(table, ["a", "b", "c"], 0.0).tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
 
 
-def test_short_recordings_are_repeated_or_padded_with_silence():
-    mel = np.arange(6, dtype=np.float16).reshape(2, 3)
-    silence = np.array([-9.0, -8.0], dtype=np.float32)
-    assert fit_window(mel, 0, 7, "repeat", silence).tolist() == [[0, 1, 2, 0, 1, 2, 0], [3, 4, 5, 3, 4, 5, 3]]
-    assert fit_window(mel, 0, 5, "silence", silence).tolist() == [[0, 1, 2, -9, -9], [3, 4, 5, -8, -8]]
-
-
 def test_random_crops_are_whole_windows_from_anywhere_and_first_is_fixed(tmp_path):
     mel = np.tile(np.arange(1000, dtype=np.float16), (4, 1))
     np.save(tmp_path / "m.npy", mel)
     targets = np.ones((1, 2), dtype=np.float32)
-    rand = MelWindowDataset([str(tmp_path / "m.npy")], targets, 320, "random", "repeat", Standardizer.identity(4))
+    frontend = make_frontend(DataProcessConfig(n_mels=4))
+    rand = WindowDataset([str(tmp_path / "m.npy")], targets, frontend, 320, "random", "repeat", Standardizer.identity(4))
     starts = {int(rand[0][0][0, 0, 0]) for _ in range(30)}
     assert len(starts) > 10 and max(starts) <= 680
     x, y = rand[0]
     assert x.shape == (1, 4, 320) and x.dtype == torch.float32 and y.tolist() == [1.0, 1.0]
-    first = MelWindowDataset([str(tmp_path / "m.npy")], targets, 320, "first", "repeat", Standardizer.identity(4))
+    first = WindowDataset([str(tmp_path / "m.npy")], targets, frontend, 320, "first", "repeat", Standardizer.identity(4))
     assert {int(first[0][0][0, 0, 0]) for _ in range(5)} == {0}
 
 
@@ -108,8 +104,10 @@ def test_cpu_training_augments_batches_in_the_loader_workers(tmp_path):
     table = pd.DataFrame(rows)
     aug = BatchAugment(AugmentationConfig(augment_gain=False, augment_spec_augment=False, augment_mixup=False,
                                           noise_std=0.5))
-    plain, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, 32, Standardizer.identity(8))
-    noisy, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, 32, Standardizer.identity(8), augment=aug)
+    frontend = make_frontend(DataProcessConfig(n_mels=8, hop_length=5000))  # 5-s windows of 32 frames
+    plain, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, frontend, Standardizer.identity(8))
+    noisy, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, frontend, Standardizer.identity(8),
+                            augment=aug)
     x0, y0 = next(iter(plain))
     x1, y1 = next(iter(noisy))
     assert x1.shape == x0.shape and torch.equal(y0, y1)

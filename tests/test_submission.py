@@ -52,15 +52,6 @@ def test_smoothing_averages_each_window_with_its_neighbours():
     assert smooth_windows(probs, 0) is probs
 
 
-def test_a_context_window_is_centred_on_its_row_and_padded_with_silence():
-    from inference.predict import context_window
-
-    mel = np.arange(10, dtype=np.float32)[None, :].repeat(2, axis=0)
-    np.testing.assert_array_equal(context_window(mel, -2, 6, -100.0)[0], [-100, -100, 0, 1, 2, 3])
-    np.testing.assert_array_equal(context_window(mel, 7, 6, -100.0)[0], [7, 8, 9, -100, -100, -100])
-    np.testing.assert_array_equal(context_window(mel, 2, 4, -100.0)[0], [2, 3, 4, 5])
-
-
 class SlowEnsemble:
     """A stand-in predictor whose every model costs ``seconds`` per file (the clock guard only sees time)."""
 

@@ -14,7 +14,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from utils.config_schema import SECTIONS, Config, DataProcessConfig  # noqa: F401 - Config, sections: the public types
+from utils.config_schema import (SECTIONS, AgentConfig, AugmentationConfig, CallbacksConfig,  # noqa: F401 - the
+                                 Config, DataConfig, DataProcessConfig, EvaluationConfig,  # public types, as
+                                 ModelConfig, PathsConfig, TestingConfig, TrainerConfig)  # load_config returns them
 
 
 class ConfigError(ValueError):
@@ -97,11 +99,12 @@ def registry_choices(kind: str) -> list[str]:
     return REGISTRY_CHOICES[kind]()
 
 
-def _registry_problem(kind: str, value: Any, static: Optional[tuple]) -> Optional[str]:
-    if kind in REGISTRY_CHECKS:
-        return REGISTRY_CHECKS[kind](value)
-    allowed = [*(static or ()), *registry_choices(kind)]
-    return None if value in allowed else f"not an allowed value; allowed: {', '.join(str(c) for c in allowed)}"
+def _allowed(meta: Any) -> Optional[list]:
+    """A field's allowed values: its static choices plus its registry's names (None: any value)."""
+    registry = meta.get("registry")
+    if not meta.get("choices") and registry not in REGISTRY_CHOICES:
+        return None
+    return [*(meta.get("choices") or ()), *(registry_choices(registry) if registry in REGISTRY_CHOICES else ())]
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -138,15 +141,15 @@ def _convert(section: str, key: str, raw: str, f: dataclasses.Field) -> Any:
             raise fail("expected a finite number (NaN and infinity are refused)")
     else:
         value = text
-        if meta.get("choices") and value not in meta["choices"] and value.lower() in meta["choices"]:
-            value = value.lower()  # transfer_learning = True works like true
-    if meta.get("registry"):
-        problem = None if value in (meta.get("choices") or ()) else _registry_problem(meta["registry"], value,
-                                                                                       meta.get("choices"))
+    allowed = _allowed(meta)
+    if allowed and isinstance(value, str) and value not in allowed and value.lower() in allowed:
+        value = value.lower()  # transfer_learning = True works like true
+    if allowed is not None and value not in allowed:
+        raise fail(f"not an allowed value; allowed: {', '.join(str(c) for c in allowed)}")
+    if meta.get("registry") in REGISTRY_CHECKS:
+        problem = REGISTRY_CHECKS[meta["registry"]](value)
         if problem:
             raise fail(problem)
-    elif meta.get("choices") and value not in meta["choices"]:
-        raise fail(f"not an allowed value; allowed: {', '.join(str(c) for c in meta['choices'])}")
     if meta.get("min") is not None and value < meta["min"]:
         raise fail(f"must be >= {meta['min']}")
     if meta.get("max") is not None and value > meta["max"]:
@@ -287,9 +290,7 @@ def to_ini(cfg: Config) -> str:
         obj = getattr(cfg, section)
         for f in fields(cls):
             lines.append(f"# {f.metadata['help']}")
-            choices = [*(f.metadata.get("choices") or ())]
-            if f.metadata.get("registry") in REGISTRY_CHOICES:
-                choices += registry_choices(f.metadata["registry"])
+            choices = _allowed(f.metadata)
             if choices:
                 lines.append(f"# choices: {', '.join(str(c) for c in choices)}")
             lines.append(f"{f.name} = {_format_value(getattr(obj, f.name))}")
