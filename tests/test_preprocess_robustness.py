@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+import dataloader.frontend as frontend_module  # its block sizes are patched
 from dataloader.cache_faults import CacheEnvironmentError
 from dataloader.preprocess import MelCache, build_cache, fit_standardizer
 from utils.config import DataProcessConfig
@@ -163,8 +164,8 @@ def test_a_long_file_is_processed_in_blocks_exactly_as_whole(tmp_path, monkeypat
     blocks = list(fe.blocks(lambda a, b: audio[a:b], audio.size, 96))
     assert len(blocks) > 5
     np.testing.assert_allclose(np.concatenate(blocks, axis=1), whole, atol=1e-4)
-    monkeypatch.setattr(pre, "LONG_FILE_S", 5.0)  # 20 s counts as long here ...
-    monkeypatch.setattr(pre, "BLOCK_S", 3.0)  # ... and is written in 3-s blocks into a memory-mapped .npy
+    monkeypatch.setattr(frontend_module, "LONG_FILE_S", 5.0)  # 20 s counts as long here ...
+    monkeypatch.setattr(frontend_module, "BLOCK_S", 3.0)  # ... and is written in 3-s blocks into a memory-mapped .npy
     calls = []
     original = MelFrontEnd.blocks
     monkeypatch.setattr(MelFrontEnd, "blocks", lambda self, *a: calls.append(a) or original(self, *a))
@@ -187,10 +188,10 @@ def test_streamed_resampling_of_a_long_file_equals_resampling_it_whole(tmp_path,
         parts = [stream.read(a, min(a + 7_000, stream.length)) for a in range(0, stream.length, 6_000)]
     for a, part in zip(range(0, whole.size, 6_000), parts):
         np.testing.assert_array_equal(part, whole[a:a + part.size])  # bit-identical, overlapping forward reads
-    monkeypatch.setattr(pre, "LONG_FILE_S", 5.0)
-    monkeypatch.setattr(pre, "BLOCK_S", 3.0)
+    monkeypatch.setattr(frontend_module, "LONG_FILE_S", 5.0)
+    monkeypatch.setattr(frontend_module, "BLOCK_S", 3.0)
     cached = _cache_one(pre, tmp_path / "long44k.flac", tmp_path / "mels")
-    assert np.abs(cached.astype(np.float32) - pre._WORKER["frontend"](whole)).max() <= 0.07
+    assert np.abs(cached.astype(np.float32) - pre._WORKER["frontend"].transform(whole)).max() <= 0.07
 
 
 def test_removed_recordings_drop_out_of_the_manifest_but_other_datasets_and_subsets_stay(tmp_path):
@@ -216,16 +217,16 @@ def test_removed_recordings_drop_out_of_the_manifest_but_other_datasets_and_subs
 
 
 def test_a_file_that_kills_its_worker_is_skipped_and_the_rest_is_cached(tmp_path, monkeypatch):
-    import dataloader.preprocess as pre
+    from dataloader.frontend import FrontEnd
 
     paths = []
     for k in range(5):
         sf.write(tmp_path / f"r{k}.wav", chirp(1.0, 32000), 32000)
         paths.append(tmp_path / f"r{k}.wav")
-    original = pre._decode_blocks
+    original = FrontEnd.feature_blocks
     # a decoder segfault, as libsndfile can do on malformed input (workers are forked: they see the patch)
-    monkeypatch.setattr(pre, "_decode_blocks",
-                        lambda reader: os._exit(11) if reader.path.name == "r2.wav" else original(reader))
+    monkeypatch.setattr(FrontEnd, "feature_blocks", lambda self, reader, limit=None: os._exit(11)
+                        if reader.path.name == "r2.wav" else original(self, reader, limit))
     result = build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", workers=2)
     assert sorted(result.table["path"]) == sorted(str(p) for p in paths if p.name != "r2.wav")
     assert "worker process died" in dict(zip(result.skipped["path"], result.skipped["reason"]))[str(paths[2])]

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,8 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def make_run_id(model_name: str, testing: bool) -> str:
-    """``YYYYmmdd-HHMMSS-<model>[-testing]`` (create_run_dir adds a suffix if that folder exists)."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name}{'-testing' if testing else ''}"
+    """``YYYYmmdd-HHMMSS-<model>[-testing]`` (create_run_dir adds a suffix if that folder exists); a model named by
+    a path or a hub id (``facebook/wav2vec2-base``) contributes its last part."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name.rstrip("/\\").replace("\\", "/").split("/")[-1]) or "model"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}{'-testing' if testing else ''}"
 
 
 def create_run_dir(runs_dir: str | Path, run_id: str) -> Path:
