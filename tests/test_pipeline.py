@@ -145,26 +145,6 @@ def test_torchrun_trains_with_two_gloo_processes_and_rank_0_alone_writes(run, tm
     assert summary["n_train"] + summary["n_val"] == 24
 
 
-def test_wav2vec2_trains_on_a_waveform_cache_and_predicts_end_to_end(run, tmp_path):
-    pytest.importorskip("transformers")
-    from factory.families import model_from_checkpoint
-    from test_wav2vec2 import save_tiny_wav2vec2
-
-    tiny = save_tiny_wav2vec2(tmp_path / "tiny_w2v")
-    args = run["args"] + [f"--set=paths.runs_dir={tmp_path / 'runs'}", "--set=model.family=wav2vec2",
-                          f"--set=model.type={tiny}", "--set=model.transfer_learning=true",
-                          "--set=agent.layer_lr_decay=0.8", "--set=trainer.batch_size=4"]
-    assert train_classifier.main(args) == 0
-    (run_dir,) = list((tmp_path / "runs").iterdir())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert "/wave-" in summary["cache"] and 0.0 <= summary["soundscape_score"] <= 1.0
-    ckpt = load_checkpoint(summary["checkpoint"])
-    assert ckpt["input"] == "waveform" and ckpt["data_process"]["sample_rate"] == 16000
-    assert model_from_checkpoint(ckpt).hf.config.hidden_size == 32
-    entry = np.load(next((run["work"] / "cache").glob("wave-*/mels/*.npy")))
-    assert entry.dtype == np.float16 and entry.shape[0] == 1
-
-
 def test_export_to_onnx_and_openvino_matches_pytorch_and_predict_cli_uses_them(run, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
