@@ -16,12 +16,15 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from utils.config import Config, ConfigError, load_config, to_ini
 from utils.distributed import DistContext, barrier, broadcast, init_from_env, shutdown
-from utils.runtime import available_cores, configure_cpu, training_device
 from utils.run_folder import create_run_dir, make_run_id, print_summary, seed_everything, setup_logging, write_summary
+from utils.runtime import available_cores, configure_cpu, training_device
+
+if TYPE_CHECKING:
+    from dataloader.run_data import RunData
 
 log = logging.getLogger("train_classifier")
 HERE = Path(__file__).resolve().parent
@@ -92,7 +95,7 @@ def start_run(cfg: Config, args: argparse.Namespace, ctx: DistContext) -> Path:
     return run_dir
 
 
-def preprocess_stage(cfg: Config, ctx: DistContext, run_dir: Path, summary: dict[str, Any]) -> Any:
+def preprocess_stage(cfg: Config, ctx: DistContext, run_dir: Path, summary: dict[str, Any]) -> RunData:
     """The run's data, cached with the model family's front end (rank 0 first; the others then reuse it)."""
     from dataloader.run_data import prepare_data  # noqa: PLC0415
     from factory.families import run_frontend  # noqa: PLC0415
@@ -110,7 +113,7 @@ def preprocess_stage(cfg: Config, ctx: DistContext, run_dir: Path, summary: dict
     return data
 
 
-def train_stage(cfg: Config, data: Any, run_dir: Path, ctx: DistContext, summary: dict[str, Any]
+def train_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext, summary: dict[str, Any]
                 ) -> Optional[list[str]]:
     """Train; on rank 0 the results join the summary. Returns the checkpoint to submit with (None: none)."""
     from utils.train_stage import train  # noqa: PLC0415
@@ -131,7 +134,7 @@ def train_stage(cfg: Config, data: Any, run_dir: Path, ctx: DistContext, summary
     return [result["checkpoint"]] if result["checkpoint"] else None
 
 
-def submit_stage(cfg: Config, data: Any, checkpoints: Optional[list[str]], run_dir: Path,
+def submit_stage(cfg: Config, data: Optional[RunData], checkpoints: Optional[list[str]], run_dir: Path,
                  summary: dict[str, Any]) -> int:
     """The submission for the source's test soundscapes (a dry run when there are none), written and scored."""
     from dataloader.sources import load_source  # noqa: PLC0415
@@ -176,7 +179,7 @@ def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> i
     return 0
 
 
-def benchmark_stage(cfg: Config, data: Any, run_dir: Path, ctx: DistContext, summary: dict[str, Any],
+def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext, summary: dict[str, Any],
                     steps: int) -> int:
     """``--stage benchmark``: time ``steps`` training steps, project the epoch and run times, print them."""
     from utils.train_stage import train  # noqa: PLC0415

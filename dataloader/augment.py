@@ -8,11 +8,13 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from utils.config_schema import AugmentationConfig
+
 
 class BatchAugment:
     """Applies the ``[augmentation]`` section to a training batch ``x (B, 1, n_mels, frames)``, ``y (B, classes)``."""
 
-    def __init__(self, aug: Any, units_per_db: Optional[np.ndarray] = None,
+    def __init__(self, aug: AugmentationConfig, units_per_db: Optional[np.ndarray] = None,
                  background: Optional[Callable[[int], torch.Tensor]] = None, domain: str = "mel"):
         """``units_per_db`` (n_mels,): how far one dB moves each mel bin after standardisation
         (1 / std for per_frequency, zeros for per_clip, which is level-invariant); None disables gain.

@@ -4,12 +4,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from dataloader.audio import audio_files
+from utils.config_schema import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class RunSelection:
     dropped: pd.DataFrame  # path, reason: left out as duration outliers
 
 
-def run_labels(table: pd.DataFrame, data: Any, classes: Optional[Sequence[str]] = None) -> list[str]:
+def run_labels(table: pd.DataFrame, data: DataConfig, classes: Optional[Sequence[str]] = None) -> list[str]:
     """The classes of ``[data] task``: binary -> ``[positive_class]`` (default: the rarer class); events -> the
     event labels without ``background_label``; otherwise the source's class list (the submission columns, with
     or without training data) when it has one, else every label present."""
@@ -133,7 +134,7 @@ def run_labels(table: pd.DataFrame, data: Any, classes: Optional[Sequence[str]] 
     return present_labels(table)
 
 
-def select_for_run(table: pd.DataFrame, data: Any, seed: int, window_frames: int,
+def select_for_run(table: pd.DataFrame, data: DataConfig, seed: int, window_frames: int,
                    classes: Optional[Sequence[str]] = None) -> RunSelection:
     """Duration outliers out, the split (:func:`dataloader.splits.make_split`), the training cap and balance,
     the classes (``classes``: the source's list), and fixed chunks (``crop = chunks`` for every split; ``events``

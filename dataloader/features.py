@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import scipy.fft
 
+from utils.config_schema import DataProcessConfig
+
 DB_FLOOR_POWER = 1e-10  # fixed floor: -100 dB; never a per-file max reference or top_db
 DB_FLOOR = -100.0  # 10 * log10(DB_FLOOR_POWER): digital silence, also the padding value of short windows
 _MIN_STD = 1e-3
@@ -67,7 +69,7 @@ class MelFrontEnd:
                 self._bands.append((lo, hi, m0, m1, np.ascontiguousarray(self.filters[lo:hi, m0:m1].T)))
 
     @classmethod
-    def from_config(cls, dp: Any) -> "MelFrontEnd":
+    def from_config(cls, dp: DataProcessConfig) -> "MelFrontEnd":
         """Build from a ``[data_process]`` section (or anything with the same attributes)."""
         return cls(dp.sample_rate, dp.n_fft, dp.hop_length, dp.n_mels, dp.f_min, dp.f_max)
 

@@ -34,11 +34,12 @@ import numpy as np
 import pandas as pd
 
 from dataloader.audio import AudioError, MonoReader
-from dataloader.features import StatsAccumulator, Standardizer
-from dataloader.frontend import STORE_DTYPE, FrontEnd, as_frontend, make_frontend
 from dataloader.cache_faults import CacheEnvironmentError, cache_lock, failure_record, is_environment_error
+from dataloader.features import Standardizer, StatsAccumulator
+from dataloader.frontend import STORE_DTYPE, FrontEnd, WaveformSettings, as_frontend, make_frontend
 from dataloader.worker_pool import WorkerPool
 from utils.atomic_files import remove_stale_temporaries
+from utils.config_schema import DataProcessConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,14 @@ CACHE_FORMAT_VERSION = 4  # 4: float16 dB (standardised when read), NumPy/pocket
 NOT_IN_CACHE = ("normalization",)  # [data_process] keys applied when the cache is read, not cached
 
 
-def cache_key(dp: Any) -> str:
+def cache_key(dp: DataProcessConfig | WaveformSettings) -> str:
     """Hash of exactly what changes the cached bytes: the [data_process] settings that shape the mel (not the
     normalisation, applied when reading) and the format version."""
     payload = {"format_version": CACHE_FORMAT_VERSION, **_cached_settings(dp)}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _cached_settings(dp: Any) -> dict[str, Any]:
+def _cached_settings(dp: DataProcessConfig | WaveformSettings) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(dp).items() if k not in NOT_IN_CACHE}
 
 

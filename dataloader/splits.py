@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
+
+from utils.config_schema import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def holdout_assign(table: pd.DataFrame, train_ratio: float, test_val_ratio: floa
     return table["group"].map(split_of_group).to_numpy(dtype=object)
 
 
-def make_split(table: pd.DataFrame, data: Any, seed: int) -> dict[str, pd.DataFrame]:
+def make_split(table: pd.DataFrame, data: DataConfig, seed: int) -> dict[str, pd.DataFrame]:
     """{train, val, test} tables from the ``[data]`` section: a CSV ``split`` column when present, else
     ``split = holdout`` (ratios) or ``kfold`` (``fold`` validates, no test)."""
     if "split" in table and (table["split"] != "").all():
@@ -136,7 +138,7 @@ def write_split(folder: str | Path, parts: dict[str, pd.DataFrame]) -> Path:
     return folder
 
 
-def split_key(data: Any, data_dir: str | Path, seed: int, testing: bool = False) -> str:
+def split_key(data: DataConfig, data_dir: str | Path, seed: int, testing: bool = False) -> str:
     """Names a run's split files in the cache folder: the data source and every setting that changes the split."""
     import hashlib  # noqa: PLC0415
 

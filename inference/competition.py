@@ -11,6 +11,7 @@ import pandas as pd
 
 from dataloader.audio import audio_files
 from dataloader.sources.editions import dry_run_folder
+from dataloader.sources.registry import SourceData
 from inference.predict import SoundscapePredictor, predict_folder
 from inference.submission import write_submission
 
@@ -48,7 +49,7 @@ def species_columns(sample_submission: Optional[str | Path], test_dir: str | Pat
     return sorted(labels)
 
 
-def submit(checkpoints: Sequence[str], source: Any, out_csv: Path, copy_to: Path, device: str = "cpu",
+def submit(checkpoints: Sequence[str], source: SourceData, out_csv: Path, copy_to: Path, device: str = "cpu",
            batch_size: int = 64) -> dict[str, Any]:
     """Predict the test soundscapes of ``source`` (a :class:`dataloader.sources.SourceData`) with the checkpoints,
     write the validated CSV (``sample_submission.csv``'s columns) to ``out_csv`` (and a copy to ``copy_to``);

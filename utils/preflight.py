@@ -5,10 +5,14 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from utils.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def overfit_one_batch(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: 
     return first, last
 
 
-def estimate_run_time(trainer: Any, train_loader: Any, val_loader: Any, n_epochs: int, steps: int = 20
+def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int, steps: int = 20
                       ) -> dict[str, float]:
     """Time ``steps`` real training steps (data loading, augmentation, forward, backward, optimizer; after two
     warm-up steps) and a few validation batches, and project one epoch and the whole run."""

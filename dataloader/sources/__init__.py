@@ -10,8 +10,15 @@ from dataloader.sources import auto, birdclef, demo_source, local  # noqa: F401 
 from dataloader.sources.birdclef import GROUND_TRUTH_FILE, read_birdclef, submission_labels
 from dataloader.sources.duplicates import merge_duplicates
 from dataloader.sources.editions import COMPETITIONS, EDITIONS, competition, recognise_edition
-from dataloader.sources.registry import (RECORDING_COLUMNS, WINDOW_COLUMNS, DataSourceError, SourceData,
-                                         list_sources, load_source, register_source)
+from dataloader.sources.registry import (
+                                         RECORDING_COLUMNS,
+                                         WINDOW_COLUMNS,
+                                         DataSourceError,
+                                         SourceData,
+                                         list_sources,
+                                         load_source,
+                                         register_source,
+)
 
 __all__ = ["COMPETITIONS", "EDITIONS", "GROUND_TRUTH_FILE", "RECORDING_COLUMNS", "WINDOW_COLUMNS",
            "DataSourceError", "SourceData", "competition", "list_sources", "load_source", "merge_duplicates",

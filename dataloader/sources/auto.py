@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from dataloader.sources.registry import SourceData, recognising_sources, register_source
+from utils.config_schema import DataConfig, PathsConfig
 
 log = logging.getLogger(__name__)
 
 
 @register_source("auto")
-def auto_source(data: Any, paths: Any) -> SourceData:
+def auto_source(data: DataConfig, paths: PathsConfig) -> SourceData:
     """Kaggle data when ``data_dir`` holds it (any edition; a folder that looks like Kaggle data but matches no
     edition stops the run), otherwise the demo."""
     data_dir = Path(paths.data_dir)

@@ -18,9 +18,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from dataloader.sources.editions import COMPETITIONS, Edition, looks_like_kaggle, recognise_edition
 from dataloader.audio import audio_files
+from dataloader.sources.editions import COMPETITIONS, Edition, looks_like_kaggle, recognise_edition
 from dataloader.sources.registry import DataSourceError, SourceData, check_columns, register_source
+from utils.config_schema import DataConfig, PathsConfig
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ def read_birdclef(data_dir: str | Path, edition: str = "auto", min_rating: float
 
 
 @register_source("birdclef", recognise=looks_like_kaggle)
-def birdclef_source(data: Any, paths: Any) -> SourceData:
+def birdclef_source(data: DataConfig, paths: PathsConfig) -> SourceData:
     """Kaggle BirdCLEF data in ``[paths] data_dir`` (2024, 2025 or 2026, recognised from the files)."""
     data_dir = Path(paths.data_dir)
     if not looks_like_kaggle(data_dir):

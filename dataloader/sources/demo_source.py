@@ -1,14 +1,13 @@
 """The embedded demo as a data source, in the layout of ``[data] demo_edition``."""
 from __future__ import annotations
 
-from typing import Any
-
 from dataloader.sources.birdclef import read_birdclef
 from dataloader.sources.registry import SourceData, register_source
+from utils.config_schema import DataConfig, PathsConfig
 
 
 @register_source("demo")
-def demo_source(data: Any, paths: Any) -> SourceData:
+def demo_source(data: DataConfig, paths: PathsConfig) -> SourceData:
     """The embedded synthetic demo in ``[paths] demo_dir``, generated on first use, in BirdCLEF ``demo_edition``
     layout."""
     from dataloader.demo import generate_demo  # noqa: PLC0415

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 
 from dataloader.audio import AUDIO_EXTENSIONS
 from dataloader.sources.registry import DataSourceError, SourceData, register_source
+from utils.config_schema import DataConfig, PathsConfig
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +140,14 @@ def read_raven(path: str | Path) -> list[tuple[float, float, str]]:
 
 
 @register_source("folder")
-def folder_source(data: Any, paths: Any) -> SourceData:
+def folder_source(data: DataConfig, paths: PathsConfig) -> SourceData:
     """``data_dir/<class>/**/*.wav|ogg|flac|mp3``: one recording per file, labelled by its class folder."""
     root = Path(paths.data_dir)
     return SourceData(name="folder", data_dir=root, recordings=load_folder(root), audio_root=root)
 
 
 @register_source("csv")
-def csv_source(data: Any, paths: Any) -> SourceData:
+def csv_source(data: DataConfig, paths: PathsConfig) -> SourceData:
     """A table of ``path,label[,start,end][,split][,group]`` (``[data] labels_csv``, default data_dir/labels.csv)."""
     root = Path(paths.data_dir)
     csv_path = Path(data.labels_csv or root / "labels.csv")

@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
+from utils.config_schema import DataConfig, PathsConfig
+
 log = logging.getLogger(__name__)
 
 # What every recordings table holds (one row per training recording).
@@ -96,7 +98,7 @@ def check_columns(table: pd.DataFrame, required: tuple[str, ...], what: str) -> 
                               f"{', '.join(map(str, table.columns))}")
 
 
-def load_source(data: Any, paths: Any) -> SourceData:
+def load_source(data: DataConfig, paths: PathsConfig) -> SourceData:
     """Run the loader of ``data.source`` and check its tables' column contracts once."""
     result = source_entry(data.source).loader(data, paths)
     check_columns(result.recordings, RECORDING_COLUMNS, f"source {result.name}: recordings table")
