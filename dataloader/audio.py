@@ -9,7 +9,6 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-
 AUDIO_EXTENSIONS = (".wav", ".ogg", ".flac", ".mp3")  # what training and prediction read (any case)
 
 

@@ -35,8 +35,15 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from dataloader.demo_layouts import (LAYOUTS, SOUNDSCAPE_LABEL_COLUMNS, TRAIN_METADATA_2024, DemoLayout,
-                                     soundscape_label_rows, soundscape_name, taxonomy_rows)
+from dataloader.demo_layouts import (
+    LAYOUTS,
+    SOUNDSCAPE_LABEL_COLUMNS,
+    TRAIN_METADATA_2024,
+    DemoLayout,
+    soundscape_label_rows,
+    soundscape_name,
+    taxonomy_rows,
+)
 from dataloader.sources.birdclef import GROUND_TRUTH_FILE
 
 log = logging.getLogger(__name__)

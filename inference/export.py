@@ -205,8 +205,7 @@ def quantize_int8(onnx_path: Path, mode: str, calibration_dir: str | Path, groun
 
 def quantize_onnx_static(onnx_path: Path, out: Path, windows: np.ndarray) -> None:
     """ONNX Runtime static int8 (QDQ, per-channel int8 weights, uint8 activations) calibrated on ``windows``."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,  # noqa: PLC0415
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -112,8 +112,8 @@ def quantization_aware(payload: dict[str, Any], windows: np.ndarray, targets: np
     QAT), fold its batch norms into the convolutions, export the float result (``float_out``) and quantize it to
     int8 QDQ with ONNX Runtime (``out``: weights as trained for int8, activation ranges calibrated on
     ``windows``)."""
-    from factory.losses import create_loss  # noqa: PLC0415
     from factory.families import model_from_checkpoint  # noqa: PLC0415
+    from factory.losses import create_loss  # noqa: PLC0415
 
     torch.manual_seed(0)
     model = model_from_checkpoint(payload).train()
@@ -147,8 +147,8 @@ def fold_qat(model: torch.nn.Module) -> torch.nn.Module:
     norm folded in (then ReLU), each QAT Linear/Conv a plain one with the trained weights."""
     import copy  # noqa: PLC0415
 
-    from torch.ao.nn.intrinsic import qat as iqat  # noqa: PLC0415
     from torch.ao.nn import qat as nqat  # noqa: PLC0415
+    from torch.ao.nn.intrinsic import qat as iqat  # noqa: PLC0415
     from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: PLC0415
 
     model = copy.deepcopy(model).eval()

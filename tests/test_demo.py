@@ -5,8 +5,8 @@ import ast
 import re
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 import soundfile as sf
 
 from dataloader.demo import GROUND_TRUTH_FILE, METADATA_COLUMNS, SPECIES, generate_demo

@@ -9,8 +9,8 @@ import torch
 
 from factory.losses import create_loss, list_losses
 from factory.models import create_model
-from factory.pretrained import PretrainedWeightsError
 from factory.optimizers import create_optimizer, list_optimizers
+from factory.pretrained import PretrainedWeightsError
 from factory.schedulers import create_scheduler, list_schedulers
 
 NAME = "mobilenetv3_small_050"

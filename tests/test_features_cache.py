@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from dataloader.audio import AudioError, load_audio
-from dataloader.features import MelFrontEnd, StatsAccumulator, Standardizer
+from dataloader.features import MelFrontEnd, Standardizer, StatsAccumulator
 from dataloader.preprocess import build_cache, cache_key
 from utils.config import DataProcessConfig, load_config
 

@@ -8,8 +8,7 @@ import pytest
 import soundfile as sf
 
 from dataloader.features import DB_FLOOR, Standardizer
-from dataloader.frontend import (WaveformSettings, crop_window, frontend_of_checkpoint, list_input_kinds,
-                                 make_frontend)
+from dataloader.frontend import WaveformSettings, crop_window, frontend_of_checkpoint, list_input_kinds, make_frontend
 from utils.config_schema import DataProcessConfig
 
 

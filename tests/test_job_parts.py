@@ -11,8 +11,8 @@ import torch
 
 from dataloader.curation import class_weights, cut_chunks, downsample_classes, drop_duration_outliers
 from dataloader.dataset import event_targets, make_targets
-from dataloader.sources.local import load_csv, read_raven
 from dataloader.sources import DataSourceError
+from dataloader.sources.local import load_csv, read_raven
 from dataloader.splits import holdout_assign, make_split
 from factory.losses import create_loss
 from utils.events import event_metrics, probs_to_events

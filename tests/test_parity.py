@@ -53,8 +53,9 @@ def test_chunked_validation_windows_equal_predict_pys_rows_at_every_chunk_bounda
 
 def test_wav2vec2_trains_on_a_waveform_cache_and_its_validation_windows_are_predict_pys_rows(run, tmp_path):
     pytest.importorskip("transformers")
-    from factory.families import model_from_checkpoint
     from test_wav2vec2 import save_tiny_wav2vec2
+
+    from factory.families import model_from_checkpoint
     from utils.checkpoints import load_checkpoint
 
     tiny = save_tiny_wav2vec2(tmp_path / "tiny_w2v")

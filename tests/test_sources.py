@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dataloader.soundscape_windows import as_training_rows, split_windows
 from dataloader.sources import DataSourceError, SourceData, load_source, read_birdclef, recognise_edition
 from dataloader.sources.birdclef import filter_min_rating, parse_soundscape_name, soundscape_table
 from dataloader.sources.registry import _SOURCES, register_source
-from dataloader.soundscape_windows import as_training_rows, split_windows
 from utils.config import load_config
 
 CLASSES = ["1139490", "116570", "47158son01", "amakin1", "bbwduc"]  # Kaggle's string order: digits first

@@ -5,8 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inference.submission import (SubmissionError, n_windows, row_ids, to_submission_frame, validate_submission,
-                                  write_submission)
+from inference.submission import (
+    SubmissionError,
+    n_windows,
+    row_ids,
+    to_submission_frame,
+    validate_submission,
+    write_submission,
+)
 
 
 @pytest.mark.parametrize("seconds, rows", [(240.0, 48), (240.05, 48), (39.25, 8), (4.0, 1), (0.05, 1), (12.3, 3)])

@@ -6,8 +6,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from factory.pretrained import PretrainedWeightsError  # noqa: E402
 from factory.optimizers import create_optimizer  # noqa: E402
+from factory.pretrained import PretrainedWeightsError  # noqa: E402
 from factory.wav2vec2 import create_wav2vec2  # noqa: E402
 
 

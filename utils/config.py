@@ -14,9 +14,20 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from utils.config_schema import (SECTIONS, AgentConfig, AugmentationConfig, CallbacksConfig,  # noqa: F401 - the
-                                 Config, DataConfig, DataProcessConfig, EvaluationConfig,  # public types, as
-                                 ModelConfig, PathsConfig, TestingConfig, TrainerConfig)  # load_config returns them
+from utils.config_schema import (  # noqa: F401 - the
+    SECTIONS,
+    AgentConfig,
+    AugmentationConfig,
+    CallbacksConfig,
+    Config,  # public types, as
+    DataConfig,
+    DataProcessConfig,
+    EvaluationConfig,
+    ModelConfig,  # load_config returns them
+    PathsConfig,
+    TestingConfig,
+    TrainerConfig,
+)
 
 
 class ConfigError(ValueError):

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
 
-
 def opt(default: Any, help: str, choices: Optional[Iterable[str]] = None, minimum: Optional[float] = None,
         maximum: Optional[float] = None, registry: Optional[str] = None) -> Any:
     """A dataclass field carrying its documentation and validation rules as metadata. ``registry`` names the
