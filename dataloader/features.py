@@ -7,7 +7,7 @@ on sample ``i * hop_length``, and a window of ``window_s`` seconds is ``window_s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import scipy.fft
@@ -223,6 +223,20 @@ class Standardizer:
     def __call__(self, mel_db: np.ndarray) -> np.ndarray:
         """Standardise a whole recording's (n_mels, frames) dB mel (``per_clip``: by its own statistics)."""
         return self.apply(mel_db, *self.clip_stats(mel_db)) if self.mode == "per_clip" else self.apply(mel_db)
+
+    def conversion_from(self, other: "Standardizer") -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """(scale, shift), each (n_mels,) float32, that map values standardised by ``other`` onto this
+        standardisation: ``mine = theirs * scale + shift``; None when the two standardise alike (``per_clip`` and
+        ``none`` never differ; ``per_frequency``/``global`` differ by the statistics each run fitted)."""
+        if self.mode != other.mode:
+            raise ValueError(f"standardisation {self.mode} cannot be derived from {other.mode}: an ensemble shares "
+                             f"one [data_process] normalization")
+        if self.mode in ("per_clip", "none") or (np.array_equal(self.mean, other.mean)
+                                                  and np.array_equal(self.std, other.std)):
+            return None
+        (o_mine, s_mine), (o_theirs, s_theirs) = self.affine(), other.affine()
+        scale = (s_mine / s_theirs).astype(np.float32)
+        return scale, ((o_theirs - o_mine) * s_mine).astype(np.float32)
 
     def units_per_db(self) -> np.ndarray:
         """(n_mels,) change of the standardised value per dB of level change (0 for level-invariant per_clip)."""

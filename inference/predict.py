@@ -54,13 +54,16 @@ class SoundscapePredictor:
         self.input_frames = self.frontend.frames_for(self.input_s)
         self.batch_size, self.smooth = batch_size, smooth
         self.labels: list[str] = []
-        self.models: list[tuple[Runner, np.ndarray, str]] = []
+        self.models: list[tuple[Runner, np.ndarray, str, Optional[tuple[np.ndarray, np.ndarray]]]] = []
         for payload in payloads:
             self.labels.extend(label for label in payload["labels"] if label not in self.labels)
         for path, payload in zip(checkpoints, payloads):
+            # each model fitted its own statistics on its own training split (another fold: other values); the
+            # windows are standardised once with the first model's, and mapped onto each other model's own
+            own = Standardizer.from_dict(payload["standardizer"])
             self.models.append((make_runner(path, backend, device, threads, precision),
                                 np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
-                                payload.get("activation", "sigmoid")))
+                                payload.get("activation", "sigmoid"), own.conversion_from(self.standardizer)))
 
     def windows(self, path: str | Path, max_windows: Optional[int] = None) -> np.ndarray:
         """(n_windows, 1, rows, frames) float32 for a soundscape (the first ``max_windows`` when given, decoding
@@ -77,12 +80,17 @@ class SoundscapePredictor:
 
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """Mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a model
-        trained with softmax cross-entropy), (n_windows, len(self.labels))."""
+        trained with softmax cross-entropy; each model's own standardisation statistics), (n_windows,
+        len(self.labels)). ``windows``: from :meth:`windows` (standardised with the first model's statistics)."""
         total = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
         counts = np.zeros(len(self.labels), dtype=np.float32)
-        for run, columns, activation in self.models:
+        for run, columns, activation, conversion in self.models:
             for i in range(0, len(windows), self.batch_size):
-                logits = torch.from_numpy(np.asarray(run(windows[i:i + self.batch_size]), dtype=np.float32))
+                batch = windows[i:i + self.batch_size]
+                if conversion is not None:  # this model's own standardisation statistics
+                    scale, shift = conversion
+                    batch = batch * scale[:, None] + shift[:, None]
+                logits = torch.from_numpy(np.asarray(run(batch), dtype=np.float32))
                 probs = torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
                 total[i:i + len(logits), columns] += probs.numpy()
             counts[columns] += 1

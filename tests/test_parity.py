@@ -73,3 +73,22 @@ def test_wav2vec2_trains_on_a_waveform_cache_and_its_validation_windows_are_pred
     assert entry.dtype == np.float16 and entry.shape[0] == 1
     worst, rows = validation_parity(run_dir, run["demo"] / "train_audio", tmp_path)
     assert worst <= TOLERANCE, f"max abs difference {worst:.2e} over {rows} recordings"
+
+
+def test_each_ensemble_member_sees_windows_standardised_with_its_own_statistics(run, tmp_path):
+    import torch
+
+    from inference.predict import SoundscapePredictor
+    from utils.checkpoints import load_checkpoint
+
+    first = json.loads((run["run_dir"] / "summary.json").read_text())["checkpoint"]
+    payload = load_checkpoint(first)  # another fold's model: the same network, other statistics
+    mean, std = np.asarray(payload["standardizer"]["mean"]), np.asarray(payload["standardizer"]["std"])
+    payload["standardizer"] = {**payload["standardizer"], "mean": (mean + 3.0).tolist(), "std": (std * 1.3).tolist()}
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    soundscape = sorted((run["demo"] / "test_soundscapes").glob("*.ogg"))[0]
+    alone = {path: SoundscapePredictor([path]).predict_file(soundscape)[1] for path in (first, other)}
+    assert np.abs(alone[first] - alone[other]).max() > 1e-3, "the statistics matter to the model"
+    together = SoundscapePredictor([first, other]).predict_file(soundscape)[1]
+    np.testing.assert_allclose(together, (alone[first] + alone[other]) / 2, atol=1e-5)
