@@ -83,9 +83,9 @@ def main() -> None:
     args = p.parse_args()
     import soundfile as sf  # noqa: PLC0415
 
+    from inference.backends import load_metadata, torch_runner  # noqa: PLC0415
     from inference.budget import generate_soundscapes  # noqa: PLC0415
     from inference.export import export, input_shape, quantize_int8  # noqa: PLC0415
-    from inference.backends import load_metadata, torch_runner  # noqa: PLC0415
     from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
     from utils.metrics import competition_score  # noqa: PLC0415
 

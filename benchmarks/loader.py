@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataloader.augment import BatchAugment  # noqa: E402
-from dataloader.features import Standardizer  # noqa: E402
 from dataloader.loaders import make_loaders  # noqa: E402
+from dataloader.standardize import Standardizer  # noqa: E402
 from utils.config import Config  # noqa: E402
 
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from dataloader.audio import load_audio  # noqa: E402
 from dataloader.demo import write_ogg  # noqa: E402
-from dataloader.features import MelFrontEnd  # noqa: E402
+from dataloader.mel import MelTransform  # noqa: E402
 from dataloader.preprocess import build_cache, fit_standardizer  # noqa: E402
 from dataloader.worker_pool import pool_context  # noqa: E402
 from utils.config import DataProcessConfig  # noqa: E402
@@ -87,7 +87,7 @@ def _init_stage_worker() -> None:
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     threadpool_limits(1)
-    _stage_times.frontend = MelFrontEnd.from_config(DataProcessConfig())  # type: ignore[attr-defined]
+    _stage_times.frontend = MelTransform.from_config(DataProcessConfig())  # type: ignore[attr-defined]
 
 
 def stage_throughputs(files: list[Path], workers: int) -> tuple[float, float]:
@@ -133,7 +133,7 @@ def frontend_vs_torchaudio(files: list[Path]) -> float:
 
     torch.set_num_threads(1)
     dp = DataProcessConfig()
-    fe = MelFrontEnd.from_config(dp)
+    fe = MelTransform.from_config(dp)
     ta = torchaudio.transforms.MelSpectrogram(dp.sample_rate, n_fft=dp.n_fft, hop_length=dp.hop_length,
                                               n_mels=dp.n_mels, f_min=dp.f_min, f_max=dp.f_max, norm="slaney",
                                               mel_scale="slaney")

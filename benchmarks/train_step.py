@@ -64,14 +64,14 @@ def loader_vs_inmemory(model_name: str, batch: int, steps: int, rounds: int = 3)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch  # noqa: PLC0415
+    from loader import synthetic_cache  # noqa: PLC0415
 
     from dataloader.augment import BatchAugment  # noqa: PLC0415
-    from dataloader.features import Standardizer  # noqa: PLC0415
     from dataloader.loaders import make_loaders  # noqa: PLC0415
+    from dataloader.standardize import Standardizer  # noqa: PLC0415
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import create_model  # noqa: PLC0415
     from factory.optimizers import create_optimizer  # noqa: PLC0415
-    from loader import synthetic_cache  # noqa: PLC0415
     from utils.config import Config  # noqa: PLC0415
     from utils.runtime import configure_cpu  # noqa: PLC0415
     from utils.trainer import Trainer  # noqa: PLC0415

@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from dataloader.features import Standardizer
-from dataloader.frontend import FrontEnd
+from dataloader.features import FrontEnd
+from dataloader.standardize import Standardizer
 
 
 def make_targets(table: pd.DataFrame, labels: Sequence[str], data: object) -> np.ndarray:
@@ -60,7 +60,7 @@ def multi_hot(table: pd.DataFrame, labels: Sequence[str], secondary_weight: floa
 
 class WindowDataset(Dataset):
     """One window per row from the cache's features: a random (training, ``crop='random'``) or the first crop, or
-    a fixed ``start``, cut, padded and standardised by the front end's :meth:`~dataloader.frontend.FrontEnd.window`
+    a fixed ``start``, cut, padded and standardised by the front end's :meth:`~dataloader.features.FrontEnd.window`
     (the code inference calls; ``per_clip`` with the recording's ``clip_stats``).
 
     Items are ``(window (1, rows, frames) float32, target (classes,) float32)``.

@@ -1,256 +1,285 @@
-"""THE front end: mel power spectrogram -> absolute dB -> standardisation.
+"""THE front end object: one per set of settings, shared by the cache, the datasets, inference and the exports.
 
-The cache builder and inference both call :class:`MelFrontEnd` and :class:`Standardizer`, so training
-and inference see identical features.  Frames are hop-aligned (``center=True``): frame ``i`` is centred
-on sample ``i * hop_length``, and a window of ``window_s`` seconds is ``window_s * sr / hop`` whole frames.
+``make_frontend(settings)`` gives a :class:`MelInput` (``[data_process]`` settings: dB mels for the CNNs) or a
+:class:`WaveformInput` (:class:`WaveformSettings`: raw samples for Wav2Vec2), chosen by the settings' ``kind``
+through a registry of input kinds. Each owns:
+
+- its frames per second, ``frames_for(seconds)`` and ``seconds(frames)``: no other module converts between them;
+- ``feature_blocks(reader)`` / ``features(path)``: decode -> resample -> features of a whole file, block-wise for
+  long files, in the stored precision (float16): the cache writes exactly this, and inference computes exactly
+  this, so a model sees at inference the values it was trained on (see the README, "One front end");
+- ``window(features, start, frames, ...)``: the crop / pad / standardise of one window, and ``windows(...)`` the
+  consecutive (or context) windows of a whole file, which training, validation and inference all call.
 """
 from __future__ import annotations
 
+import abc
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
-import scipy.fft
 
+from dataloader.audio import MonoReader, ResampledReader, resample
+from dataloader.mel import DB_FLOOR, MelTransform
+from dataloader.standardize import Standardizer
 from utils.config_schema import DataProcessConfig
+from utils.registry import Registry
 
-DB_FLOOR_POWER = 1e-10  # fixed floor: -100 dB; never a per-file max reference or top_db
-DB_FLOOR = -100.0  # 10 * log10(DB_FLOOR_POWER): digital silence, also the padding value of short windows
-_MIN_STD = 1e-3
-_CHUNK_FRAMES = 256  # frames transformed at a time: the working set stays in cache, memory stays flat
-
-
-def hann_window(n_fft: int) -> np.ndarray:
-    """Periodic Hann window (as ``torch.hann_window`` / ``scipy.signal.get_window('hann', n)``)."""
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+STORE_DTYPE = np.float16  # what the cache stores, and therefore what every model is trained and run on
+LONG_FILE_S = 300.0  # longer files are decoded (and resampled) and transformed in blocks ...
+BLOCK_S = 60.0  # ... of this many seconds, so memory does not grow with a file's length
+PAD_MODES = ("repeat", "silence")
+INPUT_KINDS = Registry("input kind")
 
 
-def _hz_to_mel_slaney(f: np.ndarray) -> np.ndarray:
-    f = np.asarray(f, dtype=np.float64)
-    lin = f / (200.0 / 3)
-    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) / (np.log(6.4) / 27.0), lin)
+@dataclass(frozen=True)
+class WaveformSettings:
+    """What a waveform front end (for models on raw audio, e.g. Wav2Vec2) is made of: (1, samples) arrays at
+    ``sample_rate``."""
+
+    sample_rate: int = 16000
+    mode: str = "slice"
+    max_length_s: float = 60.0
+    kind: str = "waveform"
 
 
-def _mel_to_hz_slaney(m: np.ndarray) -> np.ndarray:
-    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+def crop_window(features: np.ndarray, start: int, frames: int, pad_mode: str, pad_value: float) -> np.ndarray:
+    """``frames`` columns of ``features`` from ``start`` (float32 when padded, else the stored slice itself).
+
+    A window inside the recording is a slice. One that runs past the end is filled by ``pad_mode``: ``repeat``
+    loops what the recording has from ``start`` (a short recording repeated), ``silence`` pads with
+    ``pad_value`` (digital silence); a window that starts before 0 (a context window) is always padded with
+    silence there."""
+    n = features.shape[1]
+    if 0 <= start and start + frames <= n:
+        return features[:, start:start + frames]
+    lo, hi = max(start, 0), min(start + frames, n)
+    if pad_mode == "repeat" and start >= 0 and hi > lo:
+        part = np.asarray(features[:, lo:hi], dtype=np.float32)
+        return np.tile(part, (1, -(-frames // part.shape[1])))[:, :frames]
+    out = np.full((features.shape[0], frames), pad_value, dtype=np.float32)
+    if hi > lo:
+        out[:, lo - start:hi - start] = features[:, lo:hi]
+    return out
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
-    """(n_fft // 2 + 1, n_mels) triangular filters on the Slaney mel scale with Slaney area normalisation,
-    equal to ``torchaudio.functional.melscale_fbanks(..., norm="slaney", mel_scale="slaney")`` and librosa's."""
-    freqs = np.linspace(0.0, sample_rate // 2, n_fft // 2 + 1)
-    f_pts = _mel_to_hz_slaney(np.linspace(_hz_to_mel_slaney(f_min), _hz_to_mel_slaney(f_max), n_mels + 2))
-    slopes = f_pts[None, :] - freqs[:, None]
-    f_diff = np.diff(f_pts)
-    down, up = -slopes[:, :-2] / f_diff[:-1], slopes[:, 2:] / f_diff[1:]
-    filters = np.maximum(0.0, np.minimum(down, up)) * (2.0 / (f_pts[2:] - f_pts[:-2]))
-    return filters.astype(np.float32)
+class FrontEnd(abc.ABC):
+    """Audio file -> (rows, frames) features, and the windows the models see. Subclasses register an input kind."""
 
+    kind: str = ""
+    pad_value: float = 0.0  # digital silence in this front end's values
+    cache_prefix: str = ""  # cache folders are <prefix>-<settings hash>
+    mixes_background: bool = False  # whether background soundscapes can be overlaid on its windows
 
-class MelFrontEnd:
-    """Mel power spectrogram in absolute dB: NumPy framing (no copy), pocketfft real FFTs in float32,
-    and a banded filter bank (each group of filters multiplies only the FFT bins it covers), all built once.
+    def __init__(self, settings: Any):
+        self.settings = settings
 
-    Same result as ``torchaudio.transforms.MelSpectrogram(power=2, center=True, norm/mel_scale="slaney")`` +
-    ``AmplitudeToDB`` with a fixed floor, without importing torch (light worker processes, lean inference).
-    """
+    @property
+    def sample_rate(self) -> int:
+        return int(self.settings.sample_rate)
 
-    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float,
-                 filters_per_band: int = 16):
-        self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
-        self.window = hann_window(n_fft)
-        self.filters = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)
-        self._bands: list[tuple[int, int, int, int, np.ndarray]] = []  # (bin lo, bin hi, mel lo, mel hi, weights)
-        for m0 in range(0, n_mels, filters_per_band):
-            m1 = min(n_mels, m0 + filters_per_band)
-            bins = np.flatnonzero(self.filters[:, m0:m1].any(axis=1))
-            if bins.size:  # a band can be empty when filters are narrower than an FFT bin
-                lo, hi = int(bins[0]), int(bins[-1]) + 1
-                self._bands.append((lo, hi, m0, m1, np.ascontiguousarray(self.filters[lo:hi, m0:m1].T)))
+    @property
+    @abc.abstractmethod
+    def rows(self) -> int:
+        """Feature rows: mel bins, or 1 for a waveform."""
 
-    @classmethod
-    def from_config(cls, dp: DataProcessConfig) -> "MelFrontEnd":
-        """Build from a ``[data_process]`` section (or anything with the same attributes)."""
-        return cls(dp.sample_rate, dp.n_fft, dp.hop_length, dp.n_mels, dp.f_min, dp.f_max)
+    @property
+    @abc.abstractmethod
+    def frames_per_second(self) -> float:
+        """Feature frames (columns) per second of audio."""
+
+    @property
+    def normalization(self) -> str:
+        """Standardisation fitted on the training recordings (a :class:`Standardizer` mode)."""
+        return "none"
 
     def frames_for(self, seconds: float) -> int:
         """Whole frames in ``seconds`` of audio."""
-        return int(round(seconds * self.sample_rate / self.hop_length))
+        return int(round(seconds * self.frames_per_second))
 
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """(samples,) float -> (n_mels, 1 + samples // hop) float32 dB; frame ``i`` centred on sample ``i * hop``
-        (ends reflected, or zero-padded when the audio is shorter than half a window)."""
-        audio = np.asarray(audio, dtype=np.float32)
-        half, hop, n = self.n_fft // 2, self.hop_length, audio.size
-        out = np.empty((self.n_mels, 1 + n // hop), dtype=np.float32)
-        j0 = -(-half // hop)  # first frame whose window starts inside the audio
-        j1 = max(j0, (n - half) // hop - self.n_fft // hop - 1)  # frames from j1 on see (or come near) the end
-        if j1 - j0 < 2:  # short audio: pad it whole
-            self._transform(np.pad(audio, half, mode="reflect" if n > half else "constant"), out)
-            return out
-        # only the two ends are padded (reflected) copies; the interior frames are views of the audio itself
-        self._transform(np.pad(audio[:j0 * hop + half], (half, 0), mode="reflect"), out[:, :j0])
-        self._transform(audio[j0 * hop - half:j1 * hop + half], out[:, j0:j1])
-        tail = audio[j1 * hop - half:]
-        right = max(0, (out.shape[1] - 1 - j1) * hop + self.n_fft - tail.size)
-        self._transform(np.pad(tail, (0, right), mode="reflect"), out[:, j1:])
+    def whole_frames(self, seconds: float) -> bool:
+        """Whether ``seconds`` is a whole number of frames (windows then never drift)."""
+        exact = seconds * self.frames_per_second
+        return abs(exact - round(exact)) <= 1e-6
+
+    def seconds(self, frames: int) -> float:
+        """Seconds covered by ``frames`` frames (to the millisecond)."""
+        return round(frames / self.frames_per_second, 3)
+
+    def settings_dict(self) -> dict[str, Any]:
+        """The settings as plain data (cache ``settings.json``, checkpoints' ``data_process``)."""
+        return dataclasses.asdict(self.settings)
+
+    @property
+    def recording_limit_s(self) -> Optional[float]:
+        """Seconds kept of each training recording (``mode = single``), or None for the whole file."""
+        return float(self.settings.max_length_s) if self.settings.mode == "single" else None
+
+    def level(self, block: np.ndarray) -> float:
+        """The loudest value of a block, comparable with :attr:`pad_value` (equal: digital silence only)."""
+        return float(np.abs(block).max()) if block.size else 0.0
+
+    def level_units(self, standardizer: Standardizer) -> Optional[np.ndarray]:
+        """Standardised units per dB of level change, per row, for gain augmentation (None: no gain)."""
+        return None
+
+    def _source(self, reader: MonoReader, max_seconds: Optional[float]) -> tuple[int, int, Any, bool]:
+        """(native samples used, samples at the target rate, a reader at the target rate, whether in one block)."""
+        total = reader.length(max_seconds)
+        if total <= LONG_FILE_S * reader.samplerate:
+            return total, -1, None, True
+        if reader.samplerate == self.sample_rate:
+            return total, total, reader, False
+        resampled = ResampledReader(reader, total, self.sample_rate)
+        return total, resampled.length, resampled, False
+
+    def feature_blocks(self, reader: MonoReader, max_seconds: Optional[float] = None
+                       ) -> tuple[int, Iterator[np.ndarray]]:
+        """(frames, float32 feature blocks) of one file, decoded once: one block, or for files longer than
+        ``LONG_FILE_S`` blocks of ``BLOCK_S`` seconds (resampled on the fly), so memory stays bounded."""
+        total, length, source, whole = self._source(reader, max_seconds)
+        if whole:
+            out = self.transform(resample(reader.read(0, total), reader.samplerate, self.sample_rate))
+            return out.shape[1], iter([out])
+        return self.stream(source.read, length, int(BLOCK_S * self.sample_rate))
+
+    @abc.abstractmethod
+    def transform(self, audio: np.ndarray) -> np.ndarray:
+        """(samples,) float32 at the target rate -> (rows, frames) float32 features."""
+
+    @abc.abstractmethod
+    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+        """(frames, blocks) of ``length`` samples read by ``read(start, stop)``, about ``block_samples`` at a time."""
+
+    def features(self, path: str | Path, max_seconds: Optional[float] = None) -> tuple[np.ndarray, float]:
+        """(features in the stored precision (rows, frames) float16, seconds of audio used) of a whole file (its
+        first ``max_seconds`` when given): the same values the cache stores for it."""
+        with MonoReader(path) as reader:
+            used = reader.length(max_seconds)
+            frames, blocks = self.feature_blocks(reader, max_seconds)
+            out = np.empty((self.rows, frames), dtype=STORE_DTYPE)
+            done = 0
+            for block in blocks:
+                out[:, done:done + block.shape[1]] = block
+                done += block.shape[1]
+        return out, used / reader.samplerate
+
+    def window(self, features: np.ndarray, start: int, frames: int, standardizer: Standardizer,
+               clip: Sequence[float] = (), pad_mode: str = "repeat") -> np.ndarray:
+        """One standardised (rows, frames) float32 window from frame ``start`` (:func:`crop_window` padding;
+        ``clip``: the recording's (mean, std) for ``per_clip``)."""
+        return standardizer.apply(crop_window(features, start, frames, pad_mode, self.pad_value), *clip)
+
+    def windows(self, features: np.ndarray, count: int, hop: int, standardizer: Standardizer,
+                clip: Sequence[float] = (), pad_mode: str = "repeat", frames: Optional[int] = None) -> np.ndarray:
+        """(count, 1, rows, frames) float32: window ``k`` covers rows ``k * hop`` onwards; with ``frames > hop``
+        (a model trained on longer inputs) each is a context window centred on its row, padded with silence.
+        Exactly :meth:`window` for each, with whole windows standardised in one pass."""
+        frames = frames or hop
+        extra = frames - hop
+        out = np.empty((count, 1, self.rows, frames), dtype=np.float32)
+        full = 0 if extra else min(count, features.shape[1] // hop)
+        if full:  # a view cut into windows, standardised into ``out`` (the arithmetic of Standardizer.apply)
+            offset, scale = standardizer.affine(*clip)
+            view = features[:, :full * hop].reshape(self.rows, full, hop).transpose(1, 0, 2)
+            np.subtract(view, offset[:, None], out=out[:full, 0])
+            out[:full, 0] *= scale[:, None]
+        for k in range(full, count):
+            out[k, 0] = self.window(features, k * hop - extra // 2, frames, standardizer, clip,
+                                    "silence" if extra else pad_mode)
         return out
 
-    def _transform(self, padded: np.ndarray, out: np.ndarray) -> None:
-        """dB mel of the ``out.shape[1]`` frames of ``padded`` (frame ``j`` starts at sample ``j * hop``), into ``out``."""
-        frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[::self.hop_length]
-        n = out.shape[1]
-        buf = np.empty((min(_CHUNK_FRAMES, n), self.n_fft), dtype=np.float32)
-        for c in range(0, n, _CHUNK_FRAMES):
-            k = min(_CHUNK_FRAMES, n - c)
-            np.multiply(frames[c:c + k], self.window, out=buf[:k])
-            spec = scipy.fft.rfft(buf[:k], axis=-1, overwrite_x=True).view(np.float32)  # (k, 2 * n_freqs)
-            np.square(spec, out=spec)
-            power = spec[:, 0::2] + spec[:, 1::2]  # |X|^2, (k, n_freqs)
-            for lo, hi, m0, m1, weights in self._bands:
-                np.matmul(weights, power[:, lo:hi].T, out=out[m0:m1, c:c + k])
-            block = out[:, c:c + k]  # to dB while it is still in the CPU cache
-            np.maximum(block, DB_FLOOR_POWER, out=block)
-            np.log10(block, out=block)
-            block *= 10.0
 
-    def blocks(self, read: Callable[[int, int], np.ndarray], total: int, block_frames: int
-               ) -> Iterator[np.ndarray]:
-        """The mel of ``total`` samples, ``block_frames`` frames at a time (concatenated: exactly ``self(audio)``).
+@INPUT_KINDS.register("mel")
+class MelInput(FrontEnd):
+    """Mel power spectrogram in absolute dB (:class:`dataloader.mel.MelTransform`), hop-aligned frames."""
 
-        ``read(start, stop)`` returns those samples (forward reads that overlap by a window); each block reads
-        exactly the samples its frames see (half a window either side), with the file's ends reflected as
-        ``__call__`` does, so memory stays bounded for any length. Needs ``total > n_fft // 2``.
-        """
-        half, hop = self.n_fft // 2, self.hop_length
-        n_frames = 1 + total // hop
-        for f0 in range(0, n_frames, block_frames):
-            f1 = min(n_frames, f0 + block_frames)
-            start, stop = f0 * hop - half, (f1 - 1) * hop + half
-            seg = np.asarray(read(max(0, start), min(total, stop)), dtype=np.float32)
-            if seg.size != min(total, stop) - max(0, start):
-                raise ValueError(f"truncated: {seg.size} samples where {min(total, stop) - max(0, start)} were expected "
-                                 f"at sample {max(0, start)} of {total}")
-            left, right = max(0, -start), max(0, stop - total)
-            if left or right:
-                seg = np.pad(seg, (left, right), mode="reflect")
-            out = np.empty((self.n_mels, f1 - f0), dtype=np.float32)
-            self._transform(seg, out)
-            yield out
+    kind, pad_value, cache_prefix, mixes_background = "mel", DB_FLOOR, "mel", True
+
+    def __init__(self, settings: DataProcessConfig):
+        super().__init__(settings)
+        s = settings
+        self.mel = MelTransform(s.sample_rate, s.n_fft, s.hop_length, s.n_mels, s.f_min, s.f_max)
+
+    @property
+    def rows(self) -> int:
+        return int(self.settings.n_mels)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.settings.sample_rate / self.settings.hop_length
+
+    @property
+    def normalization(self) -> str:
+        return self.settings.normalization
+
+    def level(self, block: np.ndarray) -> float:
+        return float(block.max()) if block.size else DB_FLOOR
+
+    def level_units(self, standardizer: Standardizer) -> Optional[np.ndarray]:
+        return standardizer.units_per_db()
+
+    def transform(self, audio: np.ndarray) -> np.ndarray:
+        return self.mel(audio)
+
+    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+        hop = self.settings.hop_length
+        return 1 + length // hop, self.mel.blocks(read, length, block_samples // hop)
 
 
-class StatsAccumulator:
-    """Running per-mel-bin sums (float64) of dB values, to fit a :class:`Standardizer` in one pass."""
+@INPUT_KINDS.register("waveform")
+class WaveformInput(FrontEnd):
+    """The samples themselves, (1, samples) at the target rate; the model normalises each window."""
 
-    def __init__(self, n_mels: int):
-        self.sum = np.zeros(n_mels)
-        self.sumsq = np.zeros(n_mels)
-        self.count = 0
+    kind, pad_value, cache_prefix, mixes_background = "waveform", 0.0, "wave", False
 
-    @staticmethod
-    def sums(mel_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """(per-bin sum, per-bin sum of squares, frames) of one (n_mels, frames) dB mel, in float64."""
-        x = np.asarray(mel_db, dtype=np.float32)  # float64 accumulators, no float64 copy
-        return x.sum(axis=1, dtype=np.float64), np.einsum("ij,ij->i", x, x, dtype=np.float64), int(x.shape[1])
+    @property
+    def rows(self) -> int:
+        return 1
 
-    def add_sums(self, total: np.ndarray, total_sq: np.ndarray, count: int) -> None:
-        """Add the output of :meth:`sums` (e.g. computed in a worker process)."""
-        self.sum += total
-        self.sumsq += total_sq
-        self.count += count
+    @property
+    def frames_per_second(self) -> float:
+        return float(self.settings.sample_rate)
 
-    def add(self, mel_db: np.ndarray) -> None:
-        """Add one (n_mels, frames) dB mel."""
-        self.add_sums(*self.sums(mel_db))
+    def transform(self, audio: np.ndarray) -> np.ndarray:
+        return np.asarray(audio, dtype=np.float32)[None, :]
+
+    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+        return length, (read(a, min(length, a + block_samples))[None, :] for a in range(0, length, block_samples))
 
 
-@dataclass
-class Standardizer:
-    """Standardisation of dB mels: ``per_frequency`` / ``global`` use fitted statistics,
-    ``per_clip`` each clip's own mean/std, ``none`` leaves dB values alone."""
+def _settings_object(kind: str, settings: Mapping[str, Any]) -> Any:
+    """A settings dict (a checkpoint's ``data_process``, a worker's copy) as its dataclass; unknown keys of older
+    checkpoints are left out."""
+    cls = WaveformSettings if kind == "waveform" else DataProcessConfig
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in settings.items() if k in known})
 
-    mode: str
-    mean: np.ndarray  # (n_mels,) float32; per-bin for per_frequency, repeated value for global
-    std: np.ndarray
 
-    @classmethod
-    def identity(cls, n_mels: int) -> "Standardizer":
-        """Mode ``none``: dB values pass unchanged."""
-        return cls("none", np.zeros(n_mels, dtype=np.float32), np.ones(n_mels, dtype=np.float32))
+def make_frontend(settings: Any, kind: Optional[str] = None) -> FrontEnd:
+    """The front end of ``settings`` (a ``[data_process]`` section, :class:`WaveformSettings`, or either as a dict);
+    ``kind`` (``mel`` / ``waveform``, a checkpoint's ``input``) defaults to the settings' own ``kind``."""
+    if isinstance(settings, Mapping):
+        kind = kind or settings.get("kind", "mel")
+        settings = _settings_object(kind, settings)
+    kind = kind or getattr(settings, "kind", "mel")
+    return INPUT_KINDS.create(kind, settings=settings)
 
-    @classmethod
-    def fit(cls, mode: str, acc: StatsAccumulator) -> "Standardizer":
-        """Statistics from accumulated sums (ignored by ``per_clip`` and ``none``)."""
-        n = max(acc.count, 1)
-        if mode == "global":
-            mean = acc.sum.sum() / (n * acc.sum.size)
-            var = acc.sumsq.sum() / (n * acc.sum.size) - mean ** 2
-            mean_v, var_v = np.full(acc.sum.size, mean), np.full(acc.sum.size, var)
-        else:
-            mean_v = acc.sum / n
-            var_v = acc.sumsq / n - mean_v ** 2
-        std = np.sqrt(np.maximum(var_v, 0.0))
-        if mode in ("per_clip", "none"):
-            mean_v, std = np.zeros_like(mean_v), np.ones_like(std)
-        return cls(mode, mean_v.astype(np.float32), np.maximum(std, _MIN_STD).astype(np.float32))
 
-    @staticmethod
-    def clip_stats(mel_db: np.ndarray) -> tuple[float, float]:
-        """(mean, std) of one recording's dB mel, for ``per_clip`` (float64 accumulation)."""
-        x = np.asarray(mel_db, dtype=np.float32)
-        n = max(x.size, 1)
-        mean = float(x.sum(dtype=np.float64)) / n
-        mean_sq = float(np.einsum("ij,ij->", x, x, dtype=np.float64)) / n  # no float64 copy of the mel
-        return mean, float(np.sqrt(max(mean_sq - mean ** 2, 0.0)))
+def as_frontend(frontend_or_settings: Any) -> FrontEnd:
+    """A front end as it is, or the front end of settings (what the cache functions accept)."""
+    if isinstance(frontend_or_settings, FrontEnd):
+        return frontend_or_settings
+    return make_frontend(frontend_or_settings)
 
-    def affine(self, clip_mean: float = 0.0, clip_std: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """(offset, scale), each (n_mels,) float32: standardised = (dB - offset) * scale. ``per_clip`` uses the
-        recording's own ``clip_mean``/``clip_std``; the other modes ignore them."""
-        if self.mode == "per_clip":
-            return (np.full(self.mean.shape, clip_mean, dtype=np.float32),
-                    np.full(self.mean.shape, 1.0 / max(clip_std, _MIN_STD), dtype=np.float32))
-        if self.mode == "none":
-            return np.zeros_like(self.mean), np.ones_like(self.mean)
-        return self.mean, (1.0 / self.std).astype(np.float32)
 
-    def apply(self, window_db: np.ndarray, clip_mean: float = 0.0, clip_std: float = 1.0) -> np.ndarray:
-        """Standardise a (n_mels, frames) dB window (or mel) as float32, given its recording's clip statistics."""
-        offset, scale = self.affine(clip_mean, clip_std)
-        out = np.subtract(window_db, offset[:, None], dtype=np.float32)
-        out *= scale[:, None]
-        return out
+def frontend_of_checkpoint(meta: Mapping[str, Any]) -> FrontEnd:
+    """The front end a checkpoint (or an export's metadata) was trained with: its ``data_process`` and ``input``."""
+    return make_frontend(meta["data_process"], meta.get("input", "mel"))
 
-    def __call__(self, mel_db: np.ndarray) -> np.ndarray:
-        """Standardise a whole recording's (n_mels, frames) dB mel (``per_clip``: by its own statistics)."""
-        return self.apply(mel_db, *self.clip_stats(mel_db)) if self.mode == "per_clip" else self.apply(mel_db)
 
-    def conversion_from(self, other: "Standardizer") -> Optional[tuple[np.ndarray, np.ndarray]]:
-        """(scale, shift), each (n_mels,) float32, that map values standardised by ``other`` onto this
-        standardisation: ``mine = theirs * scale + shift``; None when the two standardise alike (``per_clip`` and
-        ``none`` never differ; ``per_frequency``/``global`` differ by the statistics each run fitted)."""
-        if self.mode != other.mode:
-            raise ValueError(f"standardisation {self.mode} cannot be derived from {other.mode}: an ensemble shares "
-                             f"one [data_process] normalization")
-        if self.mode in ("per_clip", "none") or (np.array_equal(self.mean, other.mean)
-                                                  and np.array_equal(self.std, other.std)):
-            return None
-        (o_mine, s_mine), (o_theirs, s_theirs) = self.affine(), other.affine()
-        scale = (s_mine / s_theirs).astype(np.float32)
-        return scale, ((o_theirs - o_mine) * s_mine).astype(np.float32)
-
-    def units_per_db(self) -> np.ndarray:
-        """(n_mels,) change of the standardised value per dB of level change (0 for level-invariant per_clip)."""
-        if self.mode == "per_clip":
-            return np.zeros_like(self.mean)
-        if self.mode == "none":
-            return np.ones_like(self.mean)
-        return (1.0 / self.std).astype(np.float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists) for JSON manifests and weights_only checkpoints."""
-        return {"mode": self.mode, "mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Standardizer":
-        """Inverse of :meth:`to_dict` (lists or tensors)."""
-        return cls(d["mode"], np.asarray(d["mean"], dtype=np.float32), np.asarray(d["std"], dtype=np.float32))
+def list_input_kinds() -> list[str]:
+    """Every registered input kind."""
+    return INPUT_KINDS.names()

@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRa
 
 from dataloader.augment import AugmentingCollate, BackgroundBank, BatchAugment
 from dataloader.dataset import EventWindowDataset, WindowDataset, make_targets
-from dataloader.features import Standardizer
-from dataloader.frontend import FrontEnd
+from dataloader.features import FrontEnd
+from dataloader.standardize import Standardizer
 from utils.config_schema import DataConfig, TrainerConfig
 
 

@@ -35,8 +35,8 @@ import pandas as pd
 
 from dataloader.audio import AudioError, MonoReader
 from dataloader.cache_faults import CacheEnvironmentError, cache_lock, failure_record, is_environment_error
-from dataloader.features import Standardizer, StatsAccumulator
-from dataloader.frontend import STORE_DTYPE, FrontEnd, WaveformSettings, as_frontend, make_frontend
+from dataloader.features import STORE_DTYPE, FrontEnd, WaveformSettings, as_frontend, make_frontend
+from dataloader.standardize import Standardizer, StatsAccumulator
 from dataloader.worker_pool import WorkerPool
 from utils.atomic_files import remove_stale_temporaries
 from utils.config_schema import DataProcessConfig

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from dataloader.frontend import FrontEnd
+from dataloader.features import FrontEnd
 from dataloader.preprocess import CacheResult
 from dataloader.sources import SourceData
 from utils.config_schema import Config

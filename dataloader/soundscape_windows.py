@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from dataloader.frontend import FrontEnd
+from dataloader.features import FrontEnd
 
 log = logging.getLogger(__name__)
 

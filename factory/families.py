@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from torch import nn
 
-from dataloader.frontend import FrontEnd, WaveformSettings, make_frontend
+from dataloader.features import FrontEnd, WaveformSettings, make_frontend
 from factory.models import create_model, timm_model_problem
 from utils.config_schema import Config, ModelConfig
 from utils.registry import Registry
@@ -38,7 +38,7 @@ class ModelFamily(abc.ABC):
     """What the pipeline needs to know about a kind of model."""
 
     name: str = ""
-    input_kind: str = "mel"  # a registered input kind of dataloader.frontend (mel | waveform)
+    input_kind: str = "mel"  # a registered input kind of dataloader.features (mel | waveform)
     channels_last: bool = True  # train and run in channels_last (CNNs); off for sequence models
     uses_testing_model: bool = False  # testing mode swaps in [testing] testing_model
     layer_lr_decay: bool = False  # supports [agent] layer_lr_decay

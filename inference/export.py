@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dataloader.audio import audio_files  # noqa: E402
-from dataloader.frontend import frontend_of_checkpoint  # noqa: E402
+from dataloader.features import frontend_of_checkpoint  # noqa: E402
 from inference.backends import checkpoint_metadata, metadata_path, onnx_runner, openvino_runner  # noqa: E402
 from utils.checkpoints import load_checkpoint  # noqa: E402
 from utils.metrics import competition_score, validation_scores  # noqa: E402

@@ -198,8 +198,9 @@ def c_array_header(name: str, data: bytes, guard: str) -> str:
 def mel_header(meta: dict[str, Any]) -> str:
     """The front end for the firmware: constants, the (n_mels, n_fft/2+1) Slaney mel filter bank and the
     per-bin standardisation (``x_std = (dB - offset) * scale``), exactly what training used."""
-    from dataloader.features import DB_FLOOR, Standardizer  # noqa: PLC0415
-    from dataloader.frontend import MelInput, frontend_of_checkpoint  # noqa: PLC0415
+    from dataloader.features import MelInput, frontend_of_checkpoint  # noqa: PLC0415
+    from dataloader.mel import DB_FLOOR  # noqa: PLC0415
+    from dataloader.standardize import Standardizer  # noqa: PLC0415
 
     frontend = frontend_of_checkpoint(meta)
     if not isinstance(frontend, MelInput):

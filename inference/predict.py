@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from dataloader.audio import AudioError, audio_files
-from dataloader.features import Standardizer
-from dataloader.frontend import frontend_of_checkpoint
+from dataloader.features import frontend_of_checkpoint
+from dataloader.standardize import Standardizer
 from inference.backends import Runner, load_metadata, make_runner
 from inference.submission import n_windows, row_ids, to_submission_frame
 
@@ -68,7 +68,7 @@ class SoundscapePredictor:
     def windows(self, path: str | Path, max_windows: Optional[int] = None) -> np.ndarray:
         """(n_windows, 1, rows, frames) float32 for a soundscape (the first ``max_windows`` when given, decoding
         only what they need); the last partial window is padded. The features and windows are the cache's and the
-        training datasets' own: :meth:`~dataloader.frontend.FrontEnd.features` and ``windows``."""
+        training datasets' own: :meth:`~dataloader.features.FrontEnd.features` and ``windows``."""
         limit = None if max_windows is None else max_windows * self.window_s + self.input_s
         features, seconds = self.frontend.features(path, limit)
         clip = self.standardizer.clip_stats(features) if self.standardizer.mode == "per_clip" else ()

@@ -12,8 +12,8 @@ import torch
 
 from dataloader.augment import BatchAugment
 from dataloader.dataset import WindowDataset, multi_hot
-from dataloader.features import Standardizer
-from dataloader.frontend import make_frontend
+from dataloader.features import make_frontend
+from dataloader.standardize import Standardizer
 from utils.config import AugmentationConfig
 from utils.config_schema import DataProcessConfig
 

@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 
 from dataloader.audio import AudioError, load_audio
-from dataloader.features import MelFrontEnd, Standardizer, StatsAccumulator
+from dataloader.mel import MelTransform
 from dataloader.preprocess import build_cache, cache_key
+from dataloader.standardize import Standardizer, StatsAccumulator
 from utils.config import DataProcessConfig, load_config
 
 
@@ -20,14 +21,14 @@ def tone(seconds: float, sr: int = 32000, freq: float = 3000.0) -> np.ndarray:
 
 
 def test_frames_are_hop_aligned_whole_windows():
-    fe = MelFrontEnd.from_config(DataProcessConfig())
+    fe = MelTransform.from_config(DataProcessConfig())
     assert fe.frames_for(5.0) == 320
     mel = fe(tone(10.0))
     assert mel.shape == (128, 10 * 32000 // 500 + 1)
 
 
 def test_db_uses_a_fixed_floor_not_a_per_file_reference():
-    fe = MelFrontEnd.from_config(DataProcessConfig())
+    fe = MelTransform.from_config(DataProcessConfig())
     loud, quiet = fe(tone(2.0)), fe(tone(2.0) * 0.1)
     assert loud.max() - quiet.max() == pytest.approx(20.0, abs=0.1)  # 20 dB quieter stays 20 dB quieter
     assert fe(np.zeros(32000, dtype=np.float32)).max() == pytest.approx(-100.0)
@@ -37,7 +38,7 @@ def test_db_uses_a_fixed_floor_not_a_per_file_reference():
 def test_front_end_equals_torchaudio_melspectrogram_in_db(n_fft, hop):
     torch = pytest.importorskip("torch")
     torchaudio = pytest.importorskip("torchaudio")
-    fe = MelFrontEnd(32000, n_fft, hop, 64, 50.0, 14000.0)
+    fe = MelTransform(32000, n_fft, hop, 64, 50.0, 14000.0)
     ta = torchaudio.transforms.MelSpectrogram(32000, n_fft=n_fft, hop_length=hop, n_mels=64, f_min=50.0,
                                               f_max=14000.0, norm="slaney", mel_scale="slaney")
     to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=None)

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from dataloader.features import DB_FLOOR, Standardizer
-from dataloader.frontend import WaveformSettings, crop_window, frontend_of_checkpoint, list_input_kinds, make_frontend
+from dataloader.features import WaveformSettings, crop_window, frontend_of_checkpoint, list_input_kinds, make_frontend
+from dataloader.mel import DB_FLOOR
+from dataloader.standardize import Standardizer
 from utils.config_schema import DataProcessConfig
 
 

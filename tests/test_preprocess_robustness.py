@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import dataloader.frontend as frontend_module  # its block sizes are patched
+import dataloader.features as frontend_module  # its block sizes are patched
 from dataloader.cache_faults import CacheEnvironmentError
 from dataloader.preprocess import MelCache, build_cache, fit_standardizer
 from utils.config import DataProcessConfig
@@ -154,12 +154,12 @@ def _cache_one(pre, path: Path, mels_dir: Path) -> np.ndarray:
 def test_a_long_file_is_processed_in_blocks_exactly_as_whole(tmp_path, monkeypatch):
     import dataloader.preprocess as pre
     from dataloader.audio import load_audio
-    from dataloader.features import MelFrontEnd
+    from dataloader.mel import MelTransform
 
     rng = np.random.default_rng(1)
     audio = (rng.standard_normal(32000 * 20 + 77) * 0.05 + chirp(20.0 + 77 / 32000, 32000)).astype(np.float32)
     sf.write(tmp_path / "long.wav", audio, 32000, subtype="FLOAT")
-    fe = MelFrontEnd.from_config(DataProcessConfig())
+    fe = MelTransform.from_config(DataProcessConfig())
     whole = fe(load_audio(tmp_path / "long.wav", 32000))
     blocks = list(fe.blocks(lambda a, b: audio[a:b], audio.size, 96))
     assert len(blocks) > 5
@@ -167,8 +167,8 @@ def test_a_long_file_is_processed_in_blocks_exactly_as_whole(tmp_path, monkeypat
     monkeypatch.setattr(frontend_module, "LONG_FILE_S", 5.0)  # 20 s counts as long here ...
     monkeypatch.setattr(frontend_module, "BLOCK_S", 3.0)  # ... and is written in 3-s blocks into a memory-mapped .npy
     calls = []
-    original = MelFrontEnd.blocks
-    monkeypatch.setattr(MelFrontEnd, "blocks", lambda self, *a: calls.append(a) or original(self, *a))
+    original = MelTransform.blocks
+    monkeypatch.setattr(MelTransform, "blocks", lambda self, *a: calls.append(a) or original(self, *a))
     cached = _cache_one(pre, tmp_path / "long.wav", tmp_path / "mels")
     assert calls, "the block path was taken"
     assert cached.dtype == np.float16 and cached.shape == whole.shape
@@ -217,7 +217,7 @@ def test_removed_recordings_drop_out_of_the_manifest_but_other_datasets_and_subs
 
 
 def test_a_file_that_kills_its_worker_is_skipped_and_the_rest_is_cached(tmp_path, monkeypatch):
-    from dataloader.frontend import FrontEnd
+    from dataloader.features import FrontEnd
 
     paths = []
     for k in range(5):

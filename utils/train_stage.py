@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from dataloader.features import Standardizer
 from dataloader.run_data import RunData
+from dataloader.standardize import Standardizer
 from utils.config import ConfigError
 from utils.config_schema import Config
 from utils.distributed import DistContext
