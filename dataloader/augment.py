@@ -11,18 +11,78 @@ from torch.utils.data import default_collate
 from utils.config_schema import AugmentationConfig
 
 
+def random_bands(x: torch.Tensor, axis: int, max_width: int, n_masks: int) -> torch.Tensor:
+    """Boolean (B, size) with ``n_masks`` random bands per example along ``axis`` (2 = rows, 3 = time)."""
+    b, size = x.shape[0], x.shape[axis]
+    width = torch.randint(0, max_width + 1, (b, n_masks, 1), device=x.device)
+    start = (torch.rand(b, n_masks, 1, device=x.device) * (size - width + 1).clamp(min=1)).long()
+    pos = torch.arange(size, device=x.device).view(1, 1, -1)
+    return ((pos >= start) & (pos < start + width)).any(dim=1)
+
+
+class MelOps:
+    """How sounds combine and are masked in standardised dB mels."""
+
+    @staticmethod
+    def overlay(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Two sounds added: the element-wise max of their dB mels (within 3 dB), each call at its own level."""
+        return torch.maximum(a, b)
+
+    @staticmethod
+    def add_noise(x: torch.Tensor, std: float) -> torch.Tensor:
+        """Gaussian noise of ``std`` standardised units, in place."""
+        return x.add_(torch.randn_like(x), alpha=std)
+
+    @staticmethod
+    def mask(x: torch.Tensor, aug: AugmentationConfig, time_unit: int) -> torch.Tensor:
+        """SpecAugment: frequency and time bands set to the example's mean, in place."""
+        b = x.shape[0]
+        mask = torch.zeros(b, 1, x.shape[2], x.shape[3], dtype=torch.bool, device=x.device)
+        if aug.freq_mask_max > 0:
+            mask |= random_bands(x, 2, aug.freq_mask_max, aug.n_masks).view(b, 1, -1, 1)
+        if aug.time_mask_max > 0:
+            mask |= random_bands(x, 3, aug.time_mask_max * time_unit, aug.n_masks).view(b, 1, 1, -1)
+        return torch.where(mask, x.mean(dim=(1, 2, 3), keepdim=True), x, out=x)  # in place (exact overlap)
+
+
+class WaveformOps:
+    """How sounds combine and are masked in raw samples (batches (B, 1, 1, samples))."""
+
+    @staticmethod
+    def overlay(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Two sounds added are their samples added."""
+        return a + b
+
+    @staticmethod
+    def add_noise(x: torch.Tensor, std: float) -> torch.Tensor:
+        """Gaussian noise at ``std`` of each example's own level, in place."""
+        return x.add_(torch.randn_like(x) * (std * x.std(dim=(1, 2, 3), keepdim=True)))
+
+    @staticmethod
+    def mask(x: torch.Tensor, aug: AugmentationConfig, time_unit: int) -> torch.Tensor:
+        """Time masks only (``time_mask_max`` units of ``time_unit`` samples), silenced, in place."""
+        b = x.shape[0]
+        return x.masked_fill_(random_bands(x, 3, aug.time_mask_max * time_unit, aug.n_masks).view(b, 1, 1, -1), 0.0)
+
+
+DOMAINS: dict[str, type] = {"mel": MelOps, "waveform": WaveformOps}  # by the front end's input kind
+
+
 class BatchAugment:
     """Applies the ``[augmentation]`` section to a training batch ``x (B, 1, n_mels, frames)``, ``y (B, classes)``."""
 
     def __init__(self, aug: AugmentationConfig, units_per_db: Optional[np.ndarray] = None,
-                 background: Optional[Callable[[int], torch.Tensor]] = None, domain: str = "mel"):
+                 background: Optional[Callable[[int], torch.Tensor]] = None, domain: str = "mel", time_unit: int = 1):
         """``units_per_db`` (n_mels,): how far one dB moves each mel bin after standardisation
         (1 / std for per_frequency, zeros for per_clip, which is level-invariant); None disables gain.
         ``background(n)``: n standardised background windows (1, n_mels, frames), e.g. from unlabeled
         soundscapes (:class:`BackgroundBank`). ``domain = "waveform"`` (batches (B, 1, 1, samples)): overlays
         add the signals instead of taking the max of dB mels, noise scales with each example's level, masks
-        are time-only and silence, and there is no per-bin gain."""
-        self.aug, self.domain = aug, domain
+        are time-only and silence, and there is no per-bin gain. ``time_unit``: columns per unit of
+        ``time_mask_max`` (1 mel frame; a waveform's 10 ms of samples)."""
+        if domain not in DOMAINS:
+            raise ValueError(f"no augmentation for input kind {domain!r}; known: {', '.join(DOMAINS)}")
+        self.aug, self.domain, self.ops, self.time_unit = aug, domain, DOMAINS[domain], time_unit
         self.units_per_db = None if units_per_db is None else torch.as_tensor(units_per_db, dtype=torch.float32)
         self.background = background
 
@@ -75,26 +135,9 @@ class BatchAugment:
         db = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) * 2 - 1) * self.aug.gain_db
         return x.add_(db * self.units_per_db.to(x.device).view(1, 1, -1, 1))
 
-    def _bands(self, x: torch.Tensor, axis: int, max_width: int) -> torch.Tensor:
-        """Boolean (B, size) with ``n_masks`` random bands per example along ``axis`` (2 = freq, 3 = time)."""
-        b, size = x.shape[0], x.shape[axis]
-        width = torch.randint(0, max_width + 1, (b, self.aug.n_masks, 1), device=x.device)
-        start = (torch.rand(b, self.aug.n_masks, 1, device=x.device) * (size - width + 1).clamp(min=1)).long()
-        pos = torch.arange(size, device=x.device).view(1, 1, -1)
-        return ((pos >= start) & (pos < start + width)).any(dim=1)
-
     def spec_augment(self, x: torch.Tensor) -> torch.Tensor:
-        """SpecAugment: ``n_masks`` frequency and time bands per example set to the example's mean (one pass)."""
-        b = x.shape[0]
-        mask = torch.zeros(b, 1, x.shape[2], x.shape[3], dtype=torch.bool, device=x.device)
-        if self.domain == "waveform":  # time masks only, in samples (time_mask_max frames of 10 ms), silenced
-            mask |= self._bands(x, 3, self.aug.time_mask_max * 160).view(b, 1, 1, -1)
-            return x.masked_fill_(mask, 0.0)
-        if self.aug.freq_mask_max > 0:
-            mask |= self._bands(x, 2, self.aug.freq_mask_max).view(b, 1, -1, 1)
-        if self.aug.time_mask_max > 0:
-            mask |= self._bands(x, 3, self.aug.time_mask_max).view(b, 1, 1, -1)
-        return torch.where(mask, x.mean(dim=(1, 2, 3), keepdim=True), x, out=x)  # in place (exact overlap)
+        """SpecAugment-style masks of the input kind (one pass, in place)."""
+        return self.ops.mask(x, self.aug, self.time_unit)
 
     def mixup(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Overlay a shuffled partner on a random ``mixup_prob`` share of the batch by an element-wise max.
@@ -109,10 +152,7 @@ class BatchAugment:
         if b < 2 or chosen.numel() == 0:
             return x, y
         partner = torch.randperm(b, device=x.device)[chosen]
-        if self.domain == "waveform":  # two sounds added are their samples added
-            x[chosen] = x[chosen] + x[partner]
-        else:
-            x[chosen] = torch.maximum(x[chosen], x[partner])  # the gathers copy first: no aliasing
+        x[chosen] = self.ops.overlay(x[chosen], x[partner])  # the gathers copy first: no aliasing
         y = y.clone()
         y[chosen] = torch.fmax(y[chosen], y[partner])  # fmax: a masked (NaN) label takes the partner's value
         return x, y
@@ -130,10 +170,7 @@ class BatchAugment:
         if self.aug.augment_background and self.aug.background_prob > 0:
             x = self.overlay_background(x)
         if self.aug.augment_add_noise and self.aug.noise_std > 0:
-            if self.domain == "waveform":  # noise at noise_std of each example's own level
-                x = x.add_(torch.randn_like(x) * (self.aug.noise_std * x.std(dim=(1, 2, 3), keepdim=True)))
-            else:
-                x = x.add_(torch.randn_like(x), alpha=self.aug.noise_std)
+            x = self.ops.add_noise(x, self.aug.noise_std)
         if self.aug.augment_spec_augment and self.aug.n_masks > 0:
             x = self.spec_augment(x)
         return x, y
@@ -153,7 +190,7 @@ class AugmentingCollate:
 
 class BackgroundBank:
     """``bank(n)``: n random standardised windows (n, 1, n_mels, frames) from a dataset of background recordings
-    (e.g. a :class:`dataloader.dataset.MelWindowDataset` over cached unlabeled soundscapes)."""
+    (e.g. a :class:`dataloader.dataset.WindowDataset` over cached unlabeled soundscapes)."""
 
     def __init__(self, dataset: Any):
         self.dataset = dataset

@@ -72,6 +72,7 @@ class FrontEnd(abc.ABC):
     pad_value: float = 0.0  # digital silence in this front end's values
     cache_prefix: str = ""  # cache folders are <prefix>-<settings hash>
     mixes_background: bool = False  # whether background soundscapes can be overlaid on its windows
+    mask_unit_s: float = 0.0  # seconds per unit of [augmentation] time_mask_max (0: one frame)
 
     def __init__(self, settings: Any):
         self.settings = settings
@@ -124,6 +125,11 @@ class FrontEnd(abc.ABC):
     def level_units(self, standardizer: Standardizer) -> Optional[np.ndarray]:
         """Standardised units per dB of level change, per row, for gain augmentation (None: no gain)."""
         return None
+
+    @property
+    def mask_time_unit(self) -> int:
+        """Frames per unit of ``[augmentation] time_mask_max``."""
+        return max(1, self.frames_for(self.mask_unit_s)) if self.mask_unit_s else 1
 
     def _source(self, reader: MonoReader, max_seconds: Optional[float]) -> tuple[int, int, Any, bool]:
         """(native samples used, samples at the target rate, a reader at the target rate, whether in one block)."""
@@ -234,6 +240,7 @@ class WaveformInput(FrontEnd):
     """The samples themselves, (1, samples) at the target rate; the model normalises each window."""
 
     kind, pad_value, cache_prefix, mixes_background = "waveform", 0.0, "wave", False
+    mask_unit_s = 0.01  # time masks in 10-ms units, as on a mel of 10-ms hops
 
     @property
     def rows(self) -> int:

@@ -85,7 +85,7 @@ def run_loaders(cfg: Config, data: RunData, split: RunSplit, standardizer: Stand
     if data.background is not None and len(data.background):
         bank = background_bank(data.background, cfg.data, frontend, standardizer)
     augment = BatchAugment(cfg.augmentation, frontend.level_units(standardizer), background=bank,
-                           domain=frontend.kind)
+                           domain=frontend.kind, time_unit=frontend.mask_time_unit)
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
     train_loader, val_loader = make_loaders(split.train, split.val, split.labels, cfg.data, cfg.trainer, frontend,
                                             standardizer, augment=augment if in_workers else None, rank=ctx.rank,
