@@ -198,7 +198,7 @@ class FrontEnd(abc.ABC):
         return out
 
 
-@INPUT_KINDS.register("mel")
+@INPUT_KINDS.register("mel", settings=DataProcessConfig)
 class MelInput(FrontEnd):
     """Mel power spectrogram in absolute dB (:class:`dataloader.mel.MelTransform`), hop-aligned frames."""
 
@@ -235,7 +235,7 @@ class MelInput(FrontEnd):
         return 1 + length // hop, self.mel.blocks(read, length, block_samples // hop)
 
 
-@INPUT_KINDS.register("waveform")
+@INPUT_KINDS.register("waveform", settings=WaveformSettings)
 class WaveformInput(FrontEnd):
     """The samples themselves, (1, samples) at the target rate; the model normalises each window."""
 
@@ -260,7 +260,7 @@ class WaveformInput(FrontEnd):
 def _settings_object(kind: str, settings: Mapping[str, Any]) -> Any:
     """A settings dict (a checkpoint's ``data_process``, a worker's copy) as its dataclass; unknown keys of older
     checkpoints are left out."""
-    cls = WaveformSettings if kind == "waveform" else DataProcessConfig
+    cls = INPUT_KINDS.facts(kind)["settings"]
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in settings.items() if k in known})
 

@@ -73,11 +73,9 @@ def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float
     """Build the optimizer ``name`` over ``model``'s parameters; ``layer_lr_decay`` < 1 gives a transformer's
     lower layers smaller learning rates (Wav2Vec2 models)."""
     if layer_lr_decay != 1.0:
-        if not hasattr(model, "hf"):
+        if not hasattr(model, "layerwise_param_groups"):
             raise ValueError("layer_lr_decay applies to transformer (Wav2Vec2) models; keep it 1.0 for CNNs")
-        from factory.wav2vec2 import layerwise_param_groups  # noqa: PLC0415
-
-        groups = layerwise_param_groups(model, lr, weight_decay, layer_lr_decay, head_lr_scale)
+        groups = model.layerwise_param_groups(lr, weight_decay, layer_lr_decay, head_lr_scale)
     else:
         groups = param_groups(model, weight_decay, lr, head_lr_scale)
     return OPTIMIZERS.create(name, params=groups, lr=lr)

@@ -36,6 +36,11 @@ class Wav2Vec2Classifier(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head_module()
 
+    def layerwise_param_groups(self, lr: float, weight_decay: float, decay: float, head_lr_scale: float = 1.0
+                               ) -> list[dict[str, Any]]:
+        """Optimizer groups with layer-wise learning-rate decay (:func:`layerwise_param_groups`)."""
+        return layerwise_param_groups(self, lr, weight_decay, decay, head_lr_scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         wave = x.reshape(x.shape[0], -1).float()
         wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(wave.var(dim=1, keepdim=True) + 1e-7)
