@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataloader.augment import BatchAugment  # noqa: E402
+from dataloader.features import make_frontend  # noqa: E402
 from dataloader.loaders import make_loaders  # noqa: E402
 from dataloader.standardize import Standardizer  # noqa: E402
 from utils.config import Config  # noqa: E402
@@ -49,7 +50,8 @@ def throughput(table, cfg: Config, workers: int, seconds: float, where: str) -> 
     cfg.trainer.num_workers = workers
     labels = sorted(table["primary_label"].unique())
     augment = BatchAugment(cfg.augmentation, np.full(cfg.data_process.n_mels, 0.1, np.float32))
-    loader, _ = make_loaders(table, table.iloc[:1], labels, cfg.data, cfg.trainer, 320,
+    loader, _ = make_loaders(table, table.iloc[:1], labels, cfg.data, cfg.trainer,
+                             make_frontend(cfg.data_process),
                              Standardizer.identity(cfg.data_process.n_mels),
                              augment=augment if where == "workers" else None)
     windows, t0 = 0, None

@@ -67,6 +67,7 @@ def loader_vs_inmemory(model_name: str, batch: int, steps: int, rounds: int = 3)
     from loader import synthetic_cache  # noqa: PLC0415
 
     from dataloader.augment import BatchAugment  # noqa: PLC0415
+    from dataloader.features import make_frontend  # noqa: PLC0415
     from dataloader.loaders import make_loaders  # noqa: PLC0415
     from dataloader.standardize import Standardizer  # noqa: PLC0415
     from factory.losses import create_loss  # noqa: PLC0415
@@ -83,7 +84,8 @@ def loader_vs_inmemory(model_name: str, batch: int, steps: int, rounds: int = 3)
         table = synthetic_cache(Path(tmp), batch * steps, cfg.data_process.n_mels)
         labels = sorted(table["primary_label"].unique())
         standardizer = Standardizer.identity(cfg.data_process.n_mels)
-        loader, _ = make_loaders(table, table.iloc[:1], labels, cfg.data, cfg.trainer, 320, standardizer)
+        loader, _ = make_loaders(table, table.iloc[:1], labels, cfg.data, cfg.trainer, make_frontend(cfg.data_process),
+                                 standardizer)
         augment = BatchAugment(cfg.augmentation, np.full(cfg.data_process.n_mels, 0.1, np.float32))
 
         def trainer(with_augment: bool) -> Trainer:
