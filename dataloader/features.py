@@ -17,7 +17,7 @@ import abc
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class FrontEnd(abc.ABC):
     mixes_background: bool = False  # whether background soundscapes can be overlaid on its windows
     mask_unit_s: float = 0.0  # seconds per unit of [augmentation] time_mask_max (0: one frame)
 
-    def __init__(self, settings: Any):
+    def __init__(self, settings: DataProcessConfig | WaveformSettings):
         self.settings = settings
 
     @property
@@ -156,7 +156,8 @@ class FrontEnd(abc.ABC):
         """(samples,) float32 at the target rate -> (rows, frames) float32 features."""
 
     @abc.abstractmethod
-    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+    def stream(self, read: Callable[[int, int], np.ndarray], length: int, block_samples: int
+               ) -> tuple[int, Iterator[np.ndarray]]:
         """(frames, blocks) of ``length`` samples read by ``read(start, stop)``, about ``block_samples`` at a time."""
 
     def features(self, path: str | Path, max_seconds: Optional[float] = None) -> tuple[np.ndarray, float]:
@@ -230,7 +231,8 @@ class MelInput(FrontEnd):
     def transform(self, audio: np.ndarray) -> np.ndarray:
         return self.mel(audio)
 
-    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+    def stream(self, read: Callable[[int, int], np.ndarray], length: int, block_samples: int
+               ) -> tuple[int, Iterator[np.ndarray]]:
         hop = self.settings.hop_length
         return 1 + length // hop, self.mel.blocks(read, length, block_samples // hop)
 
@@ -253,7 +255,8 @@ class WaveformInput(FrontEnd):
     def transform(self, audio: np.ndarray) -> np.ndarray:
         return np.asarray(audio, dtype=np.float32)[None, :]
 
-    def stream(self, read: Any, length: int, block_samples: int) -> tuple[int, Iterator[np.ndarray]]:
+    def stream(self, read: Callable[[int, int], np.ndarray], length: int, block_samples: int
+               ) -> tuple[int, Iterator[np.ndarray]]:
         return length, (read(a, min(length, a + block_samples))[None, :] for a in range(0, length, block_samples))
 
 
@@ -265,7 +268,8 @@ def _settings_object(kind: str, settings: Mapping[str, Any]) -> Any:
     return cls(**{k: v for k, v in settings.items() if k in known})
 
 
-def make_frontend(settings: Any, kind: Optional[str] = None) -> FrontEnd:
+def make_frontend(settings: DataProcessConfig | WaveformSettings | Mapping[str, Any], kind: Optional[str] = None
+                  ) -> FrontEnd:
     """The front end of ``settings`` (a ``[data_process]`` section, :class:`WaveformSettings`, or either as a dict);
     ``kind`` (``mel`` / ``waveform``, a checkpoint's ``input``) defaults to the settings' own ``kind``."""
     if isinstance(settings, Mapping):

@@ -23,7 +23,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from dataloader.features import frontend_of_checkpoint  # noqa: E402
 from inference.backends import checkpoint_metadata, metadata_path, onnx_runner, openvino_runner  # noqa: E402
 from utils.checkpoints import load_checkpoint  # noqa: E402
 from utils.metrics import competition_score, validation_scores  # noqa: E402
+
+if TYPE_CHECKING:
+    from inference.predict import SoundscapePredictor
 
 TOLERANCE = 1e-4
 
@@ -95,7 +98,8 @@ def _report(fmt: str, path: Path, got: np.ndarray, reference: np.ndarray, tolera
 INT8_MODES = ("static", "dynamic", "openvino")
 
 
-def calibration_windows(predictor: Any, calibration_dir: str | Path, max_windows: int = 256) -> np.ndarray:
+def calibration_windows(predictor: SoundscapePredictor, calibration_dir: str | Path, max_windows: int = 256
+                        ) -> np.ndarray:
     """Model inputs from the soundscapes of ``calibration_dir`` (``predictor``'s front end and statistics)."""
     files = audio_files(calibration_dir)
     if not files:
@@ -109,7 +113,7 @@ def calibration_windows(predictor: Any, calibration_dir: str | Path, max_windows
     return np.concatenate(windows)[:max_windows]
 
 
-def validation_windows(predictor: Any, run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def validation_windows(predictor: SoundscapePredictor, run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The training run's validation fold as it was scored: the first window of each recording listed in
     ``val_predictions.csv`` (under the run's ``data_dir``/train_audio), with one-hot primary-label targets.
     Returns (windows, targets, labels); unreadable recordings are left out with a warning."""

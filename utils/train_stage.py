@@ -16,8 +16,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from dataloader.augment import BatchAugment
 from dataloader.run_data import RunData
 from dataloader.standardize import Standardizer
+from utils.callbacks import ModelCheckpoint
 from utils.config import ConfigError
 from utils.config_schema import Config
 from utils.distributed import DistContext
@@ -74,10 +76,9 @@ def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSp
 
 
 def run_loaders(cfg: Config, data: RunData, split: RunSplit, standardizer: Standardizer, device: torch.device,
-                ctx: DistContext) -> tuple[DataLoader, DataLoader, dict[str, DataLoader], Any]:
+                ctx: DistContext) -> tuple[DataLoader, DataLoader, dict[str, DataLoader], Optional[BatchAugment]]:
     """(train loader, validation loader, extra validation loaders, the augmentation the trainer applies on the
     device or None when the loader's workers apply it)."""
-    from dataloader.augment import BatchAugment  # noqa: PLC0415
     from dataloader.loaders import background_bank, make_eval_loader, make_loaders  # noqa: PLC0415
 
     frontend = data.frontend
@@ -122,7 +123,8 @@ def run_epochs(cfg: Config) -> int:
 
 
 def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Standardizer, train_loader: DataLoader,
-                  device: torch.device, ctx: DistContext, run_dir: Path, augment: Any) -> tuple[Trainer, Any, str]:
+                  device: torch.device, ctx: DistContext, run_dir: Path, augment: Optional[BatchAugment]
+                  ) -> tuple[Trainer, Optional[ModelCheckpoint], str]:
     """(trainer, checkpoint callback or None, model name): the family's network, the optimizer and schedule from
     their keyword adapters, the loss, the callbacks, and what every checkpoint carries for inference."""
     from factory.families import build_model, get_family  # noqa: PLC0415
@@ -185,8 +187,8 @@ def resume_run(cfg: Config, trainer: Trainer, train_loader: DataLoader, run_dir:
     return start_epoch
 
 
-def evaluate_run(cfg: Config, data: RunData, split: RunSplit, trainer: Trainer, checkpoint: Any, run_dir: Path,
-                 standardizer: Standardizer) -> dict[str, Any]:
+def evaluate_run(cfg: Config, data: RunData, split: RunSplit, trainer: Trainer, checkpoint: Optional[ModelCheckpoint],
+                 run_dir: Path, standardizer: Standardizer) -> dict[str, Any]:
     """The out-of-fold predictions of the best epoch, then the held-out splits scored with the best weights."""
     from dataloader.loaders import window_dataset  # noqa: PLC0415
     from utils.checkpoints import load_checkpoint  # noqa: PLC0415

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from factory.schedulers import steps_per_epoch_end
@@ -162,7 +162,7 @@ class Trainer:
         return self.probabilities(logits).numpy(), y.numpy(), loss
 
     @torch.inference_mode()
-    def predict_dataset(self, dataset: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def predict_dataset(self, dataset: Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, targets) of the model over ``dataset`` in order, in this process alone (no collectives:
         safe on rank 0 of a torchrun job), e.g. the held-out splits scored with the best weights."""
         self.model.eval()
