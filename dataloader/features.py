@@ -131,25 +131,18 @@ class FrontEnd(abc.ABC):
         """Frames per unit of ``[augmentation] time_mask_max``."""
         return max(1, self.frames_for(self.mask_unit_s)) if self.mask_unit_s else 1
 
-    def _source(self, reader: MonoReader, max_seconds: Optional[float]) -> tuple[int, int, Any, bool]:
-        """(native samples used, samples at the target rate, a reader at the target rate, whether in one block)."""
-        total = reader.length(max_seconds)
-        if total <= LONG_FILE_S * reader.samplerate:
-            return total, -1, None, True
-        if reader.samplerate == self.sample_rate:
-            return total, total, reader, False
-        resampled = ResampledReader(reader, total, self.sample_rate)
-        return total, resampled.length, resampled, False
-
     def feature_blocks(self, reader: MonoReader, max_seconds: Optional[float] = None
                        ) -> tuple[int, Iterator[np.ndarray]]:
         """(frames, float32 feature blocks) of one file, decoded once: one block, or for files longer than
         ``LONG_FILE_S`` blocks of ``BLOCK_S`` seconds (resampled on the fly), so memory stays bounded."""
-        total, length, source, whole = self._source(reader, max_seconds)
-        if whole:
+        total = reader.length(max_seconds)
+        if total <= LONG_FILE_S * reader.samplerate:
             out = self.transform(resample(reader.read(0, total), reader.samplerate, self.sample_rate))
             return out.shape[1], iter([out])
-        return self.stream(source.read, length, int(BLOCK_S * self.sample_rate))
+        if reader.samplerate == self.sample_rate:
+            return self.stream(reader.read, total, int(BLOCK_S * self.sample_rate))
+        resampled = ResampledReader(reader, total, self.sample_rate)
+        return self.stream(resampled.read, resampled.length, int(BLOCK_S * self.sample_rate))
 
     @abc.abstractmethod
     def transform(self, audio: np.ndarray) -> np.ndarray:
@@ -181,7 +174,7 @@ class FrontEnd(abc.ABC):
 
     def windows(self, features: np.ndarray, count: int, hop: int, standardizer: Standardizer,
                 clip: Sequence[float] = (), pad_mode: str = "repeat", frames: Optional[int] = None) -> np.ndarray:
-        """(count, 1, rows, frames) float32: window ``k`` covers rows ``k * hop`` onwards; with ``frames > hop``
+        """(count, 1, rows, frames) float32: window ``k`` starts at frame ``k * hop``; with ``frames > hop``
         (a model trained on longer inputs) each is a context window centred on its row, padded with silence.
         Exactly :meth:`window` for each, with whole windows standardised in one pass."""
         frames = frames or hop
