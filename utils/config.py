@@ -46,52 +46,13 @@ RETIRED_KEYS: dict[tuple[str, str], str] = {
 SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret")
 
 
-def _sources() -> list[str]:
-    from dataloader.sources import list_sources  # noqa: PLC0415
-
-    return list_sources()
-
-
-def _competitions() -> list[str]:
-    from dataloader.sources import COMPETITIONS  # noqa: PLC0415
-
-    return list(COMPETITIONS)
-
-
-def _editions() -> list[str]:
-    from dataloader.sources import EDITIONS  # noqa: PLC0415
-
-    return list(EDITIONS)
-
-
-def _losses() -> list[str]:
-    from factory.losses import list_losses  # noqa: PLC0415
-
-    return list_losses()
-
-
-def _optimizers() -> list[str]:
-    from factory.optimizers import list_optimizers  # noqa: PLC0415
-
-    return list_optimizers()
-
-
-def _schedulers() -> list[str]:
-    from factory.schedulers import list_schedulers  # noqa: PLC0415
-
-    return list_schedulers()
-
-
-def _families() -> list[str]:
-    from factory.families import list_families  # noqa: PLC0415
-
-    return list_families()
-
-
-# The registries a schema field can name (``registry=...``): the values each allows, looked up at load time.
-REGISTRY_CHOICES: dict[str, Callable[[], list[str]]] = {
-    "sources": _sources, "competitions": _competitions, "editions": _editions, "losses": _losses,
-    "optimizers": _optimizers, "schedulers": _schedulers, "families": _families,
+# The registries a schema field can name (``registry=...``): where each one's names are listed, imported only
+# when a config is loaded (the schema itself imports nothing of the project).
+REGISTRY_CHOICES: dict[str, tuple[str, str]] = {
+    "sources": ("dataloader.sources", "list_sources"), "competitions": ("dataloader.sources", "COMPETITIONS"),
+    "editions": ("dataloader.sources", "EDITIONS"), "losses": ("factory.losses", "list_losses"),
+    "optimizers": ("factory.optimizers", "list_optimizers"), "schedulers": ("factory.schedulers", "list_schedulers"),
+    "families": ("factory.families", "list_families"),
 }
 
 
@@ -107,7 +68,11 @@ REGISTRY_CHECKS: dict[str, Callable[[str], Optional[str]]] = {"timm_models": _ti
 
 def registry_choices(kind: str) -> list[str]:
     """The values the registry ``kind`` allows now (what a schema field's ``registry`` names)."""
-    return REGISTRY_CHOICES[kind]()
+    import importlib  # noqa: PLC0415
+
+    module, name = REGISTRY_CHOICES[kind]
+    names = getattr(importlib.import_module(module), name)
+    return list(names() if callable(names) else names)
 
 
 def _allowed(meta: Any) -> Optional[list]:
