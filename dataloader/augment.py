@@ -65,7 +65,26 @@ class WaveformOps:
         return x.masked_fill_(random_bands(x, 3, aug.time_mask_max * time_unit, aug.n_masks).view(b, 1, 1, -1), 0.0)
 
 
-DOMAINS: dict[str, type] = {"mel": MelOps, "waveform": WaveformOps}  # by the front end's input kind
+class EmbeddingOps:
+    """How examples combine in an embedding space (batches (B, 1, dim, rows)): mixtures average, no masks."""
+
+    @staticmethod
+    def overlay(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Two examples mixed: the mean of their embeddings (embedding mixup; the targets still unite)."""
+        return (a + b) / 2
+
+    @staticmethod
+    def add_noise(x: torch.Tensor, std: float) -> torch.Tensor:
+        """Gaussian noise at ``std`` of each example's own spread, in place."""
+        return WaveformOps.add_noise(x, std)
+
+    @staticmethod
+    def mask(x: torch.Tensor, aug: AugmentationConfig, time_unit: int) -> torch.Tensor:
+        """No masks: an embedding has no time or frequency axis to hide."""
+        return x
+
+
+DOMAINS: dict[str, type] = {"mel": MelOps, "waveform": WaveformOps, "embedding": EmbeddingOps}  # by input kind
 
 
 class BatchAugment:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -32,6 +33,7 @@ LONG_FILE_S = 300.0  # longer files are decoded (and resampled) and transformed 
 BLOCK_S = 60.0  # ... of this many seconds, so memory does not grow with a file's length
 PAD_MODES = ("repeat", "silence")
 INPUT_KINDS = Registry("input kind")
+INPUT_KIND_MODULES = {"embedding": "dataloader.embedding_input"}  # kinds registered by a module loaded on first use
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,12 @@ class WaveformSettings:
     mode: str = "slice"
     max_length_s: float = 60.0
     kind: str = "waveform"
+
+
+def n_windows(duration_s: float, window_s: float = 5.0) -> int:
+    """Rows of a soundscape (submission rows, embedding rows): max(1, ceil((duration - 0.1 s) / window)); a last
+    partial window counts."""
+    return max(1, math.ceil((duration_s - 0.1) / window_s))
 
 
 def crop_window(features: np.ndarray, start: int, frames: int, pad_mode: str, pad_value: float) -> np.ndarray:
@@ -265,11 +273,19 @@ def make_frontend(settings: DataProcessConfig | WaveformSettings | Mapping[str, 
                   ) -> FrontEnd:
     """The front end of ``settings`` (a ``[data_process]`` section, :class:`WaveformSettings`, or either as a dict);
     ``kind`` (``mel`` / ``waveform``, a checkpoint's ``input``) defaults to the settings' own ``kind``."""
+    kind = kind or (settings.get("kind", "mel") if isinstance(settings, Mapping) else getattr(settings, "kind", "mel"))
+    _load_kind(kind)
     if isinstance(settings, Mapping):
-        kind = kind or settings.get("kind", "mel")
         settings = _settings_object(kind, settings)
-    kind = kind or getattr(settings, "kind", "mel")
     return INPUT_KINDS.create(kind, settings=settings)
+
+
+def _load_kind(kind: str) -> None:
+    """Import the module that registers ``kind`` (embedding models pull in their runtimes only when used)."""
+    if kind not in INPUT_KINDS and kind in INPUT_KIND_MODULES:
+        import importlib  # noqa: PLC0415
+
+        importlib.import_module(INPUT_KIND_MODULES[kind])
 
 
 def as_frontend(frontend_or_settings: Any) -> FrontEnd:

@@ -9,7 +9,8 @@ a trained model from a checkpoint.
 
 is all a new family needs: ``[model] family = my_family`` then trains, checkpoints, predicts and exports through
 the same code as the shipped ``cnn`` (timm on mels), ``wav2vec2`` (transformers on 16 kHz waveforms) and ``tiny``
-(the microcontroller CNN). transformers is imported only when a Wav2Vec2 model is built.
+(the microcontroller CNN) and ``embedding`` (a head on BirdNET / Perch embeddings). transformers is imported only
+when a Wav2Vec2 model is built, an embedding model's runtime only when one is loaded.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any, Optional
 from torch import nn
 
 from dataloader.features import FrontEnd, WaveformSettings, make_frontend
+from factory.embedding_head import EmbeddingHead
 from factory.models import create_model, timm_model_problem
 from utils.config_schema import Config, ModelConfig
 from utils.registry import Registry
@@ -42,6 +44,7 @@ class ModelFamily(abc.ABC):
     channels_last: bool = True  # train and run in channels_last (CNNs); off for sequence models
     uses_testing_model: bool = False  # testing mode swaps in [testing] testing_model
     layer_lr_decay: bool = False  # supports [agent] layer_lr_decay
+    heads: tuple[str, ...] = ("linear", "sed")  # the [model] head values it builds
 
     def input_settings(self, cfg: Config) -> Any:
         """The front-end settings this family's models take (``[data_process]`` for mel families)."""
@@ -114,6 +117,7 @@ class Wav2Vec2Family(ModelFamily):
     """A transformers Wav2Vec2 sequence classifier on raw 16 kHz waveforms (:mod:`factory.wav2vec2`)."""
 
     input_kind, channels_last, layer_lr_decay = "waveform", False, True
+    heads = ("linear",)
 
     def input_settings(self, cfg: Config) -> WaveformSettings:
         from factory.wav2vec2 import SAMPLE_RATE  # noqa: PLC0415
@@ -132,6 +136,40 @@ class Wav2Vec2Family(ModelFamily):
         from factory.wav2vec2 import create_wav2vec2  # noqa: PLC0415
 
         return create_wav2vec2(name, num_outputs, hf_config=kwargs["hf_config"], freeze_feature_encoder=False)
+
+
+@register_family("embedding")
+class EmbeddingFamily(ModelFamily):
+    """A linear or MLP head (``[model] head``) on a foundation model's embeddings: ``[model] type`` names the
+    embedding model (``birdnet``, ``perch``, ``onnx``), ``[model] pretrained_path`` its file when it is not
+    installed; the embeddings are cached per 5-s row like mels."""
+
+    input_kind, channels_last = "embedding", False
+    heads = ("linear", "mlp")
+
+    def input_settings(self, cfg: Config) -> Any:
+        from dataloader.embedding_input import embedding_settings  # noqa: PLC0415 - the model's runtime, when used
+
+        return embedding_settings(cfg.model.type, cfg.model.pretrained_path, cfg.data.window_s, cfg.data_process.mode,
+                                  cfg.data_process.max_length_s)
+
+    def check_type(self, name: str) -> Optional[str]:
+        from dataloader.embedders import list_embedders  # noqa: PLC0415
+
+        known = list_embedders()
+        return None if name in known else f"not an embedding model; allowed: {', '.join(known)}"
+
+    def build(self, name: str, num_classes: int, model: ModelConfig, event_bins: int = 0
+              ) -> tuple[nn.Module, dict[str, Any]]:
+        from dataloader.embedding_input import cached_embedder  # noqa: PLC0415
+
+        if event_bins:
+            raise ValueError("an embedding head gives one output per 5-s row; frame-level events need the cnn family")
+        dim = cached_embedder(name, model.pretrained_path).dim
+        return EmbeddingHead(dim, num_classes, model.head, model.drop_rate), {"dim": dim, "head": model.head}
+
+    def rebuild(self, name: str, num_outputs: int, kwargs: dict[str, Any]) -> nn.Module:
+        return EmbeddingHead(kwargs["dim"], num_outputs, kwargs["head"])
 
 
 def get_family(name: str) -> ModelFamily:

@@ -1,21 +1,17 @@
 """Kaggle submission tables: row ids, species columns mapped by name, validation before writing."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from dataloader.features import n_windows  # noqa: F401 - the submission's row count is the front end's rule
+
 
 class SubmissionError(ValueError):
     """The submission would be rejected or mis-scored by Kaggle."""
-
-
-def n_windows(duration_s: float, window_s: float = 5.0) -> int:
-    """Rows for a soundscape: max(1, ceil((duration - 0.1 s) / window)); the last partial window counts."""
-    return max(1, math.ceil((duration_s - 0.1) / window_s))
 
 
 def row_id(stem: str, index: int, window_s: float = 5.0) -> str:

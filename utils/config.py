@@ -213,6 +213,9 @@ def _check_cross_fields(cfg: Config) -> None:
     problem = family.check_type(cfg.model.type)
     if problem:
         raise ConfigError(f"[model] type = {cfg.model.type!r}: {problem}")
+    if cfg.model.head not in family.heads:
+        raise ConfigError(f"[model] head = {cfg.model.head}: [model] family = {family.name} builds heads "
+                          f"{', '.join(family.heads)}; allowed: {', '.join(family.heads)}")
     if cfg.agent.layer_lr_decay != 1.0 and not family.layer_lr_decay:
         allowed = [name for name in list_families() if get_family(name).layer_lr_decay]
         raise ConfigError(f"[agent] layer_lr_decay = {cfg.agent.layer_lr_decay}: applies to [model] family = "

@@ -126,9 +126,11 @@ class AgentConfig:
 class ModelConfig:
     family: str = opt("cnn", "cnn = a timm network on mel spectrograms; wav2vec2 = a transformers Wav2Vec2 on raw "
                       "16 kHz waveforms (from a waveform cache); tiny = the microcontroller CNN (tiny_dscnn, no pretrained "
-                      "weights); any family of factory.list_families().", registry="families")
+                      "weights); embedding = a linear or MLP head on foundation-model embeddings (BirdNET, Perch); any family of "
+                      "factory.list_families().", registry="families")
     type: str = opt("efficientnet_b0", "cnn: any timm model name, built with a new head. wav2vec2: a Hugging Face "
-                    "name (e.g. facebook/wav2vec2-base) or a local save_pretrained folder.")
+                    "name (e.g. facebook/wav2vec2-base) or a local save_pretrained folder. embedding: the embedding "
+                    "model (birdnet, perch, onnx).")
     transfer_learning: str = opt("auto", "Pretrained ImageNet weights: auto = use them when available (local "
                                  "file, timm/HF cache, or hub when online), otherwise warn and start from random "
                                  "weights; true = insist and fail fast; false = random weights.",
@@ -137,8 +139,9 @@ class ModelConfig:
                                "run offline); empty = timm/HF cache.")
     drop_rate: float = opt(0.2, "Dropout before the classifier.", minimum=0.0, maximum=1.0)
     drop_path_rate: float = opt(0.1, "Stochastic depth rate.", minimum=0.0, maximum=1.0)
-    head: str = opt("linear", "Classifier head: linear (timm's, on pooled features) or sed (frame-wise logits "
-                    "with attention pooling over time, as the BirdCLEF SED solutions).", choices=("linear", "sed"))
+    head: str = opt("linear", "Classifier head: linear (timm's, on pooled features), sed (frame-wise logits "
+                    "with attention pooling over time, as the BirdCLEF SED solutions), or mlp (one hidden layer; "
+                    "embedding family). Each family allows its own.", choices=("linear", "sed", "mlp"))
     in_chans: int = opt(1, "Input channels of the network: 1 (the stem adapted to the mel), or 3 (the mel "
                         "repeated, keeping an RGB-pretrained stem as it is).", choices=(1, 3))
     freeze_feature_encoder: bool = opt(True, "wav2vec2: keep the convolutional feature encoder frozen.")

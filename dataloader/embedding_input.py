@@ -1,0 +1,114 @@
+"""The ``embedding`` input kind: a foundation model's embeddings, one per 5-s row, as the front end of a head.
+
+Features are (dim, rows) arrays: row ``r`` covers ``[r * row_s, (r + 1) * row_s)`` of the recording, so a 5-s
+window is one frame and rows line up with the submission's rows (``n_windows``: a last partial row counts, padded
+with silence). The stated rule for a model whose window is shorter than a row (BirdNET: 3 s in a 5-s row):
+``ceil(row_s / window_s)`` windows evenly spaced from the row's start to its end (BirdNET: at 0 s and 2 s,
+overlapping by 1 s), their embeddings averaged; a model whose window is longer than a row sees a window centred on
+the row (silence past the file's ends). The cache stores these like mels (``emb-<hash>``, keyed by the model file's
+name and size and the row length), built by the same parallel, atomic, resumable machinery.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Iterator
+
+import numpy as np
+
+from dataloader.embedders import Embedder, load_embedder
+from dataloader.features import INPUT_KINDS, FrontEnd, n_windows
+
+BATCH_WINDOWS = 32  # model windows per call
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """An embedding front end: which model (registry name and file), what it takes, and the row length."""
+
+    model: str = "birdnet"
+    model_path: str = ""
+    model_id: str = ""  # the model file's name and size: a new file makes a new cache
+    sample_rate: int = 48000
+    window_s: float = 3.0
+    dim: int = 1024
+    row_s: float = 5.0
+    mode: str = "slice"
+    max_length_s: float = 60.0
+    kind: str = "embedding"
+
+
+@lru_cache(maxsize=4)
+def cached_embedder(name: str, model_path: str) -> Embedder:
+    """One loaded model per process (worker processes load their own), on every core."""
+    return load_embedder(name, model_path)
+
+
+def embedding_settings(name: str, model_path: str, row_s: float, mode: str = "slice",
+                       max_length_s: float = 60.0) -> EmbeddingSettings:
+    """The settings of model ``name`` (loaded once to read what it takes and its identity)."""
+    model = cached_embedder(name, model_path)
+    return EmbeddingSettings(name, model_path, model.identity, model.sample_rate, model.window_s, model.dim, row_s,
+                             mode, max_length_s)
+
+
+@INPUT_KINDS.register("embedding", settings=EmbeddingSettings)
+class EmbeddingInput(FrontEnd):
+    """(dim, rows) embeddings of ``settings.model``; see the module docstring for the row rule."""
+
+    kind, pad_value, cache_prefix, mixes_background = "embedding", 0.0, "emb", False
+
+    @property
+    def rows(self) -> int:
+        return int(self.settings.dim)
+
+    @property
+    def frames_per_second(self) -> float:
+        return 1.0 / self.settings.row_s
+
+    @property
+    def model(self) -> Embedder:
+        return cached_embedder(self.settings.model, self.settings.model_path)
+
+    def level(self, block: np.ndarray) -> float:
+        return float("inf")  # an embedding is never digital silence (the audio's own check is the decoder's)
+
+    def _row_windows(self) -> tuple[int, list[int]]:
+        """(row samples, window starts relative to the row's start)."""
+        s = self.settings
+        row, win = int(round(s.row_s * s.sample_rate)), int(round(s.window_s * s.sample_rate))
+        if win >= row:
+            return row, [-((win - row) // 2)]
+        k = math.ceil(row / win)
+        return row, [int(round(i * (row - win) / (k - 1))) for i in range(k)] if k > 1 else [0]
+
+    def embed_rows(self, read: Callable[[int, int], np.ndarray], length: int, first: int, count: int) -> np.ndarray:
+        """(dim, count) float32 embeddings of rows ``first .. first + count`` of ``length`` samples read by
+        ``read(start, stop)`` (silence outside the audio)."""
+        row, starts = self._row_windows()
+        win = int(round(self.settings.window_s * self.settings.sample_rate))
+        lo = max(0, first * row + min(starts))
+        hi = min(length, (first + count - 1) * row + max(starts) + win)
+        audio = read(lo, hi) if hi > lo else np.zeros(0, np.float32)
+        windows = np.zeros((count * len(starts), win), dtype=np.float32)
+        for r in range(count):
+            for j, offset in enumerate(starts):
+                a = (first + r) * row + offset
+                seg = audio[max(a, lo) - lo:min(a + win, hi) - lo]
+                pos = max(0, lo - a)
+                windows[r * len(starts) + j, pos:pos + seg.size] = seg
+        out = np.empty((windows.shape[0], self.rows), dtype=np.float32)
+        for i in range(0, len(windows), BATCH_WINDOWS):
+            out[i:i + BATCH_WINDOWS] = self.model.embed(windows[i:i + BATCH_WINDOWS])[0]
+        return out.reshape(count, len(starts), self.rows).mean(axis=1).T
+
+    def transform(self, audio: np.ndarray) -> np.ndarray:
+        count = n_windows(audio.size / self.sample_rate, self.settings.row_s)
+        return self.embed_rows(lambda a, b: audio[a:b], audio.size, 0, count)
+
+    def stream(self, read: Callable[[int, int], np.ndarray], length: int, block_samples: int
+               ) -> tuple[int, Iterator[np.ndarray]]:
+        count = n_windows(length / self.sample_rate, self.settings.row_s)
+        per_block = max(1, block_samples // int(round(self.settings.row_s * self.sample_rate)))
+        return count, (self.embed_rows(read, length, r, min(per_block, count - r)) for r in range(0, count, per_block))
