@@ -110,8 +110,8 @@ def main() -> None:
         for backend, model, precision in variants:
             predictor = SoundscapePredictor([model], batch_size=args.batch_size, precision=precision)
             if backend == "torch_eager_fp32":  # the plain baseline: contiguous tensors
-                run, cols, act = predictor.models[0]
-                predictor.models = [(torch_runner(ckpt, channels_last=False), cols, act)]
+                run, *rest = predictor.models[0]
+                predictor.models = [(torch_runner(ckpt, channels_last=False), *rest)]
             # best of --repeats passes (as timeit): this VM's speed drifts by 10-20 % from minute to minute
             only = max(model_only(predictor, input_shape(meta)) for _ in range(args.repeats))
             if frontend is None:  # the same for every backend: decode + mel on every core

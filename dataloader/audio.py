@@ -72,6 +72,29 @@ class MonoReader:
         self.close()
 
 
+class MemoryReader:
+    """The :class:`MonoReader` interface over samples already decoded (one decode shared by several front ends)."""
+
+    def __init__(self, samples: np.ndarray, samplerate: int, path: str | Path = ""):
+        self.samples, self.samplerate, self.frames, self.path = samples, samplerate, samples.size, Path(path)
+
+    def length(self, max_seconds: Optional[float] = None) -> int:
+        """Samples to use (at most ``max_seconds``); raises :class:`AudioError` for an empty file."""
+        if self.frames <= 0:
+            raise AudioError("zero-length audio")
+        return self.frames if max_seconds is None else min(self.frames, int(np.ceil(max_seconds * self.samplerate)))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` (clipped)."""
+        return self.samples[max(0, start):min(stop, self.frames)]
+
+    def __enter__(self) -> "MemoryReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def _ogg_ends_cleanly(path: Path, tail_bytes: int = 1 << 16) -> bool:
     """True when the file's last Ogg page is complete (it ends exactly at the end of the file) and carries the
     end-of-stream flag, as every finished encoder writes it; a file cut short (an interrupted download) does not."""

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from dataloader.audio import MonoReader, ResampledReader, resample
+from dataloader.audio import MemoryReader, MonoReader, ResampledReader, resample
 from dataloader.mel import DB_FLOOR, MelTransform
 from dataloader.standardize import Standardizer
 from utils.config_schema import DataProcessConfig
@@ -165,13 +165,18 @@ class FrontEnd(abc.ABC):
         """(features in the stored precision (rows, frames) float16, seconds of audio used) of a whole file (its
         first ``max_seconds`` when given): the same values the cache stores for it."""
         with MonoReader(path) as reader:
-            used = reader.length(max_seconds)
-            frames, blocks = self.feature_blocks(reader, max_seconds)
-            out = np.empty((self.rows, frames), dtype=STORE_DTYPE)
-            done = 0
-            for block in blocks:
-                out[:, done:done + block.shape[1]] = block
-                done += block.shape[1]
+            return self.features_from(reader, max_seconds)
+
+    def features_from(self, reader: MonoReader | MemoryReader, max_seconds: Optional[float] = None
+                      ) -> tuple[np.ndarray, float]:
+        """:meth:`features` of an open reader (a file, or samples decoded once for several front ends)."""
+        used = reader.length(max_seconds)
+        frames, blocks = self.feature_blocks(reader, max_seconds)
+        out = np.empty((self.rows, frames), dtype=STORE_DTYPE)
+        done = 0
+        for block in blocks:
+            out[:, done:done + block.shape[1]] = block
+            done += block.shape[1]
         return out, used / reader.samplerate
 
     def window(self, features: np.ndarray, start: int, frames: int, standardizer: Standardizer,

@@ -5,8 +5,10 @@ Kaggle notebook.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,8 +18,8 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from dataloader.audio import AudioError, audio_files
-from dataloader.features import frontend_of_checkpoint
+from dataloader.audio import AudioError, MemoryReader, MonoReader, audio_files
+from dataloader.features import FrontEnd, frontend_of_checkpoint
 from dataloader.standardize import Standardizer
 from inference.backends import Runner, load_metadata, make_runner
 from inference.submission import n_windows, row_ids, to_submission_frame
@@ -26,67 +28,109 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 32  # windows per model call: at 64, OpenVINO and ONNX Runtime ran 5-40 % slower on this CPU
 
 
-class SoundscapePredictor:
-    """An ensemble of models (checkpoints ``.pt``, or exports ``.onnx``/``.xml``) sharing one front end;
-    ``predict_file`` gives per-window probabilities, optionally smoothed over ±``smooth`` neighbouring windows."""
+@dataclass
+class InputGroup:
+    """Ensemble members that share a front end (settings, input length, padding): their windows are cut once."""
 
-    def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = BATCH_SIZE,
-                 backend: str = "auto", threads: int = 0, smooth: int = 0, row_s: Optional[float] = None,
-                 precision: str = "f32"):
-        """``precision``: OpenVINO's inference precision (f32, or bf16 where the CPU has it). ``row_s``: the length of a submission row (default: the models' input length, 5 s for BirdCLEF).
-        Models trained on longer inputs (e.g. 10 s) see a context window centred on each row."""
-        payloads = [load_metadata(p) for p in checkpoints]
-        if not payloads:
-            raise ValueError("at least one checkpoint is needed")
-        first = payloads[0]
-        for p, payload in zip(checkpoints, payloads):
-            if payload["data_process"] != first["data_process"] or payload["window_s"] != first["window_s"]:
-                raise ValueError(f"{p}: front-end settings differ from {checkpoints[0]}; an ensemble shares one mel")
-        self.input_s = float(first["window_s"])  # what the models were trained on
-        self.window_s = float(row_s or self.input_s)  # one submission row
-        if self.input_s < self.window_s:
-            raise ValueError(f"the models take {self.input_s}-s inputs, shorter than a {self.window_s}-s row")
-        self.pad_mode = first.get("pad_mode", "repeat")
-        self.standardizer = Standardizer.from_dict(first["standardizer"])
-        self.frontend = frontend_of_checkpoint(first)  # the training front end: mel, or raw samples (Wav2Vec2)
-        self.sample_rate = self.frontend.sample_rate
-        self.frames = self.frontend.frames_for(self.window_s)
-        self.input_frames = self.frontend.frames_for(self.input_s)
-        self.batch_size, self.smooth = batch_size, smooth
-        self.labels: list[str] = []
-        self.models: list[tuple[Runner, np.ndarray, str, Optional[tuple[np.ndarray, np.ndarray]]]] = []
-        for payload in payloads:
-            self.labels.extend(label for label in payload["labels"] if label not in self.labels)
-        for path, payload in zip(checkpoints, payloads):
-            # each model fitted its own statistics on its own training split (another fold: other values); the
-            # windows are standardised once with the first model's, and mapped onto each other model's own
-            own = Standardizer.from_dict(payload["standardizer"])
-            self.models.append((make_runner(path, backend, device, threads, precision),
-                                np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
-                                payload.get("activation", "sigmoid"), own.conversion_from(self.standardizer)))
+    frontend: FrontEnd
+    standardizer: Standardizer  # the first member's; the others map onto their own (conversion_from)
+    pad_mode: str
+    frames: int  # one submission row
+    input_frames: int  # what the members take (a context window when longer than a row)
 
-    def windows(self, path: str | Path, max_windows: Optional[int] = None) -> np.ndarray:
-        """(n_windows, 1, rows, frames) float32 for a soundscape (the first ``max_windows`` when given, decoding
-        only what they need); the last partial window is padded. The features and windows are the cache's and the
-        training datasets' own: :meth:`~dataloader.features.FrontEnd.features` and ``windows``."""
-        limit = None if max_windows is None else max_windows * self.window_s + self.input_s
-        features, seconds = self.frontend.features(path, limit)
+    def windows(self, reader: MonoReader | MemoryReader, row_s: float, limit: Optional[float],
+                max_windows: Optional[int]) -> np.ndarray:
+        """(n_windows, 1, rows, frames) float32: the cache's features and the training datasets' windows."""
+        features, seconds = self.frontend.features_from(reader, limit)
         clip = self.standardizer.clip_stats(features) if self.standardizer.mode == "per_clip" else ()
-        count = n_windows(seconds, self.window_s)
+        count = n_windows(seconds, row_s)
         if max_windows is not None:
             count = min(count, max_windows)
         return self.frontend.windows(features, count, self.frames, self.standardizer, clip, self.pad_mode,
                                      self.input_frames)
 
-    def predict_windows(self, windows: np.ndarray) -> np.ndarray:
+
+def _group_key(payload: dict) -> str:
+    return json.dumps([payload["data_process"], payload.get("input", "mel"), payload["window_s"],
+                       payload.get("pad_mode", "repeat")], sort_keys=True, default=str)
+
+
+class SoundscapePredictor:
+    """An ensemble of models (checkpoints ``.pt``, or exports ``.onnx``/``.xml``), CNNs on mels, Wav2Vec2 models
+    on waveforms and heads on embeddings alike: each file is decoded once, each front end's windows are cut once
+    for the members that share it (:class:`InputGroup`); ``predict_file`` gives per-window probabilities,
+    optionally smoothed over ±``smooth`` neighbouring windows."""
+
+    def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = BATCH_SIZE,
+                 backend: str = "auto", threads: int = 0, smooth: int = 0, row_s: Optional[float] = None,
+                 precision: str = "f32"):
+        """``precision``: OpenVINO's inference precision (f32, or bf16 where the CPU has it). ``row_s``: the length
+        of a submission row (default: the first model's input length, 5 s for BirdCLEF). Models trained on longer
+        inputs (e.g. 10 s) see a context window centred on each row."""
+        payloads = [load_metadata(p) for p in checkpoints]
+        if not payloads:
+            raise ValueError("at least one checkpoint is needed")
+        self.window_s = float(row_s or payloads[0]["window_s"])  # one submission row
+        self.groups: list[InputGroup] = []
+        keys: dict[str, int] = {}
+        self.labels: list[str] = []
+        for payload in payloads:
+            self.labels.extend(label for label in payload["labels"] if label not in self.labels)
+        self.models: list[tuple[Runner, np.ndarray, str, Optional[tuple[np.ndarray, np.ndarray]], int]] = []
+        for path, payload in zip(checkpoints, payloads):
+            if float(payload["window_s"]) < self.window_s:
+                raise ValueError(f"{path} takes {payload['window_s']}-s inputs, shorter than a {self.window_s}-s row")
+            key = _group_key(payload)
+            if key not in keys:
+                frontend = frontend_of_checkpoint(payload)
+                keys[key] = len(self.groups)
+                self.groups.append(InputGroup(frontend, Standardizer.from_dict(payload["standardizer"]),
+                                              payload.get("pad_mode", "repeat"), frontend.frames_for(self.window_s),
+                                              frontend.frames_for(float(payload["window_s"]))))
+            group = self.groups[keys[key]]
+            # each model fitted its own statistics on its own training split (another fold: other values); the
+            # windows are standardised once with the group's first model's, and mapped onto each other's own
+            own = Standardizer.from_dict(payload["standardizer"])
+            self.models.append((make_runner(path, backend, device, threads, precision),
+                                np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
+                                payload.get("activation", "sigmoid"), own.conversion_from(group.standardizer),
+                                keys[key]))
+        first = self.groups[0]
+        self.frontend, self.standardizer = first.frontend, first.standardizer
+        self.sample_rate = first.frontend.sample_rate
+        self.batch_size, self.smooth = batch_size, smooth
+        self.input_s = max(float(p["window_s"]) for p in payloads)
+
+    def file_windows(self, path: str | Path, max_windows: Optional[int] = None) -> list[np.ndarray]:
+        """The windows of every input group for a soundscape (the first ``max_windows`` when given, decoding only
+        what they need; the last partial window padded). The file is decoded once; with several front ends the
+        samples are kept in memory and each front end resamples them to its own rate."""
+        limit = None if max_windows is None else max_windows * self.window_s + self.input_s
+        with MonoReader(path) as reader:
+            if len(self.groups) == 1:
+                return [self.groups[0].windows(reader, self.window_s, limit, max_windows)]
+            decoded = MemoryReader(reader.read(0, reader.length(limit)), reader.samplerate, path)
+        return [group.windows(decoded, self.window_s, limit, max_windows) for group in self.groups]
+
+    def windows(self, path: str | Path, max_windows: Optional[int] = None) -> np.ndarray:
+        """(n_windows, 1, rows, frames) float32 model inputs of a single-front-end ensemble (calibration, export)."""
+        if len(self.groups) > 1:
+            raise ValueError(f"the ensemble has {len(self.groups)} front ends; use file_windows()")
+        return self.file_windows(path, max_windows)[0]
+
+    def predict_windows(self, windows: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a model
         trained with softmax cross-entropy; each model's own standardisation statistics), (n_windows,
-        len(self.labels)). ``windows``: from :meth:`windows` (standardised with the first model's statistics)."""
-        total = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
+        len(self.labels)). ``windows``: :meth:`file_windows` (one array per input group), or one array for a
+        single-front-end ensemble."""
+        per_group = [windows] if isinstance(windows, np.ndarray) else list(windows)
+        n = len(per_group[0])
+        total = np.zeros((n, len(self.labels)), dtype=np.float32)
         counts = np.zeros(len(self.labels), dtype=np.float32)
-        for run, columns, activation, conversion in self.models:
-            for i in range(0, len(windows), self.batch_size):
-                batch = windows[i:i + self.batch_size]
+        for run, columns, activation, conversion, group in self.models:
+            inputs = per_group[group]
+            for i in range(0, n, self.batch_size):
+                batch = inputs[i:i + self.batch_size]
                 if conversion is not None:  # this model's own standardisation statistics
                     scale, shift = conversion
                     batch = batch * scale[:, None] + shift[:, None]
@@ -99,7 +143,7 @@ class SoundscapePredictor:
 
     def predict_file(self, path: str | Path) -> tuple[list[str], np.ndarray]:
         """Row ids and probabilities for every window of ``path``."""
-        probs = self.predict_windows(self.windows(path))
+        probs = self.predict_windows(self.file_windows(path))
         return row_ids(Path(path).stem, len(probs), self.window_s), probs
 
 
@@ -162,9 +206,9 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
     frames = []
     guard = ClockGuard(budget_s, len(files)) if budget_s else None
 
-    def load(path: Path) -> Optional[np.ndarray]:
+    def load(path: Path) -> Optional[list[np.ndarray]]:
         try:
-            return predictor.windows(path)
+            return predictor.file_windows(path)
         except AudioError as exc:
             log.warning("%s: %s -- its rows get %s", path.name, exc, fill_value)
             return None
