@@ -74,7 +74,7 @@ class EmbeddingInput(FrontEnd):
     def level(self, block: np.ndarray) -> float:
         return float("inf")  # an embedding is never digital silence (the audio's own check is the decoder's)
 
-    def _row_windows(self) -> tuple[int, list[int]]:
+    def row_windows(self) -> tuple[int, list[int]]:
         """(row samples, window starts relative to the row's start)."""
         s = self.settings
         row, win = int(round(s.row_s * s.sample_rate)), int(round(s.window_s * s.sample_rate))
@@ -86,7 +86,7 @@ class EmbeddingInput(FrontEnd):
     def embed_rows(self, read: Callable[[int, int], np.ndarray], length: int, first: int, count: int) -> np.ndarray:
         """(dim, count) float32 embeddings of rows ``first .. first + count`` of ``length`` samples read by
         ``read(start, stop)`` (silence outside the audio)."""
-        row, starts = self._row_windows()
+        row, starts = self.row_windows()
         win = int(round(self.settings.window_s * self.settings.sample_rate))
         lo = max(0, first * row + min(starts))
         hi = min(length, (first + count - 1) * row + max(starts) + win)

@@ -65,14 +65,14 @@ class SlowEnsemble:
         self.models, self.seconds = list(range(models)), seconds
         self.labels, self.window_s = ["asbfly"], 5.0
 
-    def windows(self, path):
-        return np.zeros((48, 1, 2, 2), dtype=np.float32)
+    def file_windows(self, path):
+        return [np.zeros((48, 1, 2, 2), dtype=np.float32)]  # one input group
 
     def predict_windows(self, windows):
         import time
 
         time.sleep(self.seconds * len(self.models))
-        return np.full((len(windows), 1), 0.5, dtype=np.float32)
+        return np.full((len(windows[0]), 1), 0.5, dtype=np.float32)
 
 
 def test_the_clock_guard_drops_the_last_models_and_then_fills_so_a_submission_is_always_written(tmp_path, caplog):

