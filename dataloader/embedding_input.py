@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -83,9 +84,11 @@ class EmbeddingInput(FrontEnd):
         k = math.ceil(row / win)
         return row, [int(round(i * (row - win) / (k - 1))) for i in range(k)] if k > 1 else [0]
 
-    def embed_rows(self, read: Callable[[int, int], np.ndarray], length: int, first: int, count: int) -> np.ndarray:
+    def embed_rows(self, read: Callable[[int, int], np.ndarray], length: int, first: int, count: int,
+                   logits: Optional[list] = None) -> np.ndarray:
         """(dim, count) float32 embeddings of rows ``first .. first + count`` of ``length`` samples read by
-        ``read(start, stop)`` (silence outside the audio)."""
+        ``read(start, stop)`` (silence outside the audio); with a ``logits`` list, the model's own logits of the
+        rows ((count, classes), the mean over each row's windows) are appended to it."""
         row, starts = self.row_windows()
         win = int(round(self.settings.window_s * self.settings.sample_rate))
         lo = max(0, first * row + min(starts))
@@ -99,9 +102,27 @@ class EmbeddingInput(FrontEnd):
                 pos = max(0, lo - a)
                 windows[r * len(starts) + j, pos:pos + seg.size] = seg
         out = np.empty((windows.shape[0], self.rows), dtype=np.float32)
+        scores = []
         for i in range(0, len(windows), BATCH_WINDOWS):
-            out[i:i + BATCH_WINDOWS] = self.model.embed(windows[i:i + BATCH_WINDOWS])[0]
+            out[i:i + BATCH_WINDOWS], batch_logits = self.model.embed(windows[i:i + BATCH_WINDOWS])
+            scores.append(batch_logits)
+        if logits is not None:
+            if any(s is None for s in scores):
+                raise ValueError(f"{self.settings.model}: the model gives no logits")
+            logits.append(np.concatenate(scores).reshape(count, len(starts), -1).mean(axis=1))
         return out.reshape(count, len(starts), self.rows).mean(axis=1).T
+
+    def row_logits(self, path: str | Path) -> np.ndarray:
+        """(rows, model classes) logits of a whole file (the model's own classes; the mean over each row's
+        windows), decoded and resampled as :meth:`features` does."""
+        from dataloader.audio import MonoReader, resample  # noqa: PLC0415
+
+        with MonoReader(path) as reader:
+            audio = resample(reader.read(0, reader.length()), reader.samplerate, self.sample_rate)
+        found: list = []
+        self.embed_rows(lambda a, b: audio[a:b], audio.size, 0, n_windows(audio.size / self.sample_rate,
+                                                                           self.settings.row_s), found)
+        return found[0]
 
     def transform(self, audio: np.ndarray) -> np.ndarray:
         count = n_windows(audio.size / self.sample_rate, self.settings.row_s)

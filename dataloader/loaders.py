@@ -63,8 +63,11 @@ def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, fr
     if data.task == "events":
         return EventWindowDataset(df["entry"], df["events"], labels, data.event_bins, frontend, frames, crop,
                                   data.pad_mode, standardizer, clip_stats=_clip_stats(df), starts=starts)
-    return WindowDataset(df["entry"], make_targets(df, labels, data), frontend, frames, crop, data.pad_mode,
-                         standardizer, _clip_stats(df), starts)
+    targets = make_targets(df, labels, data)
+    if "teacher_targets" in df:  # distillation: the teacher's soft targets beside the labels
+        targets = np.hstack([targets, np.stack(df["teacher_targets"].to_list()).astype(np.float32)])
+    return WindowDataset(df["entry"], targets, frontend, frames, crop, data.pad_mode, standardizer, _clip_stats(df),
+                         starts)
 
 
 def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: DataConfig,

@@ -237,6 +237,11 @@ def _check_cross_fields(cfg: Config) -> None:
     if data.pseudo_labels and data.task != "multilabel":
         raise ConfigError(f"[data] pseudo_labels = {data.pseudo_labels}: soft pseudo-labels train the multilabel "
                           f"task (task is {data.task}); allowed: empty")
+    if cfg.agent.distill_checkpoint and data.task not in ("multilabel", "multiclass"):
+        raise ConfigError(f"[agent] distill_checkpoint: distillation trains clip-level outputs; [data] task = "
+                          f"{data.task}; allowed: multilabel, multiclass")
+    if cfg.agent.distill_checkpoint and not Path(cfg.agent.distill_checkpoint).is_file():
+        raise ConfigError(f"[agent] distill_checkpoint = {cfg.agent.distill_checkpoint}: no such file")
     if data.fold >= data.n_folds:
         raise ConfigError(f"[data] fold = {data.fold}: must be < n_folds ({data.n_folds}); allowed: 0..{data.n_folds - 1}")
     if dp.f_max > dp.sample_rate / 2:

@@ -120,6 +120,14 @@ class AgentConfig:
     asl_gamma_neg: float = opt(4.0, "Asymmetric loss: focusing exponent of negatives.", minimum=0.0)
     asl_clip: float = opt(0.05, "Asymmetric loss: probability shift that discards easy negatives.", minimum=0.0,
                           maximum=1.0)
+    distill_checkpoint: str = opt("", "Knowledge distillation: a teacher checkpoint of this pipeline (e.g. a head on "
+                                  "BirdNET or Perch embeddings trained on the same classes); its probabilities for "
+                                  "each training recording (the max over its 5-s rows) join the loss as soft targets. "
+                                  "Empty = off.")
+    distill_weight: float = opt(0.5, "Weight of the teacher's soft targets in the loss (the labels get 1 - this).",
+                                minimum=0.0, maximum=1.0)
+    distill_temperature: float = opt(2.0, "Temperature of the distillation (logits / T; the soft term is scaled by "
+                                     "T²).", minimum=0.1)
 
 
 @dataclass

@@ -70,6 +70,12 @@ def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSp
         if rows is not None and len(rows):  # windows cut from soundscapes train, never validate with the focal set
             train_df = pd.concat([train_df, rows], ignore_index=True)
             log.info("training on %d %s windows as well", len(rows), what)
+    if cfg.agent.distill_checkpoint:
+        from utils.teacher_targets import teacher_targets  # noqa: PLC0415
+
+        soft = teacher_targets(train_df, selection.labels, cfg.agent.distill_checkpoint,
+                               data.frontend.frames_for(cfg.data.window_s))
+        train_df = train_df.assign(teacher_targets=list(soft))
     return RunSplit(train_df, selection.parts["val"], selection.parts["test"], data.windows.get("val"),
                     selection.recordings, selection.labels, cfg.data.event_bins if cfg.data.task == "events" else 0,
                     selection.dropped)
@@ -114,7 +120,12 @@ def run_loss(cfg: Config, split: RunSplit) -> torch.nn.Module:
                         else make_targets(split.train, split.labels, cfg.data))
         weights = [w for w in class_weights(clip_targets, cfg.data.task) for _ in range(bins)]
         log.info("balance = weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(split.labels, weights[::bins])))
-    return create_loss(cfg.agent.loss, **loss_kwargs(cfg.agent, weights))
+    loss = create_loss(cfg.agent.loss, **loss_kwargs(cfg.agent, weights))
+    if cfg.agent.distill_checkpoint:
+        from factory.distillation import DistillationLoss  # noqa: PLC0415
+
+        loss = DistillationLoss(loss, cfg.agent.distill_weight, cfg.agent.distill_temperature)
+    return loss
 
 
 def run_epochs(cfg: Config) -> int:
