@@ -53,13 +53,14 @@ def generate_soundscapes(folder: Path, files: int, seconds: float = 240.0) -> Pa
 
 
 def frontend_seconds_per_window(model: str | Path, files: int = 2) -> float:
-    """Decode + mel + windowing seconds per 5-s window (one core), on generated 4-minute soundscapes."""
+    """Decode + front end (mel, waveform or embeddings) + windowing seconds per 5-s window, on generated 4-minute
+    soundscapes."""
     predictor = SoundscapePredictor([model])
     with tempfile.TemporaryDirectory() as tmp:
         folder = generate_soundscapes(Path(tmp), files)
         t0, windows = time.perf_counter(), 0
         for path in sorted(folder.glob("*.ogg")):
-            windows += len(predictor.windows(path))
+            windows += len(predictor.file_windows(path)[0])
         return (time.perf_counter() - t0) / windows
 
 
@@ -83,10 +84,17 @@ def plan(models: list[str], kaggle_speedup: float = 1.0, competition: str = DEFA
     test_windows = test_windows or facts.test_windows
     budget_minutes = budget_minutes or facts.time_limit_min
     usable = budget_minutes - safety_margin
-    front = frontend_seconds_per_window(models[0], files)
-    front_minutes = test_windows * front / kaggle_speedup / 60
-    rows = [{"component": "decode+mel", "seconds_per_window": round(front, 5),
-             "projected_minutes": round(front_minutes, 1)}]
+    rows, front_minutes, seen = [], 0.0, set()
+    for model in models:  # each front end once (mel, waveform, an embedding model): members sharing it share it
+        meta = load_metadata(model)
+        key = json.dumps([meta["data_process"], meta.get("input", "mel"), meta["window_s"]], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        front = frontend_seconds_per_window(model, files)
+        front_minutes += test_windows * front / kaggle_speedup / 60
+        rows.append({"component": f"decode+{meta.get('input', 'mel')}", "seconds_per_window": round(front, 5),
+                     "projected_minutes": round(test_windows * front / kaggle_speedup / 60, 1)})
     minutes, fitting = front_minutes, 0
     for k, model in enumerate(models):
         speed = model_windows_per_s(model)

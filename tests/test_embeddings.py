@@ -97,26 +97,74 @@ def test_rows_follow_the_stated_window_rule_and_the_cache_reuses_and_rebuilds(tm
     assert (again.decoded, again.reused) == (0, 1)
     (tmp_path / "other").mkdir()
     other = stand_in_onnx(tmp_path / "other" / "m.onnx", 16000, 4.0)  # another model file: another cache
-    changed = build_cache(pd.DataFrame({"path": [str(path)]}), make_frontend(embedding_settings("onnx", str(other), 5.0)),
-                          tmp_path / "cache")
+    changed = build_cache(pd.DataFrame({"path": [str(path)]}),
+                          make_frontend(embedding_settings("onnx", str(other), 5.0)), tmp_path / "cache")
     assert changed.decoded == 1 and changed.folder != first.folder
 
 
-def test_a_birdnet_head_trains_and_mixes_with_a_cnn_in_one_submission(run, tmp_path):
-    args = run["args"] + [f"--set=paths.runs_dir={tmp_path / 'runs'}", "--set=model.family=embedding",
-                          "--set=model.type=birdnet", "--set=model.head=mlp"]
+@pytest.fixture(scope="module")
+def head(run, tmp_path_factory):
+    """A BirdNET-embedding head trained in testing mode on the small demo (its checkpoint and summary)."""
+    runs = tmp_path_factory.mktemp("head-runs")
+    args = run["args"] + [f"--set=paths.runs_dir={runs}", "--set=model.family=embedding", "--set=model.type=birdnet",
+                          "--set=model.head=mlp"]
     assert train_classifier.main(args) == 0
-    (run_dir,) = list((tmp_path / "runs").iterdir())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert "/emb-" in summary["cache"] and 0.0 <= summary["soundscape_score"] <= 1.0
-    head = summary["checkpoint"]
+    (run_dir,) = list(runs.iterdir())
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_a_birdnet_head_trains_and_mixes_with_a_cnn_in_one_submission(run, head, tmp_path):
+    assert "/emb-" in head["cache"] and 0.0 <= head["soundscape_score"] <= 1.0
     cnn = json.loads((run["run_dir"] / "summary.json").read_text())["checkpoint"]
     audio = run["demo"] / "test_soundscapes"
     out = {}
-    for name, members in (("cnn", [cnn]), ("head", [head]), ("both", [cnn, head])):
+    for name, members in (("cnn", [cnn]), ("head", [head["checkpoint"]]), ("both", [cnn, head["checkpoint"]])):
         out[name] = tmp_path / f"{name}.csv"
         assert predict.main(["--checkpoint", *members, "--audio-dir", str(audio), "--out", str(out[name])]) == 0
     frames = {name: pd.read_csv(path).set_index("row_id") for name, path in out.items()}
     assert list(frames["both"].index) == list(frames["cnn"].index)
     np.testing.assert_allclose(frames["both"].to_numpy(), (frames["cnn"].to_numpy() + frames["head"].to_numpy()) / 2,
                                atol=2e-6)
+
+
+def test_a_teachers_soft_targets_enter_the_cnns_loss(run, head, tmp_path):
+    from factory.distillation import DistillationLoss
+    from factory.losses import create_loss
+
+    loss = DistillationLoss(create_loss("bce"), weight=0.5, temperature=2.0)
+    logits, labels = torch.zeros(4, 3), torch.tensor([[1.0, 0, 0]] * 4)
+    assert loss(logits, labels) == create_loss("bce")(logits, labels)  # validation: the labels alone
+    agree, disagree = torch.cat([labels, labels], 1), torch.cat([labels, 1 - labels], 1)
+    assert loss(torch.tensor([[4.0, -4, -4]] * 4), agree) < loss(torch.tensor([[4.0, -4, -4]] * 4), disagree)
+    args = run["args"] + [f"--set=paths.runs_dir={tmp_path / 'runs'}",
+                          f"--set=agent.distill_checkpoint={head['checkpoint']}"]
+    assert train_classifier.main(args) == 0
+    log = next((tmp_path / "runs").glob("*/train.log")).read_text()
+    assert "distillation: soft targets of best.pt for" in log
+
+
+def test_classes_map_by_code_then_scientific_name_and_the_rest_are_listed(tmp_path):
+    from dataloader.label_map import map_labels, scientific_names
+
+    (tmp_path / "taxonomy.csv").write_text("primary_label,scientific_name\namerob,Turdus migratorius\n"
+                                           "1161364,Guyalna cuta\nbkcchi,Poecile atricapillus\n")
+    labels = ["Turdus migratorius_American Robin", "bkcchi", "Poecile gambeli_Mountain Chickadee"]
+    mapping = map_labels(labels, ["amerob", "bkcchi", "1161364"], scientific_names(tmp_path))
+    assert mapping.index == {"amerob": 0, "bkcchi": 1} and mapping.by == {"amerob": "scientific_name", "bkcchi": "code"}
+    assert mapping.unmapped == ["1161364"]
+    probs = mapping.apply(np.array([[0.0, 2.0, 5.0]]))
+    assert probs[0, 0] == pytest.approx(0.5) and probs[0, 2] == 0.0
+    mapping.write(tmp_path / "map.json", labels)
+    assert json.loads((tmp_path / "map.json").read_text())["unmapped"] == ["1161364"]
+
+
+def test_embeddings_out_as_a_table(tmp_path):
+    from inference.embed import main
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    sf.write(folder / "a.wav", chirp(7.0, 48000), 48000)
+    assert main(["--model", "birdnet", "--audio-dir", str(folder), "--out", str(tmp_path / "e.parquet"),
+                 "--logits"]) == 0
+    table = pd.read_parquet(tmp_path / "e.parquet")
+    assert list(table["row_id"]) == ["a_5", "a_10"] and table.shape[1] == 4 + 1024 + 6522
