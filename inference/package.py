@@ -47,8 +47,34 @@ def model_files(model: Path) -> list[Path]:
     return files
 
 
-def assemble(models: list[str | Path], out: str | Path, dataset_id: str, title: str = "") -> Path:
-    """Write the dataset folder (code, models, metadata); returns it."""
+def embedding_needs(models: list[str | Path]) -> tuple[list[str], list[str]]:
+    """(runtime packages, model file names) the embedding members of ``models`` need at inference: ai-edge-litert
+    for a TFLite model (BirdNET), and each embedding model's file, found by name in the notebook's ``embedders/``."""
+    packages, files = [], []
+    for model in models:
+        path = Path(model)
+        meta = (json.loads(path.with_suffix(".json").read_text()) if path.suffix in (".onnx", ".xml")
+                else _checkpoint_meta(path))
+        if meta.get("input") != "embedding":
+            continue
+        settings = meta["data_process"]
+        name = Path(settings.get("model_path") or "").name or str(settings.get("model_id", "")).split(":")[0]
+        files.append(name)
+        if name.endswith(".tflite"):
+            packages.append("ai-edge-litert")
+    return sorted(set(packages)), sorted(set(files))
+
+
+def _checkpoint_meta(path: Path) -> dict:
+    from inference.backends import load_metadata  # noqa: PLC0415 - torch, only for .pt members
+
+    return load_metadata(path)
+
+
+def assemble(models: list[str | Path], out: str | Path, dataset_id: str, title: str = "",
+             embedding_models: list[str | Path] = ()) -> Path:
+    """Write the dataset folder (code, models, metadata, and the ``embedding_models`` files the user may
+    redistribute, into ``embedders/``); returns it."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -65,6 +91,11 @@ def assemble(models: list[str | Path], out: str | Path, dataset_id: str, title: 
         stem = model.stem if model.stem not in ("best", "last") else f"{model.parent.parent.name}"
         for f in model_files(model):
             shutil.copy2(f, out / "models" / f"{i:02d}_{stem}{f.suffix}")
+    for model in (Path(m) for m in embedding_models):
+        (out / "embedders").mkdir(exist_ok=True)
+        for f in (model, model.with_suffix(".json"), model.with_name("BirdNET_GLOBAL_6K_V2.4_Labels.txt")):
+            if f.is_file():
+                shutil.copy2(f, out / "embedders" / f.name)
     (out / "dataset-metadata.json").write_text(json.dumps(
         {"title": title or dataset_id.split("/")[-1], "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]}, indent=1))
     return out
@@ -212,12 +243,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="CPython versions to ship wheels for (the notebook checks its own against them)")
     p.add_argument("--platform", nargs="+", default=list(PLATFORMS), help="platform tags pip may take, all of them "
                    "(pip matches them exactly)")
+    p.add_argument("--embedding-model", nargs="*", default=[], help="embedding model files to ship in embedders/ "
+                   "(only files you may redistribute: BirdNET's are CC BY-NC-SA 4.0 and are never shipped by default)")
     p.add_argument("--push", action="store_true")
     args = p.parse_args(argv)
-    out = assemble(args.model, args.out, args.dataset_id)
+    out = assemble(args.model, args.out, args.dataset_id, embedding_models=args.embedding_model)
     report = {"folder": str(out), "models": sorted(f.name for f in (out / "models").iterdir())}
+    runtimes, needed = embedding_needs(args.model)
+    shipped = {Path(m).name for m in args.embedding_model}
+    if needed:
+        report["embedding_models"] = {name: "shipped" if name in shipped else "attach it" for name in needed}
+        for name in sorted(set(needed) - shipped):
+            print(f"inference.package: {name} is not in the dataset (its licence may forbid it): attach it in the "
+                  f"notebook as your own dataset and set BIRDCLEF_EMBEDDERS to its folder", file=sys.stderr)
     if not args.no_wheels:
-        report["wheels"] = download_wheels(out, pinned(args.wheels), args.python_version, args.platform)
+        report["wheels"] = download_wheels(out, pinned([*args.wheels, *runtimes]), args.python_version,
+                                           args.platform)
         manifest = json.loads((out / "wheels" / "manifest.json").read_text())
         report["pythons"], report["wheel_bytes"] = manifest["pythons"], manifest["total_bytes"]
     if args.push:
