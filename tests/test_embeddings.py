@@ -168,3 +168,17 @@ def test_embeddings_out_as_a_table(tmp_path):
                  "--logits"]) == 0
     table = pd.read_parquet(tmp_path / "e.parquet")
     assert list(table["row_id"]) == ["a_5", "a_10"] and table.shape[1] == 4 + 1024 + 6522
+
+
+def test_a_notebook_finds_the_model_file_by_name_and_the_package_names_what_to_attach(head, tmp_path, monkeypatch):
+    from inference.package import embedding_needs
+
+    (tmp_path / "attached").mkdir()
+    model = stand_in_onnx(tmp_path / "attached" / "m.onnx", 16000, 2.0)
+    gone = str(tmp_path / "training-machine" / "m.onnx")  # the path recorded at training does not exist here
+    with pytest.raises(EmbedderError, match="attach the ONNX model"):
+        load_embedder("onnx", gone)
+    monkeypatch.setenv("BIRDCLEF_EMBEDDERS", str(model.parent))
+    assert load_embedder("onnx", gone).dim == 8
+    runtimes, files = embedding_needs([head["checkpoint"]])
+    assert runtimes == ["ai-edge-litert"] and files == ["BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"]
