@@ -136,8 +136,10 @@ def test_a_teachers_soft_targets_enter_the_cnns_loss(run, head, tmp_path):
     assert loss(logits, labels) == create_loss("bce")(logits, labels)  # validation: the labels alone
     agree, disagree = torch.cat([labels, labels], 1), torch.cat([labels, 1 - labels], 1)
     assert loss(torch.tensor([[4.0, -4, -4]] * 4), agree) < loss(torch.tensor([[4.0, -4, -4]] * 4), disagree)
+    unknown = torch.cat([labels, torch.full_like(labels, float("nan"))], 1)  # a teacher that maps no class
+    assert loss(logits, unknown) == pytest.approx(0.5 * create_loss("bce")(logits, labels).item())
     args = run["args"] + [f"--set=paths.runs_dir={tmp_path / 'runs'}",
-                          f"--set=agent.distill_checkpoint={head['checkpoint']}"]
+                          f"--set=agent.distill_teacher={head['checkpoint']}"]
     assert train_classifier.main(args) == 0
     log = next((tmp_path / "runs").glob("*/train.log")).read_text()
     assert "distillation: soft targets of best.pt for" in log

@@ -52,7 +52,7 @@ REGISTRY_CHOICES: dict[str, tuple[str, str]] = {
     "sources": ("dataloader.sources", "list_sources"), "competitions": ("dataloader.sources", "COMPETITIONS"),
     "editions": ("dataloader.sources", "EDITIONS"), "losses": ("factory.losses", "list_losses"),
     "optimizers": ("factory.optimizers", "list_optimizers"), "schedulers": ("factory.schedulers", "list_schedulers"),
-    "families": ("factory.families", "list_families"),
+    "families": ("factory.families", "list_families"), "embedders": ("dataloader.embedders", "list_embedders"),
 }
 
 
@@ -237,11 +237,14 @@ def _check_cross_fields(cfg: Config) -> None:
     if data.pseudo_labels and data.task != "multilabel":
         raise ConfigError(f"[data] pseudo_labels = {data.pseudo_labels}: soft pseudo-labels train the multilabel "
                           f"task (task is {data.task}); allowed: empty")
-    if cfg.agent.distill_checkpoint and data.task not in ("multilabel", "multiclass"):
-        raise ConfigError(f"[agent] distill_checkpoint: distillation trains clip-level outputs; [data] task = "
+    if cfg.agent.distill_teacher and data.task not in ("multilabel", "multiclass"):
+        raise ConfigError(f"[agent] distill_teacher: distillation trains clip-level outputs; [data] task = "
                           f"{data.task}; allowed: multilabel, multiclass")
-    if cfg.agent.distill_checkpoint and not Path(cfg.agent.distill_checkpoint).is_file():
-        raise ConfigError(f"[agent] distill_checkpoint = {cfg.agent.distill_checkpoint}: no such file")
+    if cfg.agent.distill_teacher and not Path(cfg.agent.distill_teacher).is_file() \
+            and cfg.agent.distill_teacher not in registry_choices("embedders"):
+        raise ConfigError(f"[agent] distill_teacher = {cfg.agent.distill_teacher}: no such checkpoint, nor an "
+                          f"embedding model; allowed: a .pt / .onnx / .xml file, or "
+                          f"{', '.join(registry_choices('embedders'))}")
     if data.fold >= data.n_folds:
         raise ConfigError(f"[data] fold = {data.fold}: must be < n_folds ({data.n_folds}); allowed: 0..{data.n_folds - 1}")
     if dp.f_max > dp.sample_rate / 2:

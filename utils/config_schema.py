@@ -120,10 +120,12 @@ class AgentConfig:
     asl_gamma_neg: float = opt(4.0, "Asymmetric loss: focusing exponent of negatives.", minimum=0.0)
     asl_clip: float = opt(0.05, "Asymmetric loss: probability shift that discards easy negatives.", minimum=0.0,
                           maximum=1.0)
-    distill_checkpoint: str = opt("", "Knowledge distillation: a teacher checkpoint of this pipeline (e.g. a head on "
-                                  "BirdNET or Perch embeddings trained on the same classes); its probabilities for "
-                                  "each training recording (the max over its 5-s rows) join the loss as soft targets. "
-                                  "Empty = off.")
+    distill_teacher: str = opt("", "Knowledge distillation: a teacher checkpoint of this pipeline (e.g. a head on "
+                               "BirdNET or Perch embeddings trained on the same classes), or an embedding model "
+                               "(birdnet, perch, onnx with [model] pretrained_path) whose own classes are mapped onto "
+                               "the run's by eBird code or scientific name (the map is written to the run folder); "
+                               "its probabilities for each training recording (the max over its 5-s rows) join the "
+                               "loss as soft targets. Empty = off.")
     distill_weight: float = opt(0.5, "Weight of the teacher's soft targets in the loss (the labels get 1 - this).",
                                 minimum=0.0, maximum=1.0)
     distill_temperature: float = opt(2.0, "Temperature of the distillation (logits / T; the soft term is scaled by "
@@ -133,9 +135,9 @@ class AgentConfig:
 @dataclass
 class ModelConfig:
     family: str = opt("cnn", "cnn = a timm network on mel spectrograms; wav2vec2 = a transformers Wav2Vec2 on raw "
-                      "16 kHz waveforms (from a waveform cache); tiny = the microcontroller CNN (tiny_dscnn, no pretrained "
-                      "weights); embedding = a linear or MLP head on foundation-model embeddings (BirdNET, Perch); any family of "
-                      "factory.list_families().", registry="families")
+                      "16 kHz waveforms (from a waveform cache); tiny = the microcontroller CNN (tiny_dscnn, no "
+                      "pretrained weights); embedding = a linear or MLP head on foundation-model embeddings (BirdNET, "
+                      "Perch); any family of factory.list_families().", registry="families")
     type: str = opt("efficientnet_b0", "cnn: any timm model name, built with a new head. wav2vec2: a Hugging Face "
                     "name (e.g. facebook/wav2vec2-base) or a local save_pretrained folder. embedding: the embedding "
                     "model (birdnet, perch, onnx).")

@@ -70,11 +70,12 @@ def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSp
         if rows is not None and len(rows):  # windows cut from soundscapes train, never validate with the focal set
             train_df = pd.concat([train_df, rows], ignore_index=True)
             log.info("training on %d %s windows as well", len(rows), what)
-    if cfg.agent.distill_checkpoint:
+    if cfg.agent.distill_teacher:
         from utils.teacher_targets import teacher_targets  # noqa: PLC0415
 
-        soft = teacher_targets(train_df, selection.labels, cfg.agent.distill_checkpoint,
-                               data.frontend.frames_for(cfg.data.window_s))
+        soft = teacher_targets(train_df, selection.labels, cfg.agent.distill_teacher,
+                               data.frontend.frames_for(cfg.data.window_s), cfg.paths.data_dir,
+                               run_dir if is_main else None, cfg.model.pretrained_path)
         train_df = train_df.assign(teacher_targets=list(soft))
     return RunSplit(train_df, selection.parts["val"], selection.parts["test"], data.windows.get("val"),
                     selection.recordings, selection.labels, cfg.data.event_bins if cfg.data.task == "events" else 0,
@@ -121,7 +122,7 @@ def run_loss(cfg: Config, split: RunSplit) -> torch.nn.Module:
         weights = [w for w in class_weights(clip_targets, cfg.data.task) for _ in range(bins)]
         log.info("balance = weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(split.labels, weights[::bins])))
     loss = create_loss(cfg.agent.loss, **loss_kwargs(cfg.agent, weights))
-    if cfg.agent.distill_checkpoint:
+    if cfg.agent.distill_teacher:
         from factory.distillation import DistillationLoss  # noqa: PLC0415
 
         loss = DistillationLoss(loss, cfg.agent.distill_weight, cfg.agent.distill_temperature)
