@@ -93,8 +93,10 @@ def test_rows_follow_the_stated_window_rule_and_the_cache_reuses_and_rebuilds(tm
     stored = np.load(first.table["entry"][0])
     assert stored.shape == (8, 3) and first.decoded == 1  # 12 s: rows 0-5, 5-10, 10-12 (padded)
     np.testing.assert_array_equal(stored, frontend.features(path)[0])  # what inference computes
-    again = build_cache(pd.DataFrame({"path": [str(path)]}), frontend, tmp_path / "cache")
-    assert (again.decoded, again.reused) == (0, 1)
+    second = tmp_path / "rec2.wav"
+    sf.write(second, chirp(3.0, 16000), 16000)
+    again = build_cache(pd.DataFrame({"path": [str(path), str(second)]}), frontend, tmp_path / "cache")
+    assert (again.decoded, again.reused) == (1, 1)  # a run that stopped after the first file resumes with the second
     (tmp_path / "other").mkdir()
     other = stand_in_onnx(tmp_path / "other" / "m.onnx", 16000, 4.0)  # another model file: another cache
     changed = build_cache(pd.DataFrame({"path": [str(path)]}),
