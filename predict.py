@@ -32,6 +32,7 @@ from dataloader.sources.editions import guard_minutes  # noqa: E402
 from inference.competition import prediction_folder, species_columns  # noqa: E402
 from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
+from inference.teacher_member import is_teacher  # noqa: E402
 from utils.checkpoints import CheckpointError  # noqa: E402
 
 log = logging.getLogger("predict")
@@ -39,7 +40,8 @@ log = logging.getLogger("predict")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", nargs="+", required=True, help=".pt checkpoints and/or exported .onnx/.xml models")
+    p.add_argument("--checkpoint", nargs="+", required=True, help=".pt checkpoints and/or exported .onnx/.xml models, "
+                   "and teacher:birdnet (the foundation model's own logits for the classes it maps onto)")
     p.add_argument("--audio-dir", required=True, help="folder of soundscapes, .ogg/.wav/.flac/.mp3 (Kaggle: "
                    "test_soundscapes)")
     p.add_argument("--out", default="submission.csv")
@@ -92,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     limit = dry_limit or limit
     t0 = time.perf_counter()
     try:
+        classes = species_columns(args.sample_submission, columns_dir, []) if any(
+            is_teacher(c) for c in args.checkpoint) else []  # a teacher member maps its classes onto these
         predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
                                         threads=args.threads, smooth=args.smooth, row_s=args.row_seconds,
-                                        precision=args.precision)
+                                        precision=args.precision, classes=classes, data_dir=columns_dir.parent)
     except CheckpointError as exc:  # one line naming the file and what is wrong with it
         log.error("%s", exc)
         return 2

@@ -53,7 +53,9 @@ def embed_folder(model: str, audio_dir: str | Path, model_path: str = "", row_s:
                 raise ValueError(f"{model}: its logits are not a linear map of its embeddings; --logits needs one "
                                  f"that is (birdnet)")
             parts[-1] = pd.concat([parts[-1], pd.DataFrame(scores, columns=frontend.model.labels)], axis=1)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["file", "start_s", "end_s", "row_id"])
+    if not parts:
+        return pd.DataFrame(columns=["file", "start_s", "end_s", "row_id"])
+    return pd.concat(parts, ignore_index=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from dataloader.features import FrontEnd, frontend_of_checkpoint
 from dataloader.standardize import Standardizer
 from inference.backends import Runner, load_metadata, make_runner
 from inference.submission import n_windows, row_ids, to_submission_frame
+from inference.teacher_member import is_teacher, teacher_member
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 32  # windows per model call: at 64, OpenVINO and ONNX Runtime ran 5-40 % slower on this CPU
@@ -63,11 +64,13 @@ class SoundscapePredictor:
 
     def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = BATCH_SIZE,
                  backend: str = "auto", threads: int = 0, smooth: int = 0, row_s: Optional[float] = None,
-                 precision: str = "f32"):
+                 precision: str = "f32", classes: Sequence[str] = (), data_dir: str | Path = ""):
         """``precision``: OpenVINO's inference precision (f32, or bf16 where the CPU has it). ``row_s``: the length
         of a submission row (default: the first model's input length, 5 s for BirdCLEF). Models trained on longer
-        inputs (e.g. 10 s) see a context window centred on each row."""
-        payloads = [load_metadata(p) for p in checkpoints]
+        inputs (e.g. 10 s) see a context window centred on each row. A ``teacher:<embedding model>`` member
+        predicts the competition's ``classes`` it maps onto (the taxonomy of ``data_dir``)."""
+        teachers = {str(p): teacher_member(p, classes, data_dir) for p in checkpoints if is_teacher(p)}
+        payloads = [teachers[str(p)][0] if str(p) in teachers else load_metadata(p) for p in checkpoints]
         if not payloads:
             raise ValueError("at least one checkpoint is needed")
         self.window_s = float(row_s or payloads[0]["window_s"])  # one submission row
@@ -91,7 +94,9 @@ class SoundscapePredictor:
             # each model fitted its own statistics on its own training split (another fold: other values); the
             # windows are standardised once with the group's first model's, and mapped onto each other's own
             own = Standardizer.from_dict(payload["standardizer"])
-            self.models.append((make_runner(path, backend, device, threads, precision),
+            runner = teachers[str(path)][1] if str(path) in teachers else make_runner(path, backend, device, threads,
+                                                                                         precision)
+            self.models.append((runner,
                                 np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
                                 payload.get("activation", "sigmoid"), own.conversion_from(group.standardizer),
                                 keys[key]))

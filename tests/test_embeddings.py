@@ -186,3 +186,23 @@ def test_a_notebook_finds_the_model_file_by_name_and_the_package_names_what_to_a
     assert load_embedder("onnx", gone).dim == 8
     runtimes, files = embedding_needs([head["checkpoint"]])
     assert runtimes == ["ai-edge-litert"] and files == ["BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"]
+
+
+def test_a_foundation_models_own_logits_join_the_submission_as_a_member(tmp_path):
+    from inference.teacher import teacher_pseudo_labels
+
+    folder = tmp_path / "birdclef"
+    (folder / "test_soundscapes").mkdir(parents=True)
+    pd.DataFrame(columns=["row_id", "amerob", "zzzfake"]).to_csv(folder / "sample_submission.csv", index=False)
+    (folder / "taxonomy.csv").write_text("primary_label,scientific_name\namerob,Turdus migratorius\n"
+                                         "zzzfake,Nonexistens fictus\n")
+    sf.write(folder / "test_soundscapes" / "s1.ogg", chirp(10.0, 32000), 32000, format="OGG", subtype="VORBIS")
+    out = tmp_path / "sub.csv"
+    assert predict.main(["--checkpoint", "teacher:birdnet", "--audio-dir", str(folder / "test_soundscapes"),
+                         "--out", str(out)]) == 0
+    sub = pd.read_csv(out)
+    assert list(sub.columns) == ["row_id", "amerob", "zzzfake"] and list(sub["row_id"]) == ["s1_5", "s1_10"]
+    assert (sub["zzzfake"] == 0).all() and sub["amerob"].between(0, 1).all()
+    direct, info = teacher_pseudo_labels("birdnet", folder, folder / "test_soundscapes")
+    assert info["report"]["mapped"] == 1 and info["report"]["by_scientific_name"] == 1
+    np.testing.assert_allclose(sub["amerob"], direct["amerob"], atol=1e-2)  # float16 embeddings vs float32 logits

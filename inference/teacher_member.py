@@ -1,0 +1,50 @@
+"""A foundation model's own logits as an ensemble member: ``predict.py --checkpoint best.pt teacher:birdnet``.
+
+The member sees the same embedding windows as an embedding head (one decode per file, the embedding front end
+computed once for every member that takes it); its classes are the competition's classes the model maps onto (by
+eBird code, else scientific name through the competition's taxonomy), so the ensemble averages each class only over
+the members that predict it. Needs a model whose logits are a linear map of its embedding (BirdNET).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+TEACHER_PREFIX = "teacher:"
+
+
+def is_teacher(spec: str | Path) -> bool:
+    """Whether an ensemble member is ``teacher:<embedding model>`` rather than a model file."""
+    return str(spec).startswith(TEACHER_PREFIX)
+
+
+def teacher_member(spec: str | Path, classes: Sequence[str], data_dir: str | Path
+                   ) -> tuple[dict[str, Any], Callable[[np.ndarray], np.ndarray]]:
+    """(checkpoint-like metadata, runner) of ``teacher:<name>`` for the competition's ``classes``."""
+    from dataloader.embedding_input import embedding_settings  # noqa: PLC0415
+    from dataloader.features import make_frontend  # noqa: PLC0415
+    from dataloader.label_map import map_labels, scientific_names  # noqa: PLC0415
+    from dataloader.standardize import Standardizer  # noqa: PLC0415
+
+    name = str(spec)[len(TEACHER_PREFIX):]
+    settings = embedding_settings(name, "", 5.0)
+    model = make_frontend(settings).model
+    if model.logits_from_embeddings(np.zeros((1, model.dim), np.float32)) is None:
+        raise ValueError(f"{spec}: its logits are not a linear map of its embedding; a teacher member needs one that "
+                         f"is (birdnet)")
+    mapping = map_labels(model.labels, classes, scientific_names(data_dir))
+    if not mapping.index:
+        raise ValueError(f"{spec}: none of the {len(classes)} classes maps onto {name}'s labels (by eBird code or "
+                         f"scientific name); it would predict nothing")
+    mapped = [c for c in classes if c in mapping.index]
+    columns = np.array([mapping.index[c] for c in mapped])
+    meta = {"labels": mapped, "model_name": name, "data_process": vars(settings), "input": "embedding",
+            "window_s": 5.0, "pad_mode": "repeat", "standardizer": Standardizer.identity(model.dim).to_dict(),
+            "activation": "sigmoid"}
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        embeddings = np.asarray(batch, dtype=np.float32).mean(axis=-1).reshape(len(batch), -1)
+        return model.logits_from_embeddings(embeddings)[:, columns]
+    return meta, run
