@@ -76,7 +76,7 @@ def test_a_family_and_a_loss_added_by_decoration_train_and_submit_from_the_confi
 def test_an_unknown_family_or_loss_is_refused_at_load_with_the_registered_names():
     from utils.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match=r"\[model\] family = 'nope'.*allowed: cnn, tiny, wav2vec2"):
+    with pytest.raises(ConfigError, match=r"\[model\] family = 'nope'.*allowed: cnn, embedding, tiny, wav2vec2"):
         load_config(None, ["model.family=nope"])
     with pytest.raises(ConfigError, match=r"\[agent\] loss = 'nope'.*allowed: asl, bce, bce_focal, ce, focal"):
         load_config(None, ["agent.loss=nope"])
