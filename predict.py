@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dataloader.embedders import EmbedderError  # noqa: E402
 from dataloader.sources.editions import guard_minutes  # noqa: E402
 from inference.competition import prediction_folder, species_columns  # noqa: E402
 from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
                                         threads=args.threads, smooth=args.smooth, row_s=args.row_seconds,
                                         precision=args.precision, classes=classes, data_dir=columns_dir.parent)
-    except CheckpointError as exc:  # one line naming the file and what is wrong with it
+    except (CheckpointError, EmbedderError) as exc:  # one line naming the file (or the model to attach)
         log.error("%s", exc)
         return 2
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)

@@ -75,6 +75,7 @@ def test_an_onnx_stand_in_loads_through_the_generic_and_perch_entries(tmp_path):
         load_embedder("onnx", str(tmp_path / "bare.onnx"))
     with pytest.raises(EmbedderError, match="attach the ONNX model"):
         load_embedder("perch", "")
+    assert train_classifier.main(["--set=model.family=embedding", "--set=model.type=perch", "--stage=preprocess"]) == 2
 
 
 def test_rows_follow_the_stated_window_rule_and_the_cache_reuses_and_rebuilds(tmp_path):

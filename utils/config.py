@@ -251,7 +251,12 @@ def _check_cross_fields(cfg: Config) -> None:
         raise ConfigError(f"[data_process] f_max = {dp.f_max}: must be <= sample_rate / 2 = {dp.sample_rate / 2}")
     if dp.f_min >= dp.f_max:
         raise ConfigError(f"[data_process] f_min = {dp.f_min}: must be < f_max ({dp.f_max})")
-    frontend = run_frontend(cfg)
+    from dataloader.embedders import EmbedderError  # noqa: PLC0415
+
+    try:
+        frontend = run_frontend(cfg)  # an embedding model is loaded here: a missing file or runtime stops at once
+    except EmbedderError as exc:
+        raise ConfigError(f"[model] family = {family.name}, type = {cfg.model.type}: {exc}") from None
     if not frontend.whole_frames(data.window_s):
         raise ConfigError(f"[data_process] hop_length = {dp.hop_length}: a {data.window_s}-s window is "
                           f"{data.window_s * frontend.frames_per_second:g} frames of the {frontend.kind} front end "
