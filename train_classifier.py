@@ -39,6 +39,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="benchmark: time a few training steps and project the epoch and run times, then stop")
     p.add_argument("--benchmark-steps", type=int, default=20, help="training steps timed by --stage benchmark")
     p.add_argument("--checkpoint", nargs="+", help="checkpoint(s) for --stage predict")
+    p.add_argument("--cv", action="store_true", help="cross-validation: train every fold of [data] n_folds (or of "
+                   "a csv's fold column) and write the per-fold and mean ± std table (runs_dir/cv-<time>/)")
     p.add_argument("--reset", action="store_true", help="remove the processed data (the cache folder of this "
                    "config's settings, with the split files written there) and stop")
     return p.parse_args(argv)
@@ -64,7 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from utils.checkpoints import CheckpointError  # noqa: PLC0415
 
     try:
-        return run(cfg, args, ctx, t0)
+        return cross_validate(cfg, args, ctx, t0) if args.cv else run(cfg, args, ctx, t0)
     except (DataSourceError, ConfigError, CheckpointError) as exc:  # data, setting or checkpoint that cannot be used
         log.error("%s", exc)
         return 2
@@ -153,9 +155,12 @@ def submit_stage(cfg: Config, data: Optional[RunData], checkpoints: Optional[lis
     return 0
 
 
-def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
-    """The stages of one run (every rank under torchrun; rank 0 alone writes the run folder)."""
+def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float, runs: Optional[list[Path]] = None
+        ) -> int:
+    """The stages of one run (every rank under torchrun; rank 0 alone writes the run folder, appended to ``runs``)."""
     run_dir = start_run(cfg, args, ctx)
+    if runs is not None:
+        runs.append(run_dir)
     summary: dict[str, Any] = {"run_id": run_dir.name, "run_dir": str(run_dir), "stage": args.stage,
                                "testing": cfg.testing.testing}
     data = preprocess_stage(cfg, ctx, run_dir, summary) if args.stage != "predict" else None
@@ -189,6 +194,23 @@ def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext,
     if ctx.is_main:
         print(json.dumps({"run_id": run_dir.name, "model": result["model_name"], **bench}), flush=True)
         write_summary(run_dir, {**summary, "benchmark": bench})
+    return 0
+
+
+def cross_validate(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
+    """``--cv``: every fold trained (no submission), then the table of per-fold and mean ± std scores."""
+    from utils.cross_validation import fold_config, fold_row, fold_values, format_summary, write_cv  # noqa: PLC0415
+
+    args.stage, rows, runs = "train", [], []
+    for fold in fold_values(cfg):
+        code = run(fold_config(cfg, fold), args, ctx, t0, runs)
+        if code:
+            return code
+        if ctx.is_main:
+            rows.append(fold_row(fold, runs[-1]))
+    if ctx.is_main:
+        folder, summary = write_cv(rows, cfg.paths.runs_dir)
+        print(f"cross-validation over folds {[r['fold'] for r in rows]} -> {folder}\n{format_summary(summary)}")
     return 0
 
 

@@ -102,10 +102,17 @@ def holdout_assign(table: pd.DataFrame, train_ratio: float, test_val_ratio: floa
 
 def make_split(table: pd.DataFrame, data: DataConfig, seed: int) -> dict[str, pd.DataFrame]:
     """{train, val, test} tables from the ``[data]`` section: a CSV ``split`` column when present, else
-    ``split = holdout`` (ratios) or ``kfold`` (``fold`` validates, no test)."""
+    ``split = holdout`` (ratios) or ``kfold`` (``fold`` validates, no test: the csv's own ``fold`` column when it
+    has one, else ``n_folds`` grouped, stratified folds)."""
     if "split" in table and (table["split"] != "").all():
         assigned = table["split"].to_numpy(dtype=object)
         source = "the csv's split column"
+    elif "fold" in table and data.split == "kfold":  # the csv's own folds
+        folds = table["fold"].to_numpy()
+        if data.fold not in set(folds.tolist()):
+            raise ValueError(f"[data] fold = {data.fold}: the csv's fold column has {sorted(set(folds.tolist()))}")
+        assigned = np.where(folds == data.fold, "val", "train").astype(object)
+        source = f"the csv's fold {data.fold} of {sorted(set(folds.tolist()))}"
     elif data.split == "holdout":
         assigned = holdout_assign(table, data.train_ratio, data.test_val_ratio, seed)
         source = f"holdout {data.train_ratio:g} train, rest {1 - data.test_val_ratio:g} val / {data.test_val_ratio:g} test"

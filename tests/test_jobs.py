@@ -120,3 +120,31 @@ def test_tiny_job_trains_a_small_model_and_exports_int8_and_c_headers(tmp_path):
                                                  " + mel_scale[0]); }\n")
         subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(tmp_path / "mcu" / "main"),
                         str(tmp_path / "mcu" / "main.c")], check=True)
+
+
+def test_cross_validation_runs_every_fold_of_a_csv_fold_column_and_writes_mean_and_std(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    data = job_demos.multiclass_dataset(tmp_path / "dcs", per_class=6)
+    files = sorted(p.relative_to(data) for p in data.rglob("*.wav"))
+    table = pd.DataFrame({"path": [str(f) for f in files], "label": [f.parts[0] for f in files]})
+    table["fold"] = [i % 3 for i in range(len(table))]  # the user's own folds, 0..2
+    table.to_csv(data / "labels.csv", index=False)
+    work = tmp_path / "work"
+    assert train_classifier.main(["--config", str(ROOT / "configs" / "multiclass_drone_car_speech.ini"), "--cv",
+                                  f"--set=paths.data_dir={data}", "--set=data.source=csv",
+                                  f"--set=data.labels_csv={data / 'labels.csv'}", "--set=data.split=kfold",
+                                  f"--set=paths.cache_dir={work / 'cache'}", f"--set=paths.runs_dir={work / 'runs'}",
+                                  "--set=trainer.n_epochs=1", "--set=model.type=tiny_dscnn",
+                                  "--set=trainer.overfit_batch=0", "--set=model.transfer_learning=false"]) == 0
+    (cv,) = (work / "runs").glob("cv-*")
+    folds = pd.read_csv(cv / "cv_folds.csv")
+    assert folds["fold"].tolist() == [0, 1, 2] and folds["run"].nunique() == 3
+    summary = json.loads((cv / "cv_summary.json").read_text())["scores"]
+    accuracy = folds["val_accuracy"]
+    assert summary["val_accuracy"]["mean"] == pytest.approx(accuracy.mean(), abs=1e-6)
+    assert summary["val_accuracy"]["std"] == pytest.approx(accuracy.std(ddof=1), abs=1e-6)
+    assert summary["val_accuracy"]["n"] == 3 and "val_macro_f1" in summary
+    assert "± " in capsys.readouterr().out

@@ -65,7 +65,8 @@ def load_csv(csv_path: str | Path, background_label: str = "background",
              roots: Optional[Sequence[Path]] = None) -> pd.DataFrame:
     """A table with ``path`` and ``label`` (several labels separated by ``;``), optionally ``start``/``end``
     (seconds: each row is an event; a file may have many rows, and a row of ``background_label`` marks an
-    event-free clip), ``split`` (train/val/test) and ``group`` (the source recording; default the file). Rows
+    event-free clip), ``split`` (train/val/test), ``fold`` (0, 1, ...: your own cross-validation folds, which
+    ``[data] fold`` selects) and ``group`` (the source recording; default the file). Rows
     with a ``raven`` column instead name a Raven selection table holding that file's events. Paths are relative
     to the CSV's folder; with ``roots`` every path (audio and Raven tables) must lie inside one of them."""
     csv_path = Path(csv_path)
@@ -81,12 +82,18 @@ def load_csv(csv_path: str | Path, background_label: str = "background",
         bad = sorted(set(raw["split"]) - set(SPLITS) - {""})
         if bad:
             raise DataSourceError(f"{csv_path}: split values {bad}; allowed: {', '.join(SPLITS)}")
+    if "fold" in raw.columns:
+        whole = raw["fold"].str.fullmatch(r"\d+")
+        if not whole.all():
+            raise DataSourceError(f"{csv_path}: fold values must be whole numbers (0, 1, ...); found "
+                                  f"{sorted(set(raw['fold'][~whole]))[:5]}")
     records: dict[str, dict] = {}
     for i, row in raw.iterrows():
         where = f"{csv_path} line {i + 2}"  # the header is line 1
         path = str(inside(csv_path.parent / row["path"], roots, where))
         rec = records.setdefault(path, {"filename": row["path"], "labels": [], "events": [],
-                                        "split": row.get("split", ""), "group": row.get("group", "")})
+                                        "split": row.get("split", ""), "group": row.get("group", ""),
+                                        "fold": row.get("fold", "")})
         if "raven" in raw.columns and row.get("raven", ""):
             rec["events"].extend(read_raven(inside(csv_path.parent / row["raven"], roots, where)))
             continue
@@ -111,8 +118,10 @@ def load_csv(csv_path: str | Path, background_label: str = "background",
         group = rec["group"] or str(Path(rec["filename"]).with_suffix(""))
         rows.append({"filename": rec["filename"], "primary_label": primary, "secondary_labels": [],
                      "extra_labels": labels[1:], "events": events, "path": path, "group": group,
-                     "split": rec["split"]})
+                     "split": rec["split"], "fold": int(rec["fold"]) if rec["fold"] != "" else -1})
     table = pd.DataFrame(rows)
+    if not (table["fold"] >= 0).any():
+        table = table.drop(columns="fold")
     if not (table["split"] != "").any():
         table = table.drop(columns="split")
     log.info("csv source %s: %d recordings, %d labels%s", csv_path, len(table),
