@@ -158,11 +158,15 @@ def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Sta
     options = TrainOptions(channels_last=t.channels_last and get_family(cfg.model.family).channels_last,
                            amp=t.amp == "true" or (t.amp == "auto" and device.type == "cuda"), compile=t.compile,
                            grad_clip=t.grad_clip, accumulate_steps=t.accumulate_steps,
-                           lr_verbose=cfg.agent.lr_verbose, monitor=cfg.callbacks.model_checkpoint_type)
+                           lr_verbose=cfg.agent.lr_verbose, monitor=cfg.callbacks.model_checkpoint_type,
+                           ema_decay=t.ema_decay, precise_bn_batches=t.precise_bn_batches)
     if t.overfit_batch:
         check_overfit(model, loss, train_loader, t.overfit_batch, cfg.agent.lr_warmup_end)
     trainer = Trainer(model, loss, optimizer, scheduler, device, split.outputs, callbacks, augment=augment,
                       options=options, checkpoint_extra=extra, dist_ctx=ctx)
+    if t.precise_bn_batches:  # the training set's crops without augmentation
+        trainer.bn_loader = DataLoader(train_loader.dataset, batch_size=t.batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(t.seed))
     return trainer, checkpoint, model_name
 
 
@@ -208,8 +212,8 @@ def evaluate_run(cfg: Config, data: RunData, split: RunSplit, trainer: Trainer, 
 
     ids = validation_row_ids(split.val, data.frontend.frames_for(cfg.data.window_s), cfg.data.window_s)
     write_validation_outputs(trainer, split.val, split.outputs, run_dir, cfg.data.fold, ids)
-    if checkpoint and checkpoint.best_path.exists():
-        trainer.model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
+    if checkpoint and checkpoint.best_path.exists():  # the evaluation weights (the EMA's when on)
+        trainer.eval_model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
     return evaluate_splits(trainer, {"val": split.val, "test": split.test}, split.labels, cfg.data, cfg.evaluation,
                            run_dir, lambda df: window_dataset(df, split.labels, cfg.data, data.frontend, "first",
                                                               standardizer),

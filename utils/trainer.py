@@ -32,6 +32,8 @@ class TrainOptions:
     accumulate_steps: int = 1
     lr_verbose: bool = False
     monitor: str = "val_score"  # which epoch's validation outputs to keep as the best (``*_loss``: lowest)
+    ema_decay: float = 0.0  # > 0: validate, checkpoint and predict with an exponential moving average of the weights
+    precise_bn_batches: int = 0  # > 0: batch-norm statistics recomputed on this many clean batches before validation
 
 
 def rng_state() -> dict[str, Any]:
@@ -88,6 +90,31 @@ class Trainer:
         self.best_val: Optional[tuple[int, np.ndarray, np.ndarray]] = None  # (epoch, probs, targets)
         self.stop_training = False
         self.train_loader: Optional[DataLoader] = None
+        self.bn_loader: Optional[DataLoader] = None  # clean (unaugmented) training batches for precise BN
+        self.ema = None
+        if self.options.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: PLC0415
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.options.ema_decay),
+                                     use_buffers=True)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that validate, are saved for inference and predict: the EMA's when on, else the model's."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def precise_bn(self, loader: DataLoader, batches: int) -> None:
+        """Recompute the evaluation model's batch-norm running statistics as plain averages over ``batches`` clean
+        training batches (the running statistics gathered on augmented batches drift from the clean ones that
+        validation and inference see); weights are untouched."""
+        from itertools import islice  # noqa: PLC0415
+
+        from torch.optim.swa_utils import update_bn  # noqa: PLC0415
+
+        model = self.eval_model
+        update_bn((self.to_device(x) for x, _ in islice(loader, batches)), model)
+        model.eval()
 
     @property
     def activation(self) -> str:
@@ -131,6 +158,8 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.options.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 self.optimizer.zero_grad(set_to_none=True)
                 if per_step:
                     self.scheduler.step()
@@ -144,11 +173,11 @@ class Trainer:
     def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
         """(probabilities, targets, mean loss) over ``loader``; under torchrun each rank predicts its share
         and the logits are gathered in dataset order, so every rank gets the single-process result."""
-        self.model.eval()
+        model = self.eval_model.eval()
         logits_all, targets = [], []
         for x, y in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None):
             with self._autocast():
-                logits_all.append(self.model(self.to_device(x)).float().cpu())
+                logits_all.append(model(self.to_device(x)).float().cpu())
             targets.append(y.float().cpu())
         logits, y = torch.cat(logits_all), torch.cat(targets)
         if self.dist.enabled:
@@ -165,11 +194,11 @@ class Trainer:
     def predict_dataset(self, dataset: Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, targets) of the model over ``dataset`` in order, in this process alone (no collectives:
         safe on rank 0 of a torchrun job), e.g. the held-out splits scored with the best weights."""
-        self.model.eval()
+        model = self.eval_model.eval()
         probs, targets = [], []
         for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
             with self._autocast():
-                probs.append(self.probabilities(self.model(self.to_device(x))).cpu().numpy())
+                probs.append(self.probabilities(model(self.to_device(x))).cpu().numpy())
             targets.append(y.numpy())
         return np.concatenate(probs), np.concatenate(targets)
 
@@ -184,6 +213,8 @@ class Trainer:
         for epoch in range(start_epoch, n_epochs + 1):
             t0 = time.perf_counter()
             train_loss = self.train_epoch(train_loader, epoch)
+            if self.options.precise_bn_batches and self.bn_loader is not None:
+                self.precise_bn(self.bn_loader, self.options.precise_bn_batches)
             probs, targets, val_loss = self.predict(val_loader)
             self.last_val = (probs, targets)
             metrics = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
@@ -227,7 +258,9 @@ class Trainer:
         normalisation statistics, front-end settings)."""
         generator = getattr(self.train_loader, "generator", None)
         return {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in self.eval_model.state_dict().items()},  # what inference loads
+            **({"model_train": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "ema_n_averaged": self.ema.n_averaged.detach().cpu()} if self.ema is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
@@ -245,7 +278,11 @@ class Trainer:
         """Restore everything from a :meth:`checkpoint_payload`; returns the first epoch still to train."""
         if list(payload["labels"]) != self.labels:
             raise ValueError("the checkpoint was trained on other labels; resume needs the same data and fold")
-        self.model.load_state_dict(payload["model"])
+        self.model.load_state_dict(payload.get("model_train", payload["model"]))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(payload["model"])
+            if "ema_n_averaged" in payload:
+                self.ema.n_averaged.copy_(payload["ema_n_averaged"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload.get("scheduler") is not None:
             self.scheduler.load_state_dict(payload["scheduler"])
