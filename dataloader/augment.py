@@ -159,7 +159,8 @@ class BatchAugment:
         return self.ops.mask(x, self.aug, self.time_unit)
 
     def mixup(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Overlay a shuffled partner on a random ``mixup_prob`` share of the batch by an element-wise max.
+        """Mix a shuffled partner into a random ``mixup_prob`` share of the batch: ``mixup_kind = overlay`` (below) or
+        ``beta`` (mixup: ``λ a + (1 - λ) b`` with ``λ ~ Beta(α, α)``, kept ≥ 0.5, targets mixed alike).
 
         On (standardised) dB mels the max of two spectrograms approximates the spectrogram of the two sounds
         added together (within 3 dB), so both calls stay at their own level, unlike a linear blend that
@@ -171,8 +172,15 @@ class BatchAugment:
         if b < 2 or chosen.numel() == 0:
             return x, y
         partner = torch.randperm(b, device=x.device)[chosen]
-        x[chosen] = self.ops.overlay(x[chosen], x[partner])  # the gathers copy first: no aliasing
         y = y.clone()
+        if self.aug.mixup_kind == "beta":  # mixup: a convex mix, targets mixed alike (auto, unresolved: overlay)
+            lam = torch.distributions.Beta(self.aug.mixup_alpha, self.aug.mixup_alpha).sample((chosen.numel(),))
+            lam = torch.maximum(lam, 1 - lam).to(x.device)  # the chosen example stays the larger part
+            x[chosen] = lam.view(-1, 1, 1, 1) * x[chosen] + (1 - lam.view(-1, 1, 1, 1)) * x[partner]
+            y[chosen] = lam.view(-1, 1) * torch.nan_to_num(y[chosen]) + (1 - lam.view(-1, 1)) * torch.nan_to_num(
+                y[partner])
+            return x, y
+        x[chosen] = self.ops.overlay(x[chosen], x[partner])  # the gathers copy first: no aliasing
         y[chosen] = torch.fmax(y[chosen], y[partner])  # fmax: a masked (NaN) label takes the partner's value
         return x, y
 

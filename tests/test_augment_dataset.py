@@ -166,3 +166,25 @@ def test_waveform_batches_overlay_by_adding_samples_and_mask_10_ms_units_with_si
     assert set(out.unique().tolist()) <= {0.0, 1.0} and silenced.max() > 160 and silenced.max() <= 320
     with pytest.raises(ValueError, match="no augmentation for input kind 'spikes'"):
         BatchAugment(AugmentationConfig(), domain="spikes")
+
+
+def test_mixup_follows_the_task_unless_set_and_the_resolved_config_says_which():
+    from utils.config import load_config, to_ini
+
+    assert load_config(None).augmentation.mixup_kind == "overlay"  # multilabel: species overlap
+    multiclass = load_config(None, ["data.task=multiclass", "agent.loss=ce"])
+    assert multiclass.augmentation.mixup_kind == "beta" and "mixup_kind = beta" in to_ini(multiclass)
+    assert load_config(None, ["data.task=binary"]).augmentation.mixup_kind == "beta"
+    chosen = load_config(None, ["data.task=multiclass", "agent.loss=ce", "augmentation.mixup_kind=overlay"])
+    assert chosen.augmentation.mixup_kind == "overlay"  # the user's choice stays
+
+
+def test_beta_mixup_mixes_one_hot_targets_convexly_with_the_clip_as_the_larger_part():
+    torch.manual_seed(0)
+    aug = BatchAugment(AugmentationConfig(augment_gain=False, augment_add_noise=False, augment_spec_augment=False,
+                                          augment_mixup=True, mixup_prob=1.0, mixup_kind="beta", mixup_alpha=0.4))
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, 2, 2).clone()
+    y = torch.eye(4)
+    mx, my = aug(x.clone(), y.clone())
+    assert torch.allclose(my.sum(dim=1), torch.ones(4)) and (my.diagonal() >= 0.5).all()
+    assert torch.allclose(mx[:, 0, 0, 0], my @ torch.arange(4.0), atol=1e-5)  # inputs mixed as the targets are

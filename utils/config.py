@@ -43,6 +43,9 @@ RETIRED_KEYS: dict[tuple[str, str], str] = {
     ("data_process", "stats_max_files"): "removed: the statistics now come from every training recording "
                                          "(per-file sums are stored in the cache, so this costs nothing)",
 }
+# What "mixup" means per task: sounds overlaid with labels united where species overlap (multi-label, events), a
+# convex mix with mixed one-hot targets where each clip has one label (multiclass, binary).
+MIXUP_BY_TASK = {"multilabel": "overlay", "events": "overlay", "multiclass": "beta", "binary": "beta"}
 SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret")
 
 
@@ -197,6 +200,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
         kwargs = {f.name: _convert(section, f.name, values[f.name], f) for f in fields(cls) if f.name in values}
         sections[section] = cls(**kwargs)
     cfg = Config(**sections)
+    if cfg.augmentation.mixup_kind == "auto":  # resolved by the task: the run folder's config.ini says which
+        cfg.augmentation.mixup_kind = MIXUP_BY_TASK[cfg.data.task]
     if not cfg.paths.data_dir:  # the competition's folder, where ./download_data.sh puts it
         cfg.paths.data_dir = f"data/{cfg.data.competition}"
     _check_cross_fields(cfg)

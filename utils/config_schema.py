@@ -278,6 +278,14 @@ class AugmentationConfig:
                               "i.e. the two sounds added); targets become the union, as species overlap in "
                               "soundscapes.")
     mixup_prob: float = opt(0.5, "Share of the batch that gets a partner overlaid.", minimum=0.0, maximum=1.0)
+    mixup_kind: str = opt("auto", "How a partner is mixed in: overlay = the two sounds added (max of the dB mels), "
+                          "targets united (multi-label: species overlap in soundscapes); beta = mixup (Zhang et al.): "
+                          "x = λ a + (1 - λ) b and targets mixed alike, λ ~ Beta(mixup_alpha, mixup_alpha) "
+                          "(one label per clip); auto = overlay for multilabel and events, beta for multiclass and "
+                          "binary (the resolved config in the run folder says which).",
+                          choices=("auto", "overlay", "beta"))
+    mixup_alpha: float = opt(0.4, "beta mixup: the Beta distribution's parameter (small = mostly one clip).",
+                             minimum=0.01)
     augment_cutmix: bool = opt(False, "CutMix along time: a span of a partner's window replaces the same span; "
                                "targets mix by time share.")
     cutmix_prob: float = opt(0.5, "Share of the batch that gets a CutMix span.", minimum=0.0, maximum=1.0)
