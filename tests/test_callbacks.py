@@ -173,3 +173,13 @@ def test_a_new_run_removes_the_temporary_checkpoints_of_killed_runs(tmp_path):
     (folder / f"best.pt.tmp-{os.getpid()}").write_bytes(b"x")  # a live writer's: kept
     create_run_dir(tmp_path, "new-run")
     assert sorted(p.name for p in folder.iterdir()) == [f"best.pt.tmp-{os.getpid()}"]
+
+
+def test_monitoring_the_epoch_keeps_the_last_epoch_without_selecting_on_validation(tmp_path):
+    from utils.metrics import epoch_rank
+
+    history = [{"epoch": 1, "val_score": 0.9, "val_loss": 0.1}, {"epoch": 2, "val_score": 0.5, "val_loss": 0.9}]
+    assert max(history, key=lambda m: epoch_rank(m, "epoch"))["epoch"] == 2
+    from utils.config import load_config
+
+    assert load_config(None, ["callbacks.model_checkpoint_type=epoch"]).callbacks.model_checkpoint_type == "epoch"

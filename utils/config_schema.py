@@ -40,8 +40,9 @@ class CallbacksConfig:
     model_checkpoint: bool = opt(True, "Save the best and the last checkpoint of the run.")
     model_checkpoint_type: str = opt("val_score", "Metric the checkpoint monitors (score: higher is better, "
                                      "loss: lower is better; soundscape_val_score: the labelled soundscape windows "
-                                     "held out, BirdCLEF 2026).",
-                                     choices=("val_score", "val_loss", "soundscape_val_score"))
+                                     "held out, BirdCLEF 2026; epoch: the last epoch, no selection on the validation "
+                                     "set, for cross-validation where the validation fold is the test fold).",
+                                     choices=("val_score", "val_loss", "soundscape_val_score", "epoch"))
     model_checkpoint_verbose: bool = opt(True, "Log each time a new best checkpoint is written.")
     mlflow_logger: bool = opt(False, "Log params, metrics and curves to MLflow.")
     mlflow_tracking_uri: str = opt("", "MLflow tracking URI (e.g. http://host:5000); empty = a local store in "
