@@ -40,7 +40,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--benchmark-steps", type=int, default=20, help="training steps timed by --stage benchmark")
     p.add_argument("--checkpoint", nargs="+", help="checkpoint(s) for --stage predict")
     p.add_argument("--cv", action="store_true", help="cross-validation: train every fold of [data] n_folds (or of "
-                   "a csv's fold column) and write the per-fold and mean ± std table (runs_dir/cv-<time>/)")
+                   "a csv's fold column) and write the per-fold and mean ± std table (runs_dir/cv-<time>/); with --stage "
+                   "benchmark, one fold is timed and every fold projected")
     p.add_argument("--reset", action="store_true", help="remove the processed data (the cache folder of this "
                    "config's settings, with the split files written there) and stop")
     return p.parse_args(argv)
@@ -155,9 +156,10 @@ def submit_stage(cfg: Config, data: Optional[RunData], checkpoints: Optional[lis
     return 0
 
 
-def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float, runs: Optional[list[Path]] = None
-        ) -> int:
-    """The stages of one run (every rank under torchrun; rank 0 alone writes the run folder, appended to ``runs``)."""
+def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float, runs: Optional[list[Path]] = None,
+        folds: int = 1) -> int:
+    """The stages of one run (every rank under torchrun; rank 0 alone writes the run folder, appended to ``runs``;
+    ``folds``: the cross-validation runs a benchmark projects)."""
     run_dir = start_run(cfg, args, ctx)
     if runs is not None:
         runs.append(run_dir)
@@ -165,7 +167,7 @@ def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float, runs
                                "testing": cfg.testing.testing}
     data = preprocess_stage(cfg, ctx, run_dir, summary) if args.stage != "predict" else None
     if args.stage == "benchmark":
-        return benchmark_stage(cfg, data, run_dir, ctx, summary, args.benchmark_steps)
+        return benchmark_stage(cfg, data, run_dir, ctx, summary, args.benchmark_steps, folds)
     checkpoints = args.checkpoint
     if args.stage in ("train", "all"):
         checkpoints = train_stage(cfg, data, run_dir, ctx, summary)
@@ -185,12 +187,15 @@ def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float, runs
 
 
 def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext, summary: dict[str, Any],
-                    steps: int) -> int:
-    """``--stage benchmark``: time ``steps`` training steps, project the epoch and run times, print them."""
+                    steps: int, folds: int = 1) -> int:
+    """``--stage benchmark``: time ``steps`` training steps, project the epoch and run times (and, under ``--cv``,
+    the ``folds`` runs), print them."""
     from utils.train_stage import train  # noqa: PLC0415
 
     result = train(cfg, data, run_dir, ctx, benchmark_steps=steps)
     bench = result["benchmark"]
+    if folds > 1:
+        bench.update(folds=folds, minutes_for_cv=round(bench["minutes_for_run"] * folds, 2))
     if ctx.is_main:
         print(json.dumps({"run_id": run_dir.name, "model": result["model_name"], **bench}), flush=True)
         write_summary(run_dir, {**summary, "benchmark": bench})
@@ -199,10 +204,14 @@ def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext,
 
 def cross_validate(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
     """``--cv``: every fold trained (no submission), then the table of per-fold and mean ± std scores."""
-    from utils.cross_validation import fold_config, fold_row, fold_values, format_summary, write_cv  # noqa: PLC0415
+    from utils.cross_validation import (  # noqa: PLC0415
+        fold_config, fold_row, fold_values, format_summary, plot_cv_curves, write_cv)
 
+    folds = fold_values(cfg)
+    if args.stage == "benchmark":  # one fold timed, every fold projected
+        return run(fold_config(cfg, folds[0]), args, ctx, t0, folds=len(folds))
     args.stage, rows, runs = "train", [], []
-    for fold in fold_values(cfg):
+    for fold in folds:
         code = run(fold_config(cfg, fold), args, ctx, t0, runs)
         if code:
             return code
@@ -210,6 +219,7 @@ def cross_validate(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: 
             rows.append(fold_row(fold, runs[-1]))
     if ctx.is_main:
         folder, summary = write_cv(rows, cfg.paths.runs_dir)
+        plot_cv_curves(folder)
         print(f"cross-validation over folds {[r['fold'] for r in rows]} -> {folder}\n{format_summary(summary)}")
     return 0
 

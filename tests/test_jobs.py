@@ -133,13 +133,14 @@ def test_cross_validation_runs_every_fold_of_a_csv_fold_column_and_writes_mean_a
     table["fold"] = [i % 3 for i in range(len(table))]  # the user's own folds, 0..2
     table.to_csv(data / "labels.csv", index=False)
     work = tmp_path / "work"
-    assert train_classifier.main(["--config", str(ROOT / "configs" / "multiclass_drone_car_speech.ini"), "--cv",
-                                  f"--set=paths.data_dir={data}", "--set=data.source=csv",
-                                  f"--set=data.labels_csv={data / 'labels.csv'}", "--set=data.split=kfold",
-                                  f"--set=paths.cache_dir={work / 'cache'}", f"--set=paths.runs_dir={work / 'runs'}",
-                                  "--set=trainer.n_epochs=1", "--set=model.type=tiny_dscnn",
-                                  "--set=trainer.overfit_batch=0", "--set=model.transfer_learning=false"]) == 0
+    args = ["--config", str(ROOT / "configs" / "multiclass_drone_car_speech.ini"), "--cv",
+            f"--set=paths.data_dir={data}", "--set=data.source=csv", f"--set=data.labels_csv={data / 'labels.csv'}",
+            "--set=data.split=kfold", f"--set=paths.cache_dir={work / 'cache'}",
+            f"--set=paths.runs_dir={work / 'runs'}", "--set=trainer.n_epochs=1", "--set=model.type=tiny_dscnn",
+            "--set=trainer.overfit_batch=0", "--set=model.transfer_learning=false", "--set=trainer.precise_bn_batches=2"]
+    assert train_classifier.main(args) == 0
     (cv,) = (work / "runs").glob("cv-*")
+    assert (cv / "cv_curves.png").stat().st_size > 0
     folds = pd.read_csv(cv / "cv_folds.csv")
     assert folds["fold"].tolist() == [0, 1, 2] and folds["run"].nunique() == 3
     summary = json.loads((cv / "cv_summary.json").read_text())["scores"]
@@ -148,3 +149,9 @@ def test_cross_validation_runs_every_fold_of_a_csv_fold_column_and_writes_mean_a
     assert summary["val_accuracy"]["std"] == pytest.approx(accuracy.std(ddof=1), abs=1e-6)
     assert summary["val_accuracy"]["n"] == 3 and "val_macro_f1" in summary
     assert "± " in capsys.readouterr().out
+    # --cv --stage benchmark: one fold timed (validation and precise BN included), every fold projected
+    assert train_classifier.main(args + ["--stage", "benchmark", "--benchmark-steps", "1"]) == 0
+    bench = json.loads(next(x for x in capsys.readouterr().out.splitlines() if x.startswith("{")))
+    assert bench["folds"] == 3 and bench["minutes_for_cv"] == pytest.approx(3 * bench["minutes_for_run"], abs=0.02)
+    assert bench["seconds_precise_bn_per_epoch"] > 0 and bench["seconds_validation_per_epoch"] > 0
+    assert len(list((work / "runs").glob("cv-*"))) == 1  # a benchmark writes no cross-validation table

@@ -2,8 +2,10 @@
 
 ``python train_classifier.py --cv`` trains ``[data] n_folds`` folds (or the folds of a csv source's ``fold``
 column), each in its own run folder, and writes ``<runs_dir>/cv-<time>/cv_folds.csv`` (one row per fold: its run,
-its validation and test metrics) and ``cv_summary.json`` (mean, std and n of each metric over all folds: a figure
-is the mean over folds, never the best one), and prints the table.
+its validation and test metrics), ``cv_summary.json`` (mean, std and n of each metric over all folds: a figure
+is the mean over folds, never the best one) and ``cv_curves.png`` (every fold's training and validation loss and
+validation score per epoch), and prints the table. ``python -m utils.cross_validation runs/cv-<time>`` redraws the
+picture of a finished cross-validation.
 """
 from __future__ import annotations
 
@@ -64,6 +66,41 @@ def write_cv(rows: list[dict[str, Any]], runs_dir: str | Path) -> tuple[Path, di
     return folder, summary
 
 
+def plot_cv_curves(folder: str | Path) -> Path:
+    """``cv_curves.png`` in the cv folder ``folder``: each fold's training (dashed) and validation (solid) loss on a
+    log scale, where a spike of orders of magnitude shows, and its validation score, read from the ``metrics.csv``
+    of the fold runs beside ``folder``."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    folder = Path(folder)
+    table = pd.read_csv(folder / "cv_folds.csv")
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (fold, run) in enumerate(zip(table["fold"], table["run"])):
+        metrics = pd.read_csv(folder.parent / run / "metrics.csv")
+        colour = f"C{i}"
+        ax_loss.plot(metrics["epoch"], metrics["val_loss"], color=colour, label=f"fold {fold} validation")
+        ax_loss.plot(metrics["epoch"], metrics["train_loss"], color=colour, linestyle="--", alpha=0.6)
+        ax_score.plot(metrics["epoch"], metrics["val_score"], color=colour, label=f"fold {fold}")
+    ax_loss.set_yscale("log"), ax_loss.set_xlabel("epoch"), ax_loss.legend(fontsize=8)
+    ax_loss.set_title("loss per fold (solid: validation, dashed: training)")
+    ax_score.set_xlabel("epoch"), ax_score.set_title("validation score (macro ROC-AUC) per fold"), ax_score.legend(fontsize=8)
+    fig.tight_layout()
+    path = folder / "cv_curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def format_summary(summary: dict[str, dict[str, float]]) -> str:
     """``metric  mean ± std (n folds)`` lines."""
     return "\n".join(f"  {name:<28} {s['mean']:.4f} ± {s['std']:.4f}  ({s['n']} folds)" for name, s in summary.items())
+
+
+if __name__ == "__main__":
+    import sys
+
+    for cv_folder in sys.argv[1:] or sys.exit("usage: python -m utils.cross_validation runs/cv-<time> [...]"):
+        print(plot_cv_curves(cv_folder))

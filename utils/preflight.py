@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
@@ -36,30 +36,47 @@ def overfit_one_batch(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: 
     return first, last
 
 
-def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int, steps: int = 20
+def time_batches(model: nn.Module, loader: DataLoader, trainer: Trainer, batches: int = 3) -> float:
+    """Seconds per batch of ``model``'s forward pass (in the mode the caller set) over the first ``batches``
+    batches of ``loader``."""
+    batches = max(1, min(len(loader), batches))
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i, (x, _) in enumerate(loader):
+            if i == batches:
+                break
+            model(trainer.to_device(x))
+    return (time.perf_counter() - t0) / batches
+
+
+def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int,
+                      steps: int = 20, extra_val: Optional[dict[str, DataLoader]] = None
                       ) -> dict[str, float]:
-    """Time ``steps`` real training steps (data loading, augmentation, forward, backward, optimizer; after two
-    warm-up steps) and a few validation batches, and project one epoch and the whole run."""
+    """Time ``steps`` real training steps (data loading, augmentation, forward, backward, optimizer, EMA update;
+    after two warm-up steps), a few batches of every set validated each epoch and of precise BN's statistics pass,
+    and project one epoch and the whole run."""
     trainer.train_epoch(train_loader, 0, max_batches=2)  # warm-up: workers, allocator, kernels
     steps = max(1, min(steps, len(train_loader)))
     t0 = time.perf_counter()
     trainer.train_epoch(train_loader, 0, max_batches=steps)
     per_step = (time.perf_counter() - t0) / steps
-    val_batches = min(len(val_loader), 3)
-    t0 = time.perf_counter()
-    trainer.model.eval()
-    with torch.inference_mode():
-        for i, (x, _) in enumerate(val_loader):
-            if i == val_batches:
-                break
-            trainer.model(trainer.to_device(x))
-    per_val = (time.perf_counter() - t0) / max(val_batches, 1)
-    epoch = per_step * len(train_loader) + per_val * len(val_loader)
+    bn_batches = trainer.options.precise_bn_batches if trainer.bn_loader is not None else 0
+    precise_bn = 0.0
+    if bn_batches:
+        t0 = time.perf_counter()
+        trainer.precise_bn(trainer.bn_loader, bn_batches)
+        precise_bn = time.perf_counter() - t0
+    trainer.eval_model.eval()
+    val_sets = {"val": val_loader, **(extra_val or {})}
+    validation = sum(time_batches(trainer.eval_model, loader, trainer) * len(loader) for loader in val_sets.values())
+    epoch = per_step * len(train_loader) + precise_bn + validation
     result = {"timed_steps": steps, "seconds_per_step": round(per_step, 4),
               "examples_per_s": round(train_loader.batch_size / per_step, 1),
-              "train_batches_per_epoch": len(train_loader), "val_batches": len(val_loader),
+              "train_batches_per_epoch": len(train_loader),
+              "val_batches": sum(len(loader) for loader in val_sets.values()),
+              "seconds_validation_per_epoch": round(validation, 2), "seconds_precise_bn_per_epoch": round(precise_bn, 2),
               "seconds_per_epoch": round(epoch, 2), "epochs": n_epochs,
               "seconds_for_run": round(epoch * n_epochs, 2), "minutes_for_run": round(epoch * n_epochs / 60, 2)}
-    log.info("benchmark: %.3f s per step, ~%.0f s per epoch, ~%.1f min for %d epochs", per_step, epoch,
-             result["minutes_for_run"], n_epochs)
+    log.info("benchmark: %.3f s per step, ~%.0f s per epoch (validation %.1f s, precise BN %.1f s), ~%.1f min for "
+             "%d epochs", per_step, epoch, validation, precise_bn, result["minutes_for_run"], n_epochs)
     return result

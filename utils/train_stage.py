@@ -243,7 +243,8 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
     if benchmark_steps:
         from utils.preflight import estimate_run_time  # noqa: PLC0415
 
-        return {"benchmark": estimate_run_time(trainer, train_loader, val_loader, run_epochs(cfg), benchmark_steps),
+        return {"benchmark": estimate_run_time(trainer, train_loader, val_loader, run_epochs(cfg), benchmark_steps,
+                                                   extra_val),
                 "model_name": model_name}
     start_epoch = resume_run(cfg, trainer, train_loader, run_dir, ctx.is_main, model_name)
     history = trainer.fit(train_loader, val_loader, run_epochs(cfg), start_epoch, extra_val=extra_val)
