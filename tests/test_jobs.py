@@ -122,7 +122,7 @@ def test_tiny_job_trains_a_small_model_and_exports_int8_and_c_headers(tmp_path):
                         str(tmp_path / "mcu" / "main.c")], check=True)
 
 
-def test_cross_validation_runs_every_fold_of_a_csv_fold_column_and_writes_mean_and_std(tmp_path, capsys):
+def test_small_dataset_config_cross_validates_every_fold_of_a_csv_fold_column_with_mean_and_std(tmp_path, capsys):
     import json
 
     import pandas as pd
@@ -133,11 +133,11 @@ def test_cross_validation_runs_every_fold_of_a_csv_fold_column_and_writes_mean_a
     table["fold"] = [i % 3 for i in range(len(table))]  # the user's own folds, 0..2
     table.to_csv(data / "labels.csv", index=False)
     work = tmp_path / "work"
-    args = ["--config", str(ROOT / "configs" / "multiclass_drone_car_speech.ini"), "--cv",
+    args = ["--config", str(ROOT / "configs" / "small_dataset.ini"), "--cv",
             f"--set=paths.data_dir={data}", "--set=data.source=csv", f"--set=data.labels_csv={data / 'labels.csv'}",
             "--set=data.split=kfold", f"--set=paths.cache_dir={work / 'cache'}",
             f"--set=paths.runs_dir={work / 'runs'}", "--set=trainer.n_epochs=1", "--set=model.type=tiny_dscnn",
-            "--set=trainer.overfit_batch=0", "--set=model.transfer_learning=false", "--set=trainer.precise_bn_batches=2"]
+            "--set=model.transfer_learning=false", "--set=trainer.precise_bn_batches=2"]
     assert train_classifier.main(args) == 0
     (cv,) = (work / "runs").glob("cv-*")
     assert (cv / "cv_curves.png").stat().st_size > 0
