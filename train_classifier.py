@@ -40,8 +40,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--benchmark-steps", type=int, default=20, help="training steps timed by --stage benchmark")
     p.add_argument("--checkpoint", nargs="+", help="checkpoint(s) for --stage predict")
     p.add_argument("--cv", action="store_true", help="cross-validation: train every fold of [data] n_folds (or of "
-                   "a csv's fold column) and write the per-fold and mean ± std table (runs_dir/cv-<time>/); with --stage "
-                   "benchmark, one fold is timed and every fold projected")
+                   "a csv's fold column) and write the per-fold and mean ± std table (runs_dir/cv-<time>/); "
+                   "with --stage benchmark, one fold is timed and every fold projected")
     p.add_argument("--reset", action="store_true", help="remove the processed data (the cache folder of this "
                    "config's settings, with the split files written there) and stop")
     return p.parse_args(argv)
@@ -205,7 +205,13 @@ def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext,
 def cross_validate(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
     """``--cv``: every fold trained (no submission), then the table of per-fold and mean ± std scores."""
     from utils.cross_validation import (  # noqa: PLC0415
-        fold_config, fold_row, fold_values, format_summary, plot_cv_curves, write_cv)
+        fold_config,
+        fold_row,
+        fold_values,
+        format_summary,
+        plot_cv_curves,
+        write_cv,
+    )
 
     folds = fold_values(cfg)
     if args.stage == "benchmark":  # one fold timed, every fold projected

@@ -86,7 +86,8 @@ def plot_cv_curves(folder: str | Path) -> Path:
         ax_score.plot(metrics["epoch"], metrics["val_score"], color=colour, label=f"fold {fold}")
     ax_loss.set_yscale("log"), ax_loss.set_xlabel("epoch"), ax_loss.legend(fontsize=8)
     ax_loss.set_title("loss per fold (solid: validation, dashed: training)")
-    ax_score.set_xlabel("epoch"), ax_score.set_title("validation score (macro ROC-AUC) per fold"), ax_score.legend(fontsize=8)
+    ax_score.set_xlabel("epoch"), ax_score.legend(fontsize=8)
+    ax_score.set_title("validation score (macro ROC-AUC) per fold")
     fig.tight_layout()
     path = folder / "cv_curves.png"
     fig.savefig(path, dpi=100)
