@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("job", choices=sorted(JOBS))
     p.add_argument("folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, help="recordings per class (clips for events); default: the job's own")
     args = p.parse_args(argv)
-    print(JOBS[args.job](Path(args.folder), seed=args.seed))
+    size = () if args.size is None else (args.size,)
+    print(JOBS[args.job](Path(args.folder), *size, seed=args.seed))
     return 0
 
 

@@ -155,3 +155,8 @@ def test_small_dataset_config_cross_validates_every_fold_of_a_csv_fold_column_wi
     assert bench["folds"] == 3 and bench["minutes_for_cv"] == pytest.approx(3 * bench["minutes_for_run"], abs=0.02)
     assert bench["seconds_precise_bn_per_epoch"] > 0 and bench["seconds_validation_per_epoch"] > 0
     assert len(list((work / "runs").glob("cv-*"))) == 1  # a benchmark writes no cross-validation table
+
+
+def test_job_demos_command_writes_the_size_asked_for(tmp_path):
+    assert job_demos.main(["tiny", str(tmp_path / "t"), "--size", "3"]) == 0
+    assert sorted(len(list((tmp_path / "t" / c).iterdir())) for c in ("bird", "not_bird")) == [3, 3]
