@@ -254,9 +254,10 @@ class Trainer:
 
     def checkpoint_payload(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         """Plain-data checkpoint: weights, optimizer/scheduler/scaler state, epoch, metrics and history, every
-        RNG state (and the training loader's shuffling generator), plus the extras (config, labels,
-        normalisation statistics, front-end settings)."""
+        RNG state (and the shuffling generators of the training loader and of precise BN's batches), plus the
+        extras (config, labels, normalisation statistics, front-end settings)."""
         generator = getattr(self.train_loader, "generator", None)
+        bn_generator = getattr(self.bn_loader, "generator", None)  # so a resumed run's precise BN draws the same
         return {
             "model": {k: v.detach().cpu() for k, v in self.eval_model.state_dict().items()},  # what inference loads
             **({"model_train": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -270,6 +271,7 @@ class Trainer:
             "labels": self.labels,
             "rng": rng_state(),
             "loader_generator": generator.get_state() if generator is not None else None,
+            "bn_loader_generator": bn_generator.get_state() if bn_generator is not None else None,
             "activation": self.activation,
             **self.checkpoint_extra,
         }
@@ -293,4 +295,7 @@ class Trainer:
         generator = getattr(train_loader, "generator", None)
         if generator is not None and payload.get("loader_generator") is not None:
             generator.set_state(payload["loader_generator"])
+        bn_generator = getattr(self.bn_loader, "generator", None)
+        if bn_generator is not None and payload.get("bn_loader_generator") is not None:
+            bn_generator.set_state(payload["bn_loader_generator"])
         return int(payload["epoch"]) + 1
