@@ -36,10 +36,11 @@ def overfit_one_batch(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: 
     return first, last
 
 
-def time_batches(model: nn.Module, loader: DataLoader, trainer: Trainer, batches: int = 3) -> float:
-    """Seconds per batch of ``model``'s forward pass (in the mode the caller set) over the first ``batches``
-    batches of ``loader``."""
+def time_batches(trainer: Trainer, loader: DataLoader, batches: int = 3) -> float:
+    """Seconds per batch of the evaluation model's forward pass (eval mode) over the first ``batches`` batches of
+    ``loader``."""
     batches = max(1, min(len(loader), batches))
+    model = trainer.eval_model.eval()
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i, (x, _) in enumerate(loader):
@@ -66,9 +67,8 @@ def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: Da
         t0 = time.perf_counter()
         trainer.precise_bn(trainer.bn_loader, bn_batches)
         precise_bn = time.perf_counter() - t0
-    trainer.eval_model.eval()
     val_sets = {"val": val_loader, **(extra_val or {})}
-    validation = sum(time_batches(trainer.eval_model, loader, trainer) * len(loader) for loader in val_sets.values())
+    validation = sum(time_batches(trainer, loader) * len(loader) for loader in val_sets.values())
     epoch = per_step * len(train_loader) + precise_bn + validation
     result = {"timed_steps": steps, "seconds_per_step": round(per_step, 4),
               "examples_per_s": round(train_loader.batch_size / per_step, 1),
