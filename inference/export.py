@@ -5,16 +5,15 @@ IR, each checked against PyTorch on the same inputs.
                                [--int8 static|dynamic|openvino ... --calibration-dir SOUNDSCAPES
                                 [--eval-dir SOUNDSCAPES --ground-truth CSV] [--validation-run RUN_DIR]]
 
-Writes ``<name>.onnx`` (+ ``<name>.xml``/``.bin``) and ``<name>.json`` (labels, front end, statistics,
-activation: what ``predict.py`` needs), prints one JSON line per format with the max abs difference from
-PyTorch, and fails when it exceeds ``--tolerance`` (1e-4) times the logits' scale. ``--int8`` adds int8 models
-(ONNX Runtime ``static``: QDQ, per-channel, calibrated on windows of ``--calibration-dir``; ONNX Runtime
-``dynamic``: weights only; ``openvino``: NNCF post-training quantization, calibrated the same way, the fastest
-on CPUs with VNNI) and reports how far their probabilities move on those windows, and with ``--eval-dir`` + ``--ground-truth`` (other
-soundscapes and their solution CSV, e.g. the demo's test soundscapes; calibrate on unlabeled ones) the
-competition score of fp32 and int8 and their difference; and the training run's validation metrics (val_score,
-val_cmap, val_padded_cmap) of both on its own validation fold (``--validation-run``, by default the checkpoint's
-run folder).
+Writes ``<name>.onnx`` (+ ``<name>.xml``/``.bin``) and ``<name>.json`` (labels, front end, statistics, activation:
+what ``predict.py`` needs), prints one JSON line per format with the max abs difference from PyTorch, and fails
+when it exceeds ``--tolerance`` (1e-4) times the logits' scale. ``--int8`` adds int8 models (ONNX Runtime
+``static``: QDQ, per-channel, calibrated on windows of ``--calibration-dir``; ONNX Runtime ``dynamic``: weights
+only; ``openvino``: NNCF post-training quantization, calibrated the same way, the fastest on CPUs with VNNI) and
+reports how far their probabilities move on those windows, and with ``--eval-dir`` + ``--ground-truth`` (other
+soundscapes and their solution CSV, e.g. the demo's test soundscapes; calibrate on unlabeled ones) the competition
+score of fp32 and int8 and their difference; and the training run's validation metrics (val_score, val_cmap,
+val_padded_cmap) of both on its own validation fold (``--validation-run``, by default the checkpoint's run folder).
 """
 from __future__ import annotations
 
