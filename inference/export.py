@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out-dir", default="exported")
     p.add_argument("--no-openvino", action="store_true")
-    p.add_argument("--tolerance", type=float, default=TOLERANCE)
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help="largest difference from PyTorch allowed, times the logits' scale (max |logit|, at least 1)")
     p.add_argument("--int8", nargs="+", choices=INT8_MODES, metavar="MODE",
                    help="static (ONNX Runtime, calibrated), dynamic (ONNX Runtime, weights only), "
                         "openvino (NNCF, calibrated): one or several")
