@@ -81,8 +81,9 @@ class TrainerConfig:
                            "predictions use the average; 0 = off.", minimum=0.0, maximum=0.99999)
     precise_bn_batches: int = opt(8, "Precise BN: before each validation, batch-norm statistics are recomputed as "
                                   "plain averages over this many clean (unaugmented) training batches, so validation "
-                                  "and the saved checkpoint do not use statistics of augmented batches (on ESC-50 it "
-                                  "removed validation-loss spikes of 4x); 0 = off.",
+                                  "and the saved checkpoint do not use statistics of augmented batches (measured: with "
+                                  "beta mixup it removed ESC-50's validation-loss spikes; alone it took a small binary "
+                                  "job from 0.41 to 0.95 accuracy); 0 = off.",
                                   minimum=0)
     early_stopping_patience: int = opt(0, "Stop when the monitored metric has not improved for this many epochs "
                                        "(0 = never).", minimum=0)
