@@ -19,6 +19,7 @@ from utils.distributed import DistContext, all_gather, broadcast
 from utils.metrics import epoch_rank, validation_scores
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY = 20  # steps between progress-bar loss updates (each one waits for the device)
 
 
 @dataclass
@@ -138,7 +139,9 @@ class Trainer:
         self.model.train()
         if hasattr(getattr(loader, "sampler", None), "set_epoch"):  # distributed samplers reshuffle per epoch
             loader.sampler.set_epoch(epoch)
-        total, count, acc = 0.0, 0, self.options.accumulate_steps
+        # the running loss stays on the device: reading it (``.item()``) makes the host wait for the device, so it is
+        # read once per epoch, and every PROGRESS_EVERY steps only when a progress bar is shown
+        total, count, acc = torch.zeros((), device=self.device), 0, self.options.accumulate_steps
         per_step = self.scheduler is not None and not steps_per_epoch_end(self.scheduler)
         bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=None)
         self.optimizer.zero_grad(set_to_none=True)
@@ -163,10 +166,11 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 if per_step:
                     self.scheduler.step()
-            total += loss.item() * len(x)
+            total += loss.detach().float() * len(x)
             count += len(x)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        sums = all_gather(self.dist, (total, count))
+            if not bar.disable and (i + 1) % PROGRESS_EVERY == 0:
+                bar.set_postfix(loss=f"{total.item() / count:.4f}")
+        sums = all_gather(self.dist, (total.item(), count))
         return sum(t for t, _ in sums) / max(sum(c for _, c in sums), 1)
 
     @torch.inference_mode()
