@@ -72,15 +72,17 @@ def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, fr
 
 def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: DataConfig,
                  trainer: TrainerConfig, frontend: FrontEnd, standardizer: Standardizer,
-                 augment: Optional[BatchAugment] = None, rank: int = 0, world_size: int = 1
+                 augment: Optional[BatchAugment] = None, rank: int = 0, world_size: int = 1, pin_memory: bool = False
                  ) -> tuple[DataLoader, DataLoader]:
     """(train, validation) loaders over cache entries (column ``entry``) from the ``[data]`` and ``[trainer]``
     sections; validation uses each recording's first window (or each chunk, ``crop = chunks``). With ``augment``,
     training batches are augmented in the loader's worker processes (for CPU training, where the "device" is the
-    training thread's own core). With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets."""
+    training thread's own core). With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets.
+    ``pin_memory`` (training on CUDA): batches in page-locked host memory, so the trainer's ``non_blocking``
+    copies to the device overlap compute instead of waiting."""
     train_ds = window_dataset(train_df, labels, data, frontend, data.crop, standardizer)
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
-                  worker_init_fn=_seed_worker)
+                  worker_init_fn=_seed_worker, pin_memory=pin_memory)
     generator = torch.Generator().manual_seed(trainer.seed)
     sampler: Optional[Sampler[int]] = None
     if data.sampler == "balanced":
@@ -94,19 +96,21 @@ def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[
     train_loader = DataLoader(train_ds, batch_size=trainer.batch_size, shuffle=data.shuffle and sampler is None,
                               sampler=sampler, generator=generator,
                               collate_fn=AugmentingCollate(augment) if augment is not None else None, **common)
-    val_loader = make_eval_loader(val_df, labels, data, trainer, frontend, standardizer, rank, world_size)
+    val_loader = make_eval_loader(val_df, labels, data, trainer, frontend, standardizer, rank, world_size,
+                                  pin_memory)
     return train_loader, val_loader
 
 
 def make_eval_loader(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, trainer: TrainerConfig,
-                     frontend: FrontEnd, standardizer: Standardizer, rank: int = 0, world_size: int = 1) -> DataLoader:
+                     frontend: FrontEnd, standardizer: Standardizer, rank: int = 0, world_size: int = 1,
+                     pin_memory: bool = False) -> DataLoader:
     """A loader that scores ``df`` in order: each row's fixed window (``start``) or first window, batches twice
     the training size; under torchrun each rank its share."""
     ds = window_dataset(df, labels, data, frontend, "first", standardizer)
     sampler = DistributedSampler(ds, world_size, rank, shuffle=False) if world_size > 1 else None
     return DataLoader(ds, batch_size=trainer.batch_size * 2, shuffle=False, sampler=sampler,
                       num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
-                      worker_init_fn=_seed_worker)
+                      worker_init_fn=_seed_worker, pin_memory=pin_memory)
 
 
 def background_bank(table: pd.DataFrame, data: DataConfig, frontend: FrontEnd, standardizer: Standardizer

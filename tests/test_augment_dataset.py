@@ -108,6 +108,10 @@ def test_cpu_training_augments_batches_in_the_loader_workers(tmp_path):
     plain, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, frontend, Standardizer.identity(8))
     noisy, _ = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, frontend, Standardizer.identity(8),
                             augment=aug)
+    assert not plain.pin_memory  # page-locked batches only when training on CUDA (run_loaders asks for them)
+    pinned = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, frontend, Standardizer.identity(8),
+                          pin_memory=True)
+    assert all(loader.pin_memory for loader in pinned)
     x0, y0 = next(iter(plain))
     x1, y1 = next(iter(noisy))
     assert x1.shape == x0.shape and torch.equal(y0, y1)

@@ -95,13 +95,14 @@ def run_loaders(cfg: Config, data: RunData, split: RunSplit, standardizer: Stand
     augment = BatchAugment(cfg.augmentation, frontend.level_units(standardizer), background=bank,
                            domain=frontend.kind, time_unit=frontend.mask_time_unit)
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
+    pin = device.type == "cuda"  # page-locked batches: the copies to the GPU overlap compute
     train_loader, val_loader = make_loaders(split.train, split.val, split.labels, cfg.data, cfg.trainer, frontend,
                                             standardizer, augment=augment if in_workers else None, rank=ctx.rank,
-                                            world_size=ctx.world_size)
+                                            world_size=ctx.world_size, pin_memory=pin)
     extra_val = {}
     if split.soundscape_val is not None and len(split.soundscape_val):  # scored each epoch as soundscape_val_*
         extra_val["soundscape"] = make_eval_loader(split.soundscape_val, split.labels, cfg.data, cfg.trainer,
-                                                   frontend, standardizer, ctx.rank, ctx.world_size)
+                                                   frontend, standardizer, ctx.rank, ctx.world_size, pin)
     elif cfg.callbacks.model_checkpoint_type.startswith("soundscape"):
         raise ConfigError(f"[callbacks] model_checkpoint_type = {cfg.callbacks.model_checkpoint_type}: no labelled "
                           f"soundscape windows validate in this run (source {data.source.name}, [data] "
