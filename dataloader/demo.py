@@ -45,6 +45,7 @@ from dataloader.demo_layouts import (
     taxonomy_rows,
 )
 from dataloader.sources.birdclef import GROUND_TRUTH_FILE
+from utils.runtime import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -322,12 +323,14 @@ def _recordings(folder: Path, layout: DemoLayout, rng: np.random.Generator, erng
     return rows, tasks
 
 
-def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, workers: int = 2,
+def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, workers: int = 0,
                   edition: str = "2024") -> Path:
     """Generate (or reuse, when complete and of the same seed/scale/edition) the demo dataset in ``folder``, in
     the file layout of BirdCLEF ``edition`` (2024, 2025 or 2026; see :mod:`dataloader.demo_layouts`).
 
     ``scale`` multiplies the number of recordings per species (1.0 ≈ 390 recordings, ~1.5 hours of audio).
+    ``workers`` processes write the files (0: one per available core); every file has its own seed, so the
+    audio and the tables are the same whatever the number of processes.
     """
     folder = Path(folder)
     layout = LAYOUTS[edition]
@@ -359,7 +362,7 @@ def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, work
     (folder / layout.soundscape_dir).mkdir()
     log.info("demo dataset: generating %d recordings and %d soundscapes in %s (BirdCLEF %s layout)", len(tasks),
              len(test) + len(train_scapes), folder, edition)
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ProcessPoolExecutor(max_workers=workers or available_cores()) as pool:
         list(pool.map(_recording_task, tasks, chunksize=4))
         truths = list(pool.map(_soundscape_task, test + train_scapes))
     pd.DataFrame(rows, columns=list(layout.metadata_columns)).to_csv(folder / layout.metadata_file, index=False)

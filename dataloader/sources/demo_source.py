@@ -12,7 +12,7 @@ def demo_source(data: DataConfig, paths: PathsConfig) -> SourceData:
     layout."""
     from dataloader.demo import generate_demo  # noqa: PLC0415
 
-    folder = generate_demo(paths.demo_dir, seed=data.demo_seed, scale=data.demo_scale, workers=data.num_workers,
+    folder = generate_demo(paths.demo_dir, seed=data.demo_seed, scale=data.demo_scale,  # on every core
                            edition=data.demo_edition)
     return read_birdclef(folder, data.demo_edition, data.min_rating, name=f"demo-{data.demo_edition}",
                          is_demo=True)
