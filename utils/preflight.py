@@ -74,10 +74,10 @@ def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: Da
               "examples_per_s": round(train_loader.batch_size / per_step, 1),
               "train_batches_per_epoch": len(train_loader),
               "val_batches": sum(len(loader) for loader in val_sets.values()),
-              "seconds_validation_per_epoch": round(validation, 2),
-              "seconds_precise_bn_per_epoch": round(precise_bn, 2),
-              "seconds_per_epoch": round(epoch, 2), "epochs": n_epochs,
-              "seconds_for_run": round(epoch * n_epochs, 2), "minutes_for_run": round(epoch * n_epochs / 60, 2)}
+              "seconds_validation_per_epoch": round(validation, 4),
+              "seconds_precise_bn_per_epoch": round(precise_bn, 4),
+              "seconds_per_epoch": round(epoch, 4), "epochs": n_epochs,
+              "seconds_for_run": round(epoch * n_epochs, 3), "minutes_for_run": round(epoch * n_epochs / 60, 2)}
     log.info("benchmark: %.3f s per step, ~%.0f s per epoch (validation %.1f s, precise BN %.1f s), ~%.1f min for "
              "%d epochs", per_step, epoch, validation, precise_bn, result["minutes_for_run"], n_epochs)
     return result
