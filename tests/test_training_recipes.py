@@ -294,7 +294,10 @@ def test_a_failed_checkpoint_write_leaves_no_temporary_file_and_says_the_disk_is
 
 def test_mixed_precision_trains_with_bf16_autocast_on_cpu():
     trainer = make_trainer(amp=True)
+    loss_inputs = []
+    trainer.loss_fn.register_forward_pre_hook(lambda _, args: loss_inputs.append((args[0].dtype, args[1].dtype)))
     history = trainer.fit(synthetic_loader(), synthetic_loader(shuffle=False), 2)
+    assert loss_inputs and set(loss_inputs) == {(torch.float32, torch.float32)}  # the loss never sees bf16 logits
     assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
     assert all(math.isfinite(h["train_loss"]) for h in history)
     assert next(trainer.model.parameters()).dtype == torch.float32  # weights stay fp32

@@ -153,7 +153,8 @@ class Trainer:
             if self.augment is not None:
                 x, y = self.augment(x, y)
             with self._autocast():
-                loss = self.loss_fn(self.forward(x), y)
+                logits = self.forward(x)
+            loss = self.loss_fn(logits.float(), y)  # the loss in float32 whatever autocast's dtype
             self.scaler.scale(loss / acc).backward()
             if (i + 1) % acc == 0 or i + 1 == n_batches:
                 if self.options.grad_clip > 0:
