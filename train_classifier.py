@@ -133,6 +133,8 @@ def train_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext, sum
                    model=result["model_name"], checkpoint=result["checkpoint"],
                    duration_outliers=result["duration_outliers"],
                    **{f"{split}_metrics": m for split, m in result["evaluation"].items()})
+    if result["compile_seconds"] is not None:  # torch.compile's first step, apart from the steady speed
+        summary["compile_seconds"] = round(result["compile_seconds"], 1)
     data.write_reports(run_dir)  # duration outliers join the skipped files
     return [result["checkpoint"]] if result["checkpoint"] else None
 
@@ -150,9 +152,11 @@ def submit_stage(cfg: Config, data: Optional[RunData], checkpoints: Optional[lis
     if source.test_dir is None:
         log.error("[data] source = %s has no test soundscapes to write a submission for", source.name)
         return 1
+    device = training_device(cfg.trainer.device)  # a GPU that trained predicts too, in its own batch size
+    t = cfg.trainer
+    batch = 2 * ((t.batch_size_cuda or t.batch_size) if device == "cuda" else t.batch_size)
     summary.update(submit(checkpoints, source, Path(cfg.paths.submissions_dir) / f"{run_dir.name}.csv",
-                          run_dir / "submission.csv", training_device(cfg.trainer.device),
-                          cfg.trainer.batch_size * 2))
+                          run_dir / "submission.csv", device, batch))
     return 0
 
 

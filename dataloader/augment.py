@@ -113,38 +113,49 @@ class BatchAugment:
                                              or (a.augment_background and self.background is not None)))
 
     def _chosen(self, b: int, prob: float, device: torch.device) -> torch.Tensor:
-        return (torch.rand(b, device=device) < prob).nonzero().squeeze(1)
+        """(b, 1, 1, 1) boolean: which examples of the batch get an augmentation. Drawn and used on the device as a
+        mask (``torch.where``), never turned into indices: ``nonzero`` or a count would make the host wait for the
+        device at every step."""
+        return (torch.rand(b, device=device) < prob).view(b, 1, 1, 1)
+
+    def _units(self, device: torch.device) -> torch.Tensor:
+        """``units_per_db`` as (1, 1, n_mels, 1) on ``device``, copied there once."""
+        if self.units_per_db.device != device:
+            self.units_per_db = self.units_per_db.to(device)
+        return self.units_per_db.view(1, 1, -1, 1)
 
     def cutmix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For a ``cutmix_prob`` share of the batch, a random time span (up to ``cutmix_max_fraction`` of the
         window) comes from a shuffled partner; targets mix by the share of time each contributes."""
         b, frames = x.shape[0], x.shape[3]
-        chosen = self._chosen(b, self.aug.cutmix_prob, x.device)
-        if b < 2 or chosen.numel() == 0:
+        if b < 2:
             return x, y
-        partner = torch.randperm(b, device=x.device)[chosen]
-        width = (torch.rand(chosen.numel(), device=x.device) * self.aug.cutmix_max_fraction * frames).long()
-        start = (torch.rand(chosen.numel(), device=x.device) * (frames - width + 1)).long()
+        chosen = self._chosen(b, self.aug.cutmix_prob, x.device)
+        partner = torch.randperm(b, device=x.device)
+        width = (torch.rand(b, device=x.device) * self.aug.cutmix_max_fraction * frames).long()
+        start = (torch.rand(b, device=x.device) * (frames - width + 1)).long()
         pos = torch.arange(frames, device=x.device).view(1, -1)
-        span = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (n, frames)
-        x[chosen] = torch.where(span.view(-1, 1, 1, frames), x[partner], x[chosen])
+        span = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (b, frames)
+        x = torch.where(chosen & span.view(b, 1, 1, frames), x[partner], x)
         share = (width.float() / frames).view(-1, 1)
-        y = y.clone()
-        y[chosen] = (1 - share) * torch.nan_to_num(y[chosen]) + share * torch.nan_to_num(y[partner])
-        return x, y
+        mixed = (1 - share) * torch.nan_to_num(y) + share * torch.nan_to_num(y[partner])
+        return x, torch.where(chosen.view(b, 1), mixed, y)
 
     def overlay_background(self, x: torch.Tensor) -> torch.Tensor:
         """For a ``background_prob`` share of the batch, overlay (element-wise max, i.e. the sounds added) a
         background window attenuated by 0..``background_gain_db`` dB; targets are unchanged."""
-        chosen = self._chosen(x.shape[0], self.aug.background_prob, x.device)
-        if chosen.numel() == 0 or self.background is None:
+        if self.background is None:
             return x
-        bg = self.background(chosen.numel()).to(x.device, dtype=x.dtype)
+        b = x.shape[0]
+        chosen = self._chosen(b, self.aug.background_prob, x.device)
+        bg = self.background(b)
+        if x.device.type == "cuda":  # page-locked, so the copy does not wait for the device
+            bg = bg.pin_memory()
+        bg = bg.to(x.device, dtype=x.dtype, non_blocking=True)
         if self.units_per_db is not None and self.aug.background_gain_db > 0:
-            db = -torch.rand(chosen.numel(), 1, 1, 1, device=x.device) * self.aug.background_gain_db
-            bg = bg + db * self.units_per_db.to(x.device).view(1, 1, -1, 1)
-        x[chosen] = torch.maximum(x[chosen], bg)
-        return x
+            db = -torch.rand(b, 1, 1, 1, device=x.device) * self.aug.background_gain_db
+            bg = bg + db * self._units(x.device)
+        return torch.where(chosen, torch.maximum(x, bg), x)
 
     def gain(self, x: torch.Tensor) -> torch.Tensor:
         """Random level change of ±``gain_db`` per example (in place): the absolute-dB front end keeps recording
@@ -152,7 +163,7 @@ class BatchAugment:
         if self.units_per_db is None or self.aug.gain_db <= 0:
             return x
         db = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) * 2 - 1) * self.aug.gain_db
-        return x.add_(db * self.units_per_db.to(x.device).view(1, 1, -1, 1))
+        return x.add_(db * self._units(x.device))
 
     def spec_augment(self, x: torch.Tensor) -> torch.Tensor:
         """SpecAugment-style masks of the input kind (one pass, in place)."""
@@ -165,27 +176,27 @@ class BatchAugment:
         On (standardised) dB mels the max of two spectrograms approximates the spectrogram of the two sounds
         added together (within 3 dB), so both calls stay at their own level, unlike a linear blend that
         weakens both; the targets become the union (max), as in soundscapes where species overlap.
-        Only the chosen examples are touched (in place).
+        The other examples are left exactly as they were.
         """
         b = x.shape[0]
-        chosen = (torch.rand(b, device=x.device) < self.aug.mixup_prob).nonzero().squeeze(1)
-        if b < 2 or chosen.numel() == 0:
+        if b < 2:
             return x, y
-        partner = torch.randperm(b, device=x.device)[chosen]
-        y = y.clone()
+        chosen = self._chosen(b, self.aug.mixup_prob, x.device)
+        partner = torch.randperm(b, device=x.device)
         if self.aug.mixup_kind == "beta":  # mixup: a convex mix, targets mixed alike (auto, unresolved: overlay)
-            lam = torch.distributions.Beta(self.aug.mixup_alpha, self.aug.mixup_alpha).sample((chosen.numel(),))
-            lam = torch.maximum(lam, 1 - lam).to(x.device)  # the chosen example stays the larger part
-            x[chosen] = lam.view(-1, 1, 1, 1) * x[chosen] + (1 - lam.view(-1, 1, 1, 1)) * x[partner]
-            y[chosen] = lam.view(-1, 1) * torch.nan_to_num(y[chosen]) + (1 - lam.view(-1, 1)) * torch.nan_to_num(
-                y[partner])
-            return x, y
-        x[chosen] = self.ops.overlay(x[chosen], x[partner])  # the gathers copy first: no aliasing
-        y[chosen] = torch.fmax(y[chosen], y[partner])  # fmax: a masked (NaN) label takes the partner's value
-        return x, y
+            alpha = torch.full((b,), self.aug.mixup_alpha, device=x.device)
+            lam = torch.distributions.Beta(alpha, alpha).sample()
+            lam = torch.maximum(lam, 1 - lam)  # the chosen example stays the larger part
+            mixed_x = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[partner]
+            mixed_y = lam.view(-1, 1) * torch.nan_to_num(y) + (1 - lam.view(-1, 1)) * torch.nan_to_num(y[partner])
+        else:
+            mixed_x = self.ops.overlay(x, x[partner])
+            mixed_y = torch.fmax(y, y[partner])  # fmax: a masked (NaN) label takes the partner's value
+        return torch.where(chosen, mixed_x, x), torch.where(chosen.view(b, 1), mixed_y, y)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented ``(x, y)``; ``x`` (a fresh batch) is modified in place."""
+        """Augmented ``(x, y)``; ``x`` (a fresh batch) may be modified in place. Nothing here waits for the device
+        (no ``nonzero``, ``item`` or host copies), so on a GPU the next batch is prepared while this one computes."""
         if not self.enabled:
             return x, y
         if self.aug.augment_gain:

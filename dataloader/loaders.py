@@ -72,14 +72,15 @@ def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, fr
 
 def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[str], data: DataConfig,
                  trainer: TrainerConfig, frontend: FrontEnd, standardizer: Standardizer,
-                 augment: Optional[BatchAugment] = None, rank: int = 0, world_size: int = 1, pin_memory: bool = False
-                 ) -> tuple[DataLoader, DataLoader]:
+                 augment: Optional[BatchAugment] = None, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+                 drop_last: bool = False) -> tuple[DataLoader, DataLoader]:
     """(train, validation) loaders over cache entries (column ``entry``) from the ``[data]`` and ``[trainer]``
     sections; validation uses each recording's first window (or each chunk, ``crop = chunks``). With ``augment``,
     training batches are augmented in the loader's worker processes (for CPU training, where the "device" is the
     training thread's own core). With ``world_size`` > 1 (torchrun) each rank loads its own share of both sets.
     ``pin_memory`` (training on CUDA): batches in page-locked host memory, so the trainer's ``non_blocking``
-    copies to the device overlap compute instead of waiting."""
+    copies to the device overlap compute instead of waiting. ``drop_last`` (a compiled model: static shapes) drops
+    each epoch's last partial training batch, unless the set holds less than one batch."""
     train_ds = window_dataset(train_df, labels, data, frontend, data.crop, standardizer)
     common = dict(num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                   worker_init_fn=_seed_worker, pin_memory=pin_memory)
@@ -95,6 +96,7 @@ def make_loaders(train_df: pd.DataFrame, val_df: pd.DataFrame, labels: Sequence[
         sampler = DistributedSampler(train_ds, world_size, rank, shuffle=data.shuffle, seed=trainer.seed)
     train_loader = DataLoader(train_ds, batch_size=trainer.batch_size, shuffle=data.shuffle and sampler is None,
                               sampler=sampler, generator=generator,
+                              drop_last=drop_last and len(train_ds) // world_size >= trainer.batch_size,
                               collate_fn=AugmentingCollate(augment) if augment is not None else None, **common)
     val_loader = make_eval_loader(val_df, labels, data, trainer, frontend, standardizer, rank, world_size,
                                   pin_memory)

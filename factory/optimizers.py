@@ -42,43 +42,46 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float, head_lr_scale
 
 
 @OPTIMIZERS.register("adam")
-def _adam(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr)
+def _adam(params: list[dict[str, Any]], lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
 @OPTIMIZERS.register("adamw")
-def _adamw(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=lr)
+def _adamw(params: list[dict[str, Any]], lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, fused=fused or None)
 
 
 @OPTIMIZERS.register("radam")
-def _radam(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+def _radam(params: list[dict[str, Any]], lr: float, **_: Any) -> torch.optim.Optimizer:  # no fused kernel
     return torch.optim.RAdam(params, lr=lr, decoupled_weight_decay=True)
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+def _sgd(params: list[dict[str, Any]], lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, fused=fused or None)
 
 
 @OPTIMIZERS.register("lamb")
-def _lamb(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+def _lamb(params: list[dict[str, Any]], lr: float, **_: Any) -> torch.optim.Optimizer:  # no fused kernel
     from timm.optim import Lamb  # noqa: PLC0415 - timm's LAMB (layer-wise adaptive large-batch optimizer)
 
     return Lamb(params, lr=lr)
 
 
 def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
-                     head_lr_scale: float = 1.0, layer_lr_decay: float = 1.0) -> torch.optim.Optimizer:
+                     head_lr_scale: float = 1.0, layer_lr_decay: float = 1.0, fused: bool = False
+                     ) -> torch.optim.Optimizer:
     """Build the optimizer ``name`` over ``model``'s parameters; ``layer_lr_decay`` < 1 gives a transformer's
-    lower layers smaller learning rates (Wav2Vec2 models)."""
+    lower layers smaller learning rates (Wav2Vec2 models). ``fused`` (training on CUDA): the single-kernel
+    implementation where the optimizer has one (adam, adamw, sgd), one launch per step instead of one per tensor
+    group."""
     if layer_lr_decay != 1.0:
         if not hasattr(model, "layerwise_param_groups"):
             raise ValueError("layer_lr_decay applies to transformer (Wav2Vec2) models; keep it 1.0 for CNNs")
         groups = model.layerwise_param_groups(lr, weight_decay, layer_lr_decay, head_lr_scale)
     else:
         groups = param_groups(model, weight_decay, lr, head_lr_scale)
-    return OPTIMIZERS.create(name, params=groups, lr=lr)
+    return OPTIMIZERS.create(name, params=groups, lr=lr, fused=fused)
 
 
 def optimizer_kwargs(agent: AgentConfig) -> dict[str, Any]:

@@ -50,6 +50,8 @@ def torch_runner(checkpoint: str | Path, device: str = "cpu", channels_last: boo
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device, memory_format=fmt).eval()
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True  # a few batch shapes recur: each one's fastest kernels, chosen once
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:

@@ -123,11 +123,13 @@ class SoundscapePredictor:
             raise ValueError(f"the ensemble has {len(self.groups)} front ends; use file_windows()")
         return self.file_windows(path, max_windows)[0]
 
-    def predict_windows(self, windows: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    def predict_windows(self, windows: np.ndarray | Sequence[np.ndarray], segments: Sequence[int] = ()
+                        ) -> np.ndarray:
         """Mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a model
         trained with softmax cross-entropy; each model's own standardisation statistics), (n_windows,
         len(self.labels)). ``windows``: :meth:`file_windows` (one array per input group), or one array for a
-        single-front-end ensemble."""
+        single-front-end ensemble; ``segments``: the window counts of the files they join, in order (several
+        files predicted in one go), so that smoothing stays within each file."""
         per_group = [windows] if isinstance(windows, np.ndarray) else list(windows)
         n = len(per_group[0])
         total = np.zeros((n, len(self.labels)), dtype=np.float32)
@@ -144,7 +146,10 @@ class SoundscapePredictor:
                 total[i:i + len(logits), columns] += probs.numpy()
             counts[columns] += 1
         probs = total / np.maximum(counts, 1)
-        return smooth_windows(probs, self.smooth) if self.smooth else probs
+        if not self.smooth:
+            return probs
+        bounds = np.cumsum([0, *(segments or [n])])
+        return np.concatenate([smooth_windows(probs[a:b], self.smooth) for a, b in zip(bounds[:-1], bounds[1:])])
 
     def predict_file(self, path: str | Path) -> tuple[list[str], np.ndarray]:
         """Row ids and probabilities for every window of ``path``."""
@@ -201,15 +206,18 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
     ``limit`` when given).
 
     Decoding and the mel of the next files run in ``decode_threads`` background threads (soundfile and the
-    FFTs release the GIL, so they use other cores) while the models work on the current file; at most
-    ``decode_threads + 1`` files wait decoded, so memory stays bounded. An unreadable file gets rows of
-    ``fill_value`` and a warning instead of stopping the submission. With ``budget_s`` a :class:`ClockGuard`
-    keeps the whole folder within that many seconds."""
+    FFTs release the GIL, so they use other cores) while the models work on the current files; at most
+    ``decode_threads + 1`` files wait decoded, so memory stays bounded. Consecutive files are predicted together
+    once they hold ``predictor.batch_size`` windows, so a GPU gets whole batches rather than one file's windows
+    (smoothing stays within each file). An unreadable file gets rows of ``fill_value`` and a warning instead of
+    stopping the submission. With ``budget_s`` a :class:`ClockGuard` keeps the whole folder within that many
+    seconds."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     files = audio_files(audio_dir)[:limit]
-    frames = []
+    frames: list[Optional[pd.DataFrame]] = [None] * len(files)
     guard = ClockGuard(budget_s, len(files)) if budget_s else None
+    waiting: list[tuple[int, Path, list[np.ndarray]]] = []  # decoded files not predicted yet
 
     def load(path: Path) -> Optional[list[np.ndarray]]:
         try:
@@ -217,6 +225,19 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
         except AudioError as exc:
             log.warning("%s: %s -- its rows get %s", path.name, exc, fill_value)
             return None
+
+    def predict_waiting() -> None:
+        if not waiting:
+            return
+        counts = [len(windows[0]) for _, _, windows in waiting]
+        joined = [np.concatenate([windows[g] for _, _, windows in waiting]) for g in range(len(waiting[0][2]))]
+        probs = predictor.predict_windows(joined, counts)
+        for (k, path, _), a, b in zip(waiting, np.cumsum([0, *counts[:-1]]), np.cumsum(counts)):
+            frames[k] = to_submission_frame(row_ids(path.stem, b - a, predictor.window_s), probs[a:b],
+                                            predictor.labels, columns)
+            if guard is not None:
+                guard.after_file(k + 1, predictor)
+        waiting.clear()
 
     prefetch = decode_threads + 1
     with ThreadPoolExecutor(max_workers=decode_threads) as pool:
@@ -233,18 +254,18 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
                     guard.announced = True
                 windows = None
             if windows is not None:
-                probs = predictor.predict_windows(windows)
-                ids = row_ids(path.stem, len(probs), predictor.window_s)
-            else:
-                try:
-                    count = n_windows(sf.info(str(path)).duration, predictor.window_s)
-                except (sf.LibsndfileError, RuntimeError, ValueError):  # the header is unreadable too
-                    count = n_windows(240.0, predictor.window_s)
-                ids = row_ids(path.stem, count, predictor.window_s)
-                probs = np.full((count, len(predictor.labels)), fill_value, dtype=np.float32)
-            frames.append(to_submission_frame(ids, probs, predictor.labels, columns))
-            if guard is not None:
-                guard.after_file(k + 1, predictor)
-    if not frames:
+                waiting.append((k, path, windows))
+                if sum(len(w[0]) for _, _, w in waiting) >= predictor.batch_size:
+                    predict_waiting()
+                continue
+            try:
+                count = n_windows(sf.info(str(path)).duration, predictor.window_s)
+            except (sf.LibsndfileError, RuntimeError, ValueError):  # the header is unreadable too
+                count = n_windows(240.0, predictor.window_s)
+            frames[k] = to_submission_frame(row_ids(path.stem, count, predictor.window_s),
+                                            np.full((count, len(predictor.labels)), fill_value, dtype=np.float32),
+                                            predictor.labels, columns)
+        predict_waiting()
+    if not files:
         return pd.DataFrame(columns=["row_id", *columns])
     return pd.concat(frames, ignore_index=True)

@@ -1,6 +1,7 @@
 """Dataset crops and batch augmentation."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,13 @@ def test_cpu_training_augments_batches_in_the_loader_workers(tmp_path):
     pinned = make_loaders(table, table, ["c0", "c1"], cfg.data, cfg.trainer, frontend, Standardizer.identity(8),
                           pin_memory=True)
     assert all(loader.pin_memory for loader in pinned)
+    # a compiled model (static shapes): the last partial batch is dropped, unless the set is under one batch
+    for batch, dropped, n_batches in ((3, True, 2), (16, False, 1)):
+        trainer = dataclasses.replace(cfg.trainer, num_workers=0, batch_size=batch)
+        train, val = make_loaders(table, table, ["c0", "c1"], cfg.data, trainer, frontend, Standardizer.identity(8),
+                                  drop_last=True)
+        assert (train.drop_last, len(train), len(list(train))) == (dropped, n_batches, n_batches)
+        assert not val.drop_last  # every validation window is scored
     x0, y0 = next(iter(plain))
     x1, y1 = next(iter(noisy))
     assert x1.shape == x0.shape and torch.equal(y0, y1)

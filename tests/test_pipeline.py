@@ -59,6 +59,27 @@ def test_predict_stage_reuses_a_checkpoint_and_pads_a_short_last_window(run, tmp
     assert train_classifier.main(args) == 0
 
 
+def test_files_predicted_together_give_the_rows_of_files_predicted_one_by_one(run, tmp_path):
+    from inference.predict import predict_folder
+
+    sr, rng = 32000, np.random.default_rng(0)
+    for name, seconds in (("a", 12.3), ("b", 21.0), ("c", 7.0)):
+        sf.write(tmp_path / f"{name}.ogg", (0.05 * rng.standard_normal(int(seconds * sr))).astype(np.float32), sr,
+                 format="OGG")
+    frames = {}
+    for batch in (1, 1000):  # each file alone, or the three files in one model call
+        predictor = SoundscapePredictor([run["summary"]["checkpoint"]], batch_size=batch, smooth=1)
+        calls = []
+        run_model = predictor.models[0][0]
+        predictor.models[0] = (lambda x, run_model=run_model: calls.append(len(x)) or run_model(x),
+                               *predictor.models[0][1:])
+        frames[batch] = predict_folder(predictor, tmp_path, sorted(predictor.labels), decode_threads=2)
+        assert calls == ([1] * 10 if batch == 1 else [10])
+    assert frames[1]["row_id"].tolist() == ["a_5", "a_10", "a_15", "b_5", "b_10", "b_15", "b_20", "b_25", "c_5",
+                                            "c_10"]
+    pd.testing.assert_frame_equal(frames[1], frames[1000], atol=1e-5, rtol=0)  # smoothing stays within each file
+
+
 def test_second_run_reuses_the_cache(run):
     assert train_classifier.main(run["args"] + ["--stage", "preprocess"]) == 0
     latest = sorted((run["work"] / "runs").iterdir(), key=lambda p: p.stat().st_mtime)[-1]

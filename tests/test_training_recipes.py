@@ -328,3 +328,5 @@ def test_torch_compile_switch_trains_the_same_model():
         torch.manual_seed(1)  # the same augmentation noise for both
         losses.append(t.train_epoch(batches, 1))
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert eager.compile_seconds is None and compiled.compile_seconds > 0  # the compilation, timed apart
+    assert compiled.options.compile_mode == "default"  # on CPU; CUDA's auto is reduce-overhead (test_device_batch)

@@ -66,6 +66,10 @@ class PathsConfig:
 class TrainerConfig:
     seed: int = opt(42, "Global seed: Python, NumPy, torch, DataLoader workers, split, demo sample.")
     batch_size: int = opt(32, "Training batch size (validation uses twice this).", minimum=1)
+    batch_size_cuda: int = opt(256, "Training batch size on CUDA (batch_size starves a GPU): capped so an epoch keeps "
+                               "at least 32 optimizer steps (a small dataset such as the demo keeps batch_size), the "
+                               "learning rates scaled by [agent] lr_scaling; 0 = batch_size on every device.",
+                               minimum=0)
     num_workers: int = opt(0, "DataLoader worker processes (crops are memory-mapped slices, 0 is usually "
                            "fastest on CPU).", minimum=0)
     n_epochs: int = opt(30, "Training epochs.", minimum=1)
@@ -74,7 +78,13 @@ class TrainerConfig:
     threads: int = opt(0, "torch intra-op threads; 0 = one per available core.", minimum=0)
     amp: str = opt("auto", "Mixed precision (bf16 autocast where supported, else fp16 with a grad scaler): auto = on "
                    "CUDA only.", choices=("auto", "true", "false"))
-    compile: bool = opt(False, "torch.compile the model (pays a compile time up front).")
+    compile: bool = opt(False, "torch.compile the model (pays a compile time up front, logged apart from the epochs'"
+                        " steady speed).")
+    compile_mode: str = opt("auto", "torch.compile mode: auto = reduce-overhead on CUDA (CUDA graphs: the launch "
+                            "overhead of many small kernels removed) and default on CPU; with compile on, the last "
+                            "partial training batch of each epoch is dropped so shapes stay static.",
+                            choices=("auto", "default", "reduce-overhead", "max-autotune",
+                                     "max-autotune-no-cudagraphs"))
     grad_clip: float = opt(0.0, "Clip the gradient norm to this value (0 = off).", minimum=0.0)
     accumulate_steps: int = opt(1, "Optimizer step every this many batches (gradient accumulation).", minimum=1)
     ema_decay: float = opt(0.0, "Exponential moving average of the weights (e.g. 0.999): validation, checkpoints and "
@@ -104,6 +114,10 @@ class AgentConfig:
     lr_start: float = opt(1e-4, "Learning rate at the first step.", minimum=0.0)
     lr_warmup_end: float = opt(2e-3, "Peak learning rate, reached at the end of the warm-up.", minimum=0.0)
     lr_end: float = opt(1e-5, "Learning rate at the last step (cosine).", minimum=0.0)
+    lr_scaling: str = opt("sqrt", "When a run trains with another batch than [trainer] batch_size (batch_size_cuda on "
+                          "a GPU), lr_start, lr_warmup_end and lr_end are scaled by (batch / batch_size)^0.5 (sqrt, "
+                          "for Adam-type optimizers) or batch / batch_size (linear, for SGD); none = as written.",
+                          choices=("sqrt", "linear", "none"))
     warmup_epochs: float = opt(1.0, "Warm-up length in epochs (cosine).", minimum=0.0)
     exp_gamma: float = opt(0.85, "Per-epoch decay factor (exponential).", minimum=0.0, maximum=1.0)
     step_epochs: int = opt(10, "Epochs between learning-rate drops (step).", minimum=1)

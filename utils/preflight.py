@@ -54,9 +54,12 @@ def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: Da
                       steps: int = 20, extra_val: Optional[dict[str, DataLoader]] = None
                       ) -> dict[str, float]:
     """Time ``steps`` real training steps (data loading, augmentation, forward, backward, optimizer, EMA update;
-    after two warm-up steps), a few batches of every set validated each epoch and of precise BN's statistics pass,
-    and project one epoch and the whole run."""
-    trainer.train_epoch(train_loader, 0, max_batches=2)  # warm-up: workers, allocator, kernels
+    after two warm-up steps, timed apart as ``seconds_warmup``: they include a compiled model's compilation), a few
+    batches of every set validated each epoch and of precise BN's statistics pass, and project one epoch and the
+    whole run."""
+    t0 = time.perf_counter()
+    trainer.train_epoch(train_loader, 0, max_batches=2)  # warm-up: workers, allocator, kernels, compilation
+    warmup = time.perf_counter() - t0
     steps = max(1, min(steps, len(train_loader)))
     t0 = time.perf_counter()
     trainer.train_epoch(train_loader, 0, max_batches=steps)
@@ -70,7 +73,7 @@ def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: Da
     val_sets = {"val": val_loader, **(extra_val or {})}
     validation = sum(time_batches(trainer, loader) * len(loader) for loader in val_sets.values())
     epoch = per_step * len(train_loader) + precise_bn + validation
-    result = {"timed_steps": steps, "seconds_per_step": round(per_step, 4),
+    result = {"timed_steps": steps, "seconds_warmup": round(warmup, 3), "seconds_per_step": round(per_step, 4),
               "examples_per_s": round(train_loader.batch_size / per_step, 1),
               "train_batches_per_epoch": len(train_loader),
               "val_batches": sum(len(loader) for loader in val_sets.values()),

@@ -22,9 +22,10 @@ from dataloader.standardize import Standardizer
 from utils.callbacks import ModelCheckpoint
 from utils.config import ConfigError
 from utils.config_schema import Config
+from utils.device_batch import for_device
 from utils.distributed import DistContext
 from utils.runtime import training_device
-from utils.trainer import Trainer, TrainOptions
+from utils.trainer import Trainer, TrainOptions, compile_mode
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def run_loaders(cfg: Config, data: RunData, split: RunSplit, standardizer: Stand
     pin = device.type == "cuda"  # page-locked batches: the copies to the GPU overlap compute
     train_loader, val_loader = make_loaders(split.train, split.val, split.labels, cfg.data, cfg.trainer, frontend,
                                             standardizer, augment=augment if in_workers else None, rank=ctx.rank,
-                                            world_size=ctx.world_size, pin_memory=pin)
+                                            world_size=ctx.world_size, pin_memory=pin,
+                                            drop_last=cfg.trainer.compile)  # compiled: static shapes
     extra_val = {}
     if split.soundscape_val is not None and len(split.soundscape_val):  # scored each epoch as soundscape_val_*
         extra_val["soundscape"] = make_eval_loader(split.soundscape_val, split.labels, cfg.data, cfg.trainer,
@@ -146,7 +148,7 @@ def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Sta
     from utils.callbacks import build_callbacks  # noqa: PLC0415
 
     model, model_kwargs, model_name = build_model(cfg, len(split.labels), split.event_bins)
-    optimizer = create_optimizer(model=model, **optimizer_kwargs(cfg.agent))
+    optimizer = create_optimizer(model=model, fused=device.type == "cuda", **optimizer_kwargs(cfg.agent))
     steps_per_epoch = -(-len(train_loader) // cfg.trainer.accumulate_steps)  # optimizer steps
     scheduler = create_scheduler(optimizer=optimizer, **scheduler_kwargs(cfg.agent, steps_per_epoch, run_epochs(cfg)))
     loss = run_loss(cfg, split)
@@ -158,6 +160,7 @@ def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Sta
     t = cfg.trainer
     options = TrainOptions(channels_last=t.channels_last and get_family(cfg.model.family).channels_last,
                            amp=t.amp == "true" or (t.amp == "auto" and device.type == "cuda"), compile=t.compile,
+                           compile_mode=compile_mode(t.compile_mode, device.type),
                            grad_clip=t.grad_clip, accumulate_steps=t.accumulate_steps,
                            lr_verbose=cfg.agent.lr_verbose, monitor=cfg.callbacks.model_checkpoint_type,
                            ema_decay=t.ema_decay, precise_bn_batches=t.precise_bn_batches)
@@ -236,6 +239,7 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
         data.skipped.append(split.dropped)
     standardizer = fit_standardizer(split.recordings["train"], data.frontend, data.cache.folder)  # training only
     device = torch.device(f"cuda:{ctx.local_rank}" if training_device(cfg.trainer.device) == "cuda" else "cpu")
+    cfg = for_device(cfg, device.type, len(split.train), ctx.world_size)  # a GPU's batch and learning rates
     train_loader, val_loader, extra_val, augment = run_loaders(cfg, data, split, standardizer, device, ctx)
     log.info("%s task: %d train, %d validation, %d test examples, %d classes", cfg.data.task, len(split.train),
              len(split.val), len(split.test), len(split.labels))
@@ -258,4 +262,4 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
             "n_soundscape_val": 0 if split.soundscape_val is None else len(split.soundscape_val),
             "n_test": len(split.test), "evaluation": evaluation,
             "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
-            "model_name": model_name}
+            "model_name": model_name, "compile_seconds": trainer.compile_seconds}

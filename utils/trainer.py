@@ -29,12 +29,20 @@ class TrainOptions:
     channels_last: bool = True
     amp: bool = False  # autocast: bf16 where the device supports it, else fp16 with a gradient scaler
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode (reduce-overhead: CUDA graphs)
     grad_clip: float = 0.0
     accumulate_steps: int = 1
     lr_verbose: bool = False
     monitor: str = "val_score"  # which epoch's validation outputs to keep as the best (``*_loss``: lowest)
     ema_decay: float = 0.0  # > 0: validate, checkpoint and predict with an exponential moving average of the weights
     precise_bn_batches: int = 0  # > 0: batch-norm statistics recomputed on this many clean batches before validation
+
+
+def compile_mode(mode: str, device_type: str) -> str:
+    """``[trainer] compile_mode``: ``auto`` = ``reduce-overhead`` (CUDA graphs) on CUDA, ``default`` elsewhere."""
+    if mode != "auto":
+        return mode
+    return "reduce-overhead" if device_type == "cuda" else "default"
 
 
 def rng_state() -> dict[str, Any]:
@@ -80,7 +88,10 @@ class Trainer:
         if self.dist.enabled:  # gradients averaged across ranks; self.model stays the plain module
             forward = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.forward = torch.compile(forward) if self.options.compile else forward
+        # static shapes (dynamic=False; the loader drops the last partial batch): one graph, captured once
+        self.forward = (torch.compile(forward, mode=self.options.compile_mode, dynamic=False)
+                        if self.options.compile else forward)
+        self.compile_seconds: Optional[float] = None  # the first compiled step (compilation), apart from the epochs
         self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
         self.device, self.labels, self.callbacks = device, list(labels), list(callbacks)
         self.augment, self.checkpoint_extra = augment, checkpoint_extra or {}
@@ -149,13 +160,22 @@ class Trainer:
         for i, (x, y) in enumerate(bar):
             if i == n_batches:
                 break
-            x, y = self.to_device(x), y.to(self.device)
+            x, y = self.to_device(x), y.to(self.device, non_blocking=True)
             if self.augment is not None:
                 x, y = self.augment(x, y)
+            first_compiled = self.options.compile and self.compile_seconds is None
+            t0 = time.perf_counter()
+            if self.options.compile:  # a new step for CUDA graphs: the previous step's outputs may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             with self._autocast():
                 logits = self.forward(x)
             loss = self.loss_fn(logits.float(), y)  # the loss in float32 whatever autocast's dtype
             self.scaler.scale(loss / acc).backward()
+            if first_compiled:  # once per run: wait for the device to time the compilation
+                loss.detach().cpu()
+                self.compile_seconds = time.perf_counter() - t0
+                log.info("torch.compile (mode %s): first step %.1f s (compilation); epoch times include it once",
+                         self.options.compile_mode, self.compile_seconds)
             if (i + 1) % acc == 0 or i + 1 == n_batches:
                 if self.options.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
