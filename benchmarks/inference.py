@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 TEST_WINDOWS = 52_800  # BirdCLEF 2024: ~1,100 soundscapes x 48 windows (../shared/BIRDCLEF.md)
 
 
-def stand_in_checkpoint(path: Path) -> Path:
-    """A checkpoint of the default model (random weights) with the default front end and 182 classes."""
+def stand_in_checkpoint(path: Path, model_name: str = "", classes: int = 182) -> Path:
+    """A checkpoint of ``model_name`` (default: the config's model) with random weights, the default front end and
+    ``classes`` classes."""
     import torch  # noqa: PLC0415
 
     from factory.models import create_model  # noqa: PLC0415
@@ -42,10 +43,11 @@ def stand_in_checkpoint(path: Path) -> Path:
 
     cfg = Config()
     torch.manual_seed(0)
-    model = create_model(cfg.model.type, num_classes=182)
+    model_name = model_name or cfg.model.type
+    model = create_model(model_name, num_classes=classes)
     n_mels = cfg.data_process.n_mels
-    save_checkpoint(path, {"model": model.state_dict(), "labels": [f"sp{i:03d}" for i in range(182)],
-                           "model_name": cfg.model.type, "model_kwargs": {"head": "linear", "in_chans": 1},
+    save_checkpoint(path, {"model": model.state_dict(), "labels": [f"sp{i:03d}" for i in range(classes)],
+                           "model_name": model_name, "model_kwargs": {"head": "linear", "in_chans": 1},
                            "data_process": cfg.to_dict()["data_process"], "window_s": cfg.data.window_s,
                            "pad_mode": cfg.data.pad_mode, "activation": "sigmoid", "input": "mel",
                            "standardizer": {"mode": "per_frequency", "mean": [-60.0] * n_mels,

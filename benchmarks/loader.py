@@ -29,14 +29,15 @@ from dataloader.standardize import Standardizer  # noqa: E402
 from utils.config import Config  # noqa: E402
 
 
-def synthetic_cache(folder: Path, files: int, n_mels: int, seed: int = 0):
-    """``files`` float16 mels of 1-120 s at 64 frames/s; returns a table like the cache's."""
+def synthetic_cache(folder: Path, files: int, n_mels: int, seed: int = 0, min_s: float = 1.0, max_s: float = 120.0):
+    """``files`` float16 mels of ``min_s``-``max_s`` s (log-uniform) at 64 frames/s; returns a table like the
+    cache's."""
     import pandas as pd  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(files):
-        frames = int(np.exp(rng.uniform(np.log(64), np.log(64 * 120))))
+        frames = int(np.exp(rng.uniform(np.log(64 * min_s), np.log(64 * max_s))))
         path = folder / f"{i}.npy"
         np.save(path, rng.standard_normal((n_mels, frames)).astype(np.float16))
         rows.append({"entry": str(path), "primary_label": f"c{i % 20}", "secondary_labels": [], "filename": path.name})
