@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_gpu_benchmark_runs_its_every_row_at_a_small_size_on_cpu():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_train.py"), "--small", "--no-compile"],
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_train.py"), "--size", "small", "--no-compile"],
                          capture_output=True, text=True, timeout=600, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     kinds = {row["what"] for row in rows}

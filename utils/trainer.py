@@ -105,10 +105,9 @@ class Trainer:
         self.bn_loader: Optional[DataLoader] = None  # clean (unaugmented) training batches for precise BN
         self.ema = None
         if self.options.ema_decay > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: PLC0415
+            from utils.weight_average import WeightEMA  # noqa: PLC0415
 
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.options.ema_decay),
-                                     use_buffers=True)
+            self.ema = WeightEMA(self.model, self.options.ema_decay)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -310,6 +309,7 @@ class Trainer:
             self.ema.module.load_state_dict(payload["model"])
             if "ema_n_averaged" in payload:
                 self.ema.n_averaged.copy_(payload["ema_n_averaged"])
+                self.ema.sync_count()
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload.get("scheduler") is not None:
             self.scheduler.load_state_dict(payload["scheduler"])
