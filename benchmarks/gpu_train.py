@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -55,6 +54,7 @@ from factory.models import create_model  # noqa: E402
 from factory.optimizers import create_optimizer  # noqa: E402
 from utils.config import Config  # noqa: E402
 from utils.config_schema import DataProcessConfig  # noqa: E402
+from utils.device_sync import device_syncs  # noqa: E402
 from utils.runtime import available_cores, configure_cpu  # noqa: E402
 from utils.trainer import Trainer, TrainOptions, compile_mode  # noqa: E402
 
@@ -170,15 +170,8 @@ def sync_count(trainer: Trainer, batches: list, device: torch.device) -> Optiona
     """Host-device synchronisations per step of ``train_epoch`` beyond its single end-of-epoch read (CUDA)."""
     if device.type != "cuda":
         return None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            trainer.train_epoch(batches, 1)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = sum("synchroniz" in str(w.message) for w in caught)
-    return max(syncs - 1, 0) / len(batches)  # the end-of-epoch read of the running loss is the one expected
+    syncs = device_syncs(lambda: trainer.train_epoch(batches, 1))
+    return max(len(syncs) - 1, 0) / len(batches)  # the end-of-epoch read of the running loss is the one expected
 
 
 def main() -> None:

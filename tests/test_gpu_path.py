@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ def test_the_training_loop_does_not_wait_for_the_gpu_between_steps():
     from factory.models import create_model
     from factory.optimizers import create_optimizer
     from utils.config_schema import AugmentationConfig
+    from utils.device_sync import device_syncs
     from utils.trainer import Trainer, TrainOptions
 
     device = torch.device("cuda")
@@ -47,12 +47,5 @@ def test_the_training_loop_does_not_wait_for_the_gpu_between_steps():
                       options=TrainOptions(amp=True))
     batches = [(torch.randn(16, 1, 32, 64).pin_memory(), torch.rand(16, 5).round().pin_memory()) for _ in range(6)]
     trainer.train_epoch(batches, 0)  # warm-up
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            trainer.train_epoch(batches, 1)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    syncs = device_syncs(lambda: trainer.train_epoch(batches, 1))
     assert len(syncs) <= 1, syncs  # the running loss, read once at the end of the epoch
