@@ -56,7 +56,7 @@ from utils.config import Config  # noqa: E402
 from utils.config_schema import DataProcessConfig  # noqa: E402
 from utils.device_sync import device_syncs  # noqa: E402
 from utils.runtime import available_cores, configure_cpu  # noqa: E402
-from utils.trainer import Trainer, TrainOptions, compile_mode  # noqa: E402
+from utils.trainer import Trainer, TrainOptions, amp_enabled, compile_mode  # noqa: E402
 
 BIRDCLEF_2024_RECORDINGS = 24_459
 
@@ -194,7 +194,7 @@ def main() -> None:
         "batches": tuple(int(b) for b in args.batches.split(",")) if args.batches else None,
         "workers": tuple(int(w) for w in args.workers.split(",")) if args.workers else None}.items() if v})
     threads = configure_cpu(0)
-    amp = cuda  # [trainer] amp = auto
+    amp = amp_enabled(Config().trainer.amp, device.type)  # the trainer rows train as a run would
     emit({"what": "machine", "device": torch.cuda.get_device_name(0) if cuda else "cpu", "cpu_cores": threads,
           "size": "small" if small else "gpu", "model": size.model,
           "window": [1, size.n_mels, 5 * 32000 // size.hop_length], "classes": size.classes, "amp": amp,

@@ -25,7 +25,7 @@ from utils.config_schema import Config
 from utils.device_batch import for_device
 from utils.distributed import DistContext
 from utils.runtime import training_device
-from utils.trainer import Trainer, TrainOptions, compile_mode
+from utils.trainer import Trainer, TrainOptions, amp_enabled, compile_mode
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Sta
     callbacks, checkpoint = build_callbacks(cfg, run_dir, ctx.is_main)
     t = cfg.trainer
     options = TrainOptions(channels_last=t.channels_last and get_family(cfg.model.family).channels_last,
-                           amp=t.amp == "true" or (t.amp == "auto" and device.type == "cuda"), compile=t.compile,
+                           amp=amp_enabled(t.amp, device.type), compile=t.compile,
                            compile_mode=compile_mode(t.compile_mode, device.type),
                            grad_clip=t.grad_clip, accumulate_steps=t.accumulate_steps,
                            lr_verbose=cfg.agent.lr_verbose, monitor=cfg.callbacks.model_checkpoint_type,

@@ -45,6 +45,11 @@ def compile_mode(mode: str, device_type: str) -> str:
     return "reduce-overhead" if device_type == "cuda" else "default"
 
 
+def amp_enabled(setting: str, device_type: str) -> bool:
+    """``[trainer] amp``: ``true``, ``false``, or ``auto`` = on CUDA only."""
+    return setting == "true" or (setting == "auto" and device_type == "cuda")
+
+
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and CUDA) generator states as plain data (``weights_only`` loadable)."""
     np_state = np.random.get_state()
