@@ -77,9 +77,9 @@ class TrainerConfig:
     channels_last: bool = opt(True, "channels_last memory format (faster for CNNs on CPU as well as GPU).")
     threads: int = opt(0, "torch intra-op threads; 0 = one per available core.", minimum=0)
     amp: str = opt("false", "Mixed precision (bf16 autocast where supported, else fp16 with a grad scaler; the loss "
-                   "stays float32): true, false, or auto = on CUDA only. Off by default: on the demo (5 seeds, CPU bf16) it "
-                   "kept val_score but lost 0.024 of soundscape score on average (lower in 4 of 5 seeds); on CUDA, "
-                   "float32 convolutions already run on TF32 tensor cores.",
+                   "stays float32): true, false, or auto = on CUDA only. Off by default: on the demo (5 seeds, CPU "
+                   "bf16) it kept val_score but lost 0.024 of soundscape score on average (lower in 4 of 5 seeds); "
+                   "on CUDA, float32 convolutions already run on TF32 tensor cores.",
                    choices=("auto", "true", "false"))
     compile: bool = opt(False, "torch.compile the model (pays a compile time up front, logged apart from the epochs'"
                         " steady speed).")
