@@ -328,6 +328,9 @@ class EvaluationConfig:
     onset_tolerance_s: float = opt(0.5, "events: a predicted event matches a reference one of its class when their "
                                    "onsets differ by at most this (and they overlap).", minimum=0.0)
     min_event_s: float = opt(0.0, "events: predicted events shorter than this are dropped.", minimum=0.0)
+    detection_precision: float = opt(0.9, "Per-class thresholds written to the run folder (thresholds.csv, what "
+                                     "detect.py uses): the lowest score reaching this precision on the validation "
+                                     "split, per class.", minimum=0.0, maximum=1.0)
 
 
 SECTIONS: dict[str, type] = {

@@ -8,6 +8,7 @@ and the confusion matrix; ``multilabel``: the validation metrics of training in 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -30,6 +31,8 @@ from utils.metrics import per_class_table, plot_per_class, validation_scores
 
 if TYPE_CHECKING:
     from utils.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> None:
@@ -146,11 +149,29 @@ def validation_row_ids(val_df: pd.DataFrame, window_frames: int, window_s: float
             for name, start in zip(val_df["filename"], starts)]
 
 
+def write_thresholds(path: Path, targets: np.ndarray, probs: np.ndarray, outputs: Sequence[str],
+                     precision: float) -> None:
+    """Per-class thresholds reaching ``precision`` on these validation outputs (an events model's ``class@bin``
+    outputs per class: the most confident bin of each window against the class's presence in it)."""
+    from inference.detections import OutputLayout  # noqa: PLC0415
+    from utils.thresholds import thresholds_for_precision  # noqa: PLC0415
+
+    layout = OutputLayout.of(outputs)
+    targets = np.nan_to_num(targets)
+    if layout.bins:
+        shape = (len(probs), len(layout.classes), layout.bins)
+        probs, targets = probs.reshape(shape).max(axis=2), targets.reshape(shape).max(axis=2)
+    table = thresholds_for_precision(targets, probs, layout.classes, precision)
+    table.to_csv(path, index=False, float_format="%.6g")
+    reached = int(table["reached"].sum())
+    log.info("thresholds for precision %.2f: reached for %d of %d classes -> %s", precision, reached, len(table), path)
+
+
 def write_validation_outputs(trainer: Trainer, val_df: pd.DataFrame, labels: Sequence[str], run_dir: Path,
-                             fold: int, row_ids: Sequence[str]) -> None:
+                             fold: int, row_ids: Sequence[str], precision: float = 0.9) -> None:
     """The best epoch's out-of-fold predictions (``val_predictions.csv``: filename, primary_label, fold, row_id,
-    one probability per output) and per-class ROC-AUC / AP (``per_class_metrics.csv`` and ``.png``) in the run
-    folder."""
+    one probability per output), per-class ROC-AUC / AP (``per_class_metrics.csv`` and ``.png``) and the per-class
+    thresholds for ``precision`` (``thresholds.csv``, what ``detect.py`` uses) in the run folder."""
     epoch, probs, targets = trainer.best_val or (trainer.history[-1]["epoch"], *trainer.last_val)
     val_pred = pd.DataFrame(probs, columns=labels)
     val_pred.insert(0, "filename", list(val_df["filename"]))
@@ -158,6 +179,7 @@ def write_validation_outputs(trainer: Trainer, val_df: pd.DataFrame, labels: Seq
     val_pred.insert(2, "fold", fold)
     val_pred.insert(3, "row_id", list(row_ids))
     val_pred.to_csv(run_dir / "val_predictions.csv", index=False, float_format="%.7f")
+    write_thresholds(run_dir / "thresholds.csv", targets, probs, labels, precision)
     table = per_class_table((np.nan_to_num(targets) >= 1.0).astype(np.int8), probs, labels)
     table.to_csv(run_dir / "per_class_metrics.csv", index=False, float_format="%.5f")
     plot_per_class(table, run_dir / "per_class_metrics.png", f"validation at epoch {epoch}, per class (positives)")

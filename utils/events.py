@@ -14,15 +14,20 @@ import pandas as pd
 EVENT_COLUMNS = ["file", "class", "onset", "offset", "score"]
 
 
+def runs_above(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """``(start, stop)`` index pairs of the runs of consecutive ``scores`` at or above ``threshold``."""
+    active = np.concatenate([[False], np.asarray(scores) >= threshold, [False]])
+    edges = np.flatnonzero(active[1:] != active[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
 def probs_to_events(file: str, probs: np.ndarray, labels: Sequence[str], bin_s: float, threshold: float = 0.5,
                     min_event_s: float = 0.0) -> list[dict]:
     """Events of one recording from its per-bin probabilities ``(classes, bins)`` (bins of ``bin_s`` seconds from
     the start of the file): runs of bins at or above ``threshold``; score = the run's peak probability."""
     events = []
     for c, label in enumerate(labels):
-        active = np.concatenate([[False], probs[c] >= threshold, [False]])
-        edges = np.flatnonzero(active[1:] != active[:-1])
-        for start, stop in zip(edges[::2], edges[1::2]):
+        for start, stop in runs_above(probs[c], threshold):
             if (stop - start) * bin_s + 1e-9 >= min_event_s:
                 events.append({"file": file, "class": label, "onset": round(start * bin_s, 4),
                                "offset": round(stop * bin_s, 4), "score": float(probs[c, start:stop].max())})

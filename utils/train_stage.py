@@ -215,7 +215,8 @@ def evaluate_run(cfg: Config, data: RunData, split: RunSplit, trainer: Trainer, 
     from utils.evaluation import evaluate_splits, validation_row_ids, write_validation_outputs  # noqa: PLC0415
 
     ids = validation_row_ids(split.val, data.frontend.frames_for(cfg.data.window_s), cfg.data.window_s)
-    write_validation_outputs(trainer, split.val, split.outputs, run_dir, cfg.data.fold, ids)
+    write_validation_outputs(trainer, split.val, split.outputs, run_dir, cfg.data.fold, ids,
+                             cfg.evaluation.detection_precision)
     if checkpoint and checkpoint.best_path.exists():  # the evaluation weights (the EMA's when on)
         trainer.eval_model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
     return evaluate_splits(trainer, {"val": split.val, "test": split.test}, split.labels, cfg.data, cfg.evaluation,

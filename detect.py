@@ -1,0 +1,123 @@
+"""Field recordings in, detections out: what a trained model heard in a folder tree of recordings, and where.
+
+    python detect.py --checkpoint runs/<id>/checkpoints/best.pt --audio-dir recordings/ --out-dir detections/
+                     [--hop-s 1] [--min-score 0.1] [--thresholds thresholds.csv] [--threshold 0.5] [--review 12]
+
+Every recording under ``--audio-dir`` (any depth; OGG, WAV, FLAC, MP3; any rate, channel count and length) is
+decoded once and its mel computed once, block by block for long files; windows of the model's length every
+``--hop-s`` seconds (default: the window length, end to end; the last partial window padded) go through the
+models (``.pt`` checkpoints or ``.onnx``/``.xml`` exports, averaged), windows of consecutive files batched together.
+Written to ``--out-dir``:
+
+- ``scores.csv``: ``file, start_s, end_s, class, score`` for every window x class scoring at least ``--min-score``
+  (an events model: every event bin);
+- ``detections.csv``: ``file, class, start_s, end_s, max_score, mean_score``, consecutive windows of a class at or
+  above its threshold merged; thresholds from ``--thresholds`` (a ``class,threshold`` CSV; by default the
+  ``thresholds.csv`` a training run writes beside its checkpoints, chosen on its validation split for 0.9
+  precision), ``--threshold`` for the classes it does not list;
+- ``raven/<file>.Table.1.selections.txt`` per recording (tab-separated Raven Pro selection tables) and
+  ``raven_selections.csv`` with all of them;
+- ``file_summary.csv``: duration, windows and detections per recording, the classes heard with counts and max
+  score; ``unreadable.csv``: the recordings that could not be read and why (the others go on);
+- with ``--review N``: ``review/<class>.png``, the class's top N detections as mel spectrograms on one page.
+
+For a Kaggle submission use ``predict.py``. Imports nothing from training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from inference.detection_tables import write_tables  # noqa: E402
+from inference.detections import OutputLayout, audio_tree, load_thresholds, score_folder  # noqa: E402
+from inference.predict import BATCH_SIZE, SoundscapePredictor  # noqa: E402
+from utils.checkpoints import CheckpointError  # noqa: E402
+
+log = logging.getLogger("detect")
+RUN_THRESHOLDS = "thresholds.csv"  # what a training run writes in its folder
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", nargs="+", required=True, help=".pt checkpoints and/or exported .onnx/.xml models")
+    p.add_argument("--audio-dir", required=True, help="a folder tree of recordings")
+    p.add_argument("--out-dir", default="detections")
+    p.add_argument("--hop-s", type=float, help="seconds between window starts (default: the window length)")
+    p.add_argument("--min-score", type=float, default=0.1, help="the lowest score scores.csv keeps")
+    p.add_argument("--thresholds", help="class,threshold CSV (default: the training run's thresholds.csv, if any)")
+    p.add_argument("--threshold", type=float, default=0.5, help="the threshold of classes --thresholds does not list")
+    p.add_argument("--review", type=int, default=0, metavar="N", help="review sheets: each class's top N detections")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--decode-threads", type=int, default=0, help="threads decoding ahead (0 = half the cores)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0 = their default)")
+    p.add_argument("--precision", default="f32", choices=("f32", "bf16"), help="OpenVINO inference precision")
+    p.add_argument("--limit", type=int, help="only the first N recordings")
+    return p.parse_args(argv)
+
+
+def run_thresholds(checkpoint: str) -> Optional[Path]:
+    """The ``thresholds.csv`` of the training run a checkpoint comes from (``runs/<id>/checkpoints/x.pt``)."""
+    path = Path(checkpoint).resolve().parent.parent / RUN_THRESHOLDS
+    return path if path.is_file() else None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    if args.hop_s is not None and args.hop_s <= 0:
+        log.error("--hop-s %s: must be positive", args.hop_s)
+        return 2
+    try:
+        files = audio_tree(args.audio_dir)[:args.limit]
+        predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
+                                        threads=args.threads, precision=args.precision)
+        layout = OutputLayout.of(predictor.labels)
+        thresholds_path = args.thresholds or run_thresholds(args.checkpoint[0])
+        if thresholds_path and not args.thresholds:
+            log.info("thresholds from the training run: %s", thresholds_path)
+        thresholds = load_thresholds(thresholds_path, layout.classes, args.threshold)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    if not files:
+        log.error("no recordings (.ogg, .wav, .flac, .mp3) under %s", args.audio_dir)
+        return 1
+    frontend = predictor.frontend
+    settings = frontend.settings_dict()
+    t0 = time.perf_counter()
+    scores = score_folder(predictor, files, args.hop_s,
+                          decode_threads=args.decode_threads or max(1, (os.cpu_count() or 2) // 2),
+                          root=Path(args.audio_dir))
+    run = write_tables(scores, layout.classes, thresholds, args.min_score, args.out_dir,
+                       float(settings.get("f_min", 0.0)), float(settings.get("f_max", frontend.sample_rate / 2)))
+    seconds = time.perf_counter() - t0
+    summary = {"recordings": run.files, "unreadable": run.unreadable, "audio_hours": round(run.audio_s / 3600, 3),
+               "windows": run.windows, "windows_per_s": round(run.windows / max(seconds, 1e-9), 1),
+               "realtime_factor": round(run.audio_s / max(seconds, 1e-9), 1), "detections": run.detections,
+               "score_rows": run.score_rows, "seconds": round(seconds, 1), "out_dir": str(run.out_dir)}
+    if args.review:
+        import pandas as pd  # noqa: PLC0415
+
+        from inference.review_sheet import review_sheets  # noqa: PLC0415
+
+        pages = review_sheets(pd.read_csv(run.out_dir / "detections.csv", dtype={"file": str, "class": str}),
+                              Path(args.audio_dir), frontend, run.out_dir / "review", args.review)
+        summary["review_pages"] = len(pages)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The tables of a detection run, written while recordings are scored: the long score table, merged detections,
+Raven selection tables (one per recording, and all of them in one CSV), a per-file summary, unreadable files."""
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from inference.detections import (
+    DETECTION_COLUMNS,
+    RAVEN_COLUMNS,
+    SCORE_COLUMNS,
+    FileScores,
+    merge_detections,
+    raven_table,
+    score_rows,
+)
+
+log = logging.getLogger(__name__)
+SUMMARY_COLUMNS = ["file", "duration_s", "windows", "detections", "classes"]
+
+
+def raven_name(file: str) -> str:
+    """The selection table's file name for a recording (its relative path flattened, Raven's suffix)."""
+    stem = re.sub(r"[\\/]+", "__", str(Path(file).with_suffix("")))
+    return f"{stem}.Table.1.selections.txt"
+
+
+@dataclass
+class DetectionRun:
+    """What a detection run wrote and counted."""
+
+    out_dir: Path
+    files: int = 0
+    unreadable: int = 0
+    audio_s: float = 0.0
+    windows: int = 0
+    detections: int = 0
+    score_rows: int = 0
+
+
+def file_summary(scores: FileScores, detections: pd.DataFrame) -> dict:
+    """One recording's line: duration, windows, detections and, per class detected, its count and max score."""
+    per_class = (detections.groupby("class")["max_score"].agg(["size", "max"]).sort_values("max", ascending=False)
+                 if len(detections) else pd.DataFrame(columns=["size", "max"]))
+    return {"file": scores.file, "duration_s": round(scores.duration_s, 3), "windows": scores.windows,
+            "detections": len(detections),
+            "classes": "; ".join(f"{c} x{int(r['size'])} (max {r['max']:.3f})" for c, r in per_class.iterrows())}
+
+
+def write_tables(results: Iterable[FileScores], classes: Sequence[str], thresholds: np.ndarray, min_score: float,
+                 out_dir: str | Path, low_hz: float, high_hz: float) -> DetectionRun:
+    """Write every table under ``out_dir`` as the recordings' scores arrive (one recording in memory at a time):
+    ``scores.csv`` (file, start_s, end_s, class, score ≥ ``min_score``), ``detections.csv``, ``raven/<file>...
+    selections.txt`` (tab-separated, what Raven Pro opens; ``low_hz``-``high_hz``: the model's band),
+    ``raven_selections.csv`` (all recordings, a ``File`` column first), ``file_summary.csv`` and, when some
+    recordings could not be read, ``unreadable.csv`` (file, reason)."""
+    out = Path(out_dir)
+    (out / "raven").mkdir(parents=True, exist_ok=True)
+    run = DetectionRun(out)
+    paths = {name: out / f"{name}.csv" for name in ("scores", "detections", "raven_selections", "file_summary",
+                                                     "unreadable")}
+    headers = {"scores": SCORE_COLUMNS, "detections": DETECTION_COLUMNS,
+               "raven_selections": ["File", *RAVEN_COLUMNS], "file_summary": SUMMARY_COLUMNS,
+               "unreadable": ["file", "reason"]}
+    handles = {name: open(path, "w", newline="") for name, path in paths.items()}
+    try:
+        for name, handle in handles.items():
+            csv.writer(handle).writerow(headers[name])
+        for scores in results:
+            run.files += 1
+            if scores.error:
+                run.unreadable += 1
+                log.warning("%s: %s -- listed in unreadable.csv, the others go on", scores.file, scores.error)
+                csv.writer(handles["unreadable"]).writerow([scores.file, scores.error])
+                continue
+            run.audio_s += scores.duration_s
+            run.windows += scores.windows
+            rows = score_rows(scores, classes, min_score)
+            rows.to_csv(handles["scores"], header=False, index=False, float_format="%.6g")
+            run.score_rows += len(rows)
+            detections = pd.DataFrame(merge_detections(scores, classes, thresholds), columns=DETECTION_COLUMNS)
+            detections.to_csv(handles["detections"], header=False, index=False, float_format="%.6g")
+            run.detections += len(detections)
+            raven = raven_table(detections, low_hz, high_hz)
+            raven.to_csv(out / "raven" / raven_name(scores.file), sep="\t", index=False)
+            raven.insert(0, "File", scores.file)
+            raven.to_csv(handles["raven_selections"], header=False, index=False)
+            pd.DataFrame([file_summary(scores, detections)], columns=SUMMARY_COLUMNS).to_csv(
+                handles["file_summary"], header=False, index=False)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    if not run.unreadable:
+        paths["unreadable"].unlink()
+    return run
