@@ -72,6 +72,16 @@ def run_thresholds(checkpoint: str) -> Optional[Path]:
     return path if path.is_file() else None
 
 
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory so far, in MB (None where ``resource`` is missing: Windows)."""
+    try:
+        import resource  # noqa: PLC0415
+    except ImportError:
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -106,7 +116,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     summary = {"recordings": run.files, "unreadable": run.unreadable, "audio_hours": round(run.audio_s / 3600, 3),
                "windows": run.windows, "windows_per_s": round(run.windows / max(seconds, 1e-9), 1),
                "realtime_factor": round(run.audio_s / max(seconds, 1e-9), 1), "detections": run.detections,
-               "score_rows": run.score_rows, "seconds": round(seconds, 1), "out_dir": str(run.out_dir)}
+               "score_rows": run.score_rows, "seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb(),
+               "out_dir": str(run.out_dir)}
     if args.review:
         import pandas as pd  # noqa: PLC0415
 

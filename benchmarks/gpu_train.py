@@ -29,7 +29,6 @@ times the prediction stage alone at the full size (on a CPU-only machine: its CP
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -45,6 +44,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.inference import stand_in_checkpoint  # noqa: E402
+from benchmarks.loader import synthetic_cache  # noqa: E402
 from dataloader.augment import BatchAugment  # noqa: E402
 from dataloader.features import make_frontend  # noqa: E402
 from dataloader.loaders import make_loaders  # noqa: E402
@@ -80,15 +81,6 @@ class Size:
 
 GPU = Size("efficientnet_b0", 128, 500, 182, (64, 128, 256), 256, (4, 8, 14), 30, 3, 8, 240.0)
 SMALL = Size("mobilenetv3_small_050", 32, 2500, 12, (8, 16), 16, (0, 2), 3, 1, 2, 20.0)
-
-
-def sibling(name: str) -> Any:
-    """Another benchmark script of this folder as a module (``benchmarks/`` is not a package, and its
-    ``inference.py`` would shadow the project's ``inference`` package on ``sys.path``)."""
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def emit(row: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +217,7 @@ def main() -> None:
     compile_options = (False,) if args.no_compile else (False, True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        table = sibling("loader").synthetic_cache(Path(tmp), windows, size.n_mels, min_s=5.0, max_s=20.0)
+        table = synthetic_cache(Path(tmp), windows, size.n_mels, min_s=5.0, max_s=20.0)
         labels = [f"c{i}" for i in range(size.classes)]
         table["primary_label"] = [labels[i % size.classes] for i in range(len(table))]
         frontend = make_frontend(DataProcessConfig(n_mels=size.n_mels, hop_length=size.hop_length))
@@ -273,7 +265,7 @@ def prediction_rows(size: Size, device: torch.device, tmp: Path) -> None:
     from inference.budget import generate_soundscapes  # noqa: PLC0415
     from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
 
-    ckpt = sibling("inference").stand_in_checkpoint(tmp / "stand_in.pt", size.model, size.classes)
+    ckpt = stand_in_checkpoint(tmp / "stand_in.pt", size.model, size.classes)
     audio = generate_soundscapes(tmp / "audio", size.prediction_files, size.prediction_seconds)
     speeds = {}
     for where in (["cuda"] if device.type == "cuda" else []) + ["cpu"]:

@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
-
-from utils.checkpoints import load_checkpoint
 
 Runner = Callable[[np.ndarray], np.ndarray]
 METADATA_KEYS = ("labels", "model_name", "model_kwargs", "data_process", "window_s", "pad_mode", "standardizer",
@@ -41,12 +38,17 @@ def load_metadata(model_path: str | Path) -> dict[str, Any]:
         if not side.is_file():
             raise FileNotFoundError(f"{path}: its metadata {side.name} is missing (export writes it beside the model)")
         return json.loads(side.read_text())
+    from utils.checkpoints import load_checkpoint  # noqa: PLC0415 - torch, only for checkpoints
+
     return checkpoint_metadata(load_checkpoint(path))
 
 
 def torch_runner(checkpoint: str | Path, device: str = "cpu", channels_last: bool = True) -> Runner:
     """Eager PyTorch on ``device`` (channels_last by default: ~2x faster than contiguous on this CPU)."""
+    import torch  # noqa: PLC0415 - only a checkpoint needs it; exported models run without torch
+
     from factory.families import model_from_checkpoint  # noqa: PLC0415
+    from utils.checkpoints import load_checkpoint  # noqa: PLC0415
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device, memory_format=fmt).eval()

@@ -1,7 +1,7 @@
 """Soundscape inference: decode once, one mel per file (the training front end), 5-s windows, every model.
 
 Imports nothing from training (no trainer, optimizers, neptune or kaggle), so it runs in an offline
-Kaggle notebook.
+Kaggle notebook; with exported models (ONNX, OpenVINO) it does not import torch either (~3 s and ~500 MB less).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 import soundfile as sf
-import torch
+from scipy.special import expit, softmax
 from tqdm import tqdm
 
 from dataloader.audio import AudioError, MemoryReader, MonoReader, audio_files
@@ -141,9 +141,9 @@ class SoundscapePredictor:
                 if conversion is not None:  # this model's own standardisation statistics
                     scale, shift = conversion
                     batch = batch * scale[:, None] + shift[:, None]
-                logits = torch.from_numpy(np.asarray(run(batch), dtype=np.float32))
-                probs = torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
-                total[i:i + len(logits), columns] += probs.numpy()
+                logits = np.asarray(run(batch), dtype=np.float32)
+                probs = softmax(logits, axis=1) if activation == "softmax" else expit(logits)
+                total[i:i + len(logits), columns] += probs
             counts[columns] += 1
         probs = total / np.maximum(counts, 1)
         if not self.smooth:

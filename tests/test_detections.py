@@ -178,3 +178,14 @@ def test_detect_picks_up_the_training_runs_thresholds(run, tmp_path, capsys):
     assert detect.main(["--checkpoint", ckpt, "--audio-dir", str(audio), "--out-dir", str(tmp_path / "o")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["recordings"] == 1 and summary["windows"] == 2 and summary["unreadable"] == 0
+
+
+def test_inference_modules_do_not_import_torch_for_exported_models():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = "import sys; import detect, predict, inference.detection_tables; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -13,8 +13,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from utils.atomic_files import remove_stale_temporaries
 
 
@@ -37,6 +35,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     remove_stale_temporaries(path.parent)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
+        import torch  # noqa: PLC0415 - imported when used: exported models' inference runs without torch
+
         torch.save(payload, tmp)
         os.replace(tmp, path)
     except BaseException as exc:
@@ -59,6 +59,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
+        import torch  # noqa: PLC0415
+
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path}: refused: it holds pickled Python objects, not a plain-data checkpoint of this "
