@@ -5,7 +5,7 @@
 Without ``--checkpoint`` an efficientnet_b0 with random weights and 182 classes stands in (speed does not depend on
 the weights). Rows:
 
-1. ``hop``: ``detect.py``'s scoring of ``--long-files`` generated 4-minute soundscapes with a hop of 5 s and of 1 s:
+1. ``hop``: ``detect.py``'s scoring (its batch size) of ``--long-files`` generated 4-minute soundscapes with a hop of 5 s and of 1 s:
    windows/s and the audio real-time factor (the mel is computed once per file whatever the hop, so a hop of 1 s
    costs about 5x the model work, not 5x the decoding);
 2. ``short_files``: ``--short-files`` recordings of 5-10 s against the long soundscapes (hop 5 s):
@@ -65,10 +65,11 @@ def long_recording(path: Path, hours: float, seed: int = 0) -> Path:
 
 def scoring_speed(checkpoint: Path, folder: Path, hop_s: float, repeats: int = 2) -> dict[str, float]:
     """Windows/s and real-time factor of scoring every recording of ``folder`` (best of ``repeats`` passes)."""
+    from detect import DETECT_BATCH  # noqa: PLC0415
     from inference.detections import audio_tree, score_folder  # noqa: PLC0415
     from inference.predict import SoundscapePredictor  # noqa: PLC0415
 
-    predictor = SoundscapePredictor([checkpoint])
+    predictor = SoundscapePredictor([checkpoint], batch_size=DETECT_BATCH)
     files = audio_tree(folder)
     best: dict[str, float] = {}
     for _ in range(repeats):

@@ -46,9 +46,9 @@ def stand_in(path, labels, activation="sigmoid", seed=0):
     return path
 
 
-def noise(path, seconds, sr=SR, seed=0):
+def noise(path, seconds, sr=SR, seed=0, channels=1):
     rng = np.random.default_rng(seed)
-    sf.write(path, (0.05 * rng.standard_normal(int(seconds * sr))).astype(np.float32), sr)
+    sf.write(path, (0.05 * rng.standard_normal((int(seconds * sr), channels))).astype(np.float32), sr)
     return path
 
 
@@ -135,7 +135,7 @@ def test_detect_writes_every_table_for_each_task_and_lists_an_unreadable_file(tm
     audio = tmp_path / "field"
     (audio / "site b").mkdir(parents=True)
     noise(audio / "a.wav", 11.0)
-    noise(audio / "site b" / "b.flac", 7.0, sr=22050, seed=1)
+    noise(audio / "site b" / "b.flac", 7.0, sr=22050, seed=1, channels=2)  # another rate, stereo
     (audio / "broken.ogg").write_bytes(b"not audio at all")
     out = tmp_path / "out"
     layout = OutputLayout.of(labels)
