@@ -6,8 +6,8 @@ Without ``--checkpoint`` an efficientnet_b0 with random weights and 182 classes 
 the weights). Rows:
 
 1. ``hop``: ``detect.py``'s scoring (at its batch size) of ``--long-files`` generated 4-minute soundscapes with a
-   hop of 5 s and of 1 s: windows/s and the audio real-time factor (the mel is computed once per file whatever the hop, so a hop of 1 s
-   costs about 5x the model work, not 5x the decoding);
+   hop of 5 s and of 1 s: windows/s and the audio real-time factor (the mel is computed once per file whatever
+   the hop, so a hop of 1 s costs about 5x the model work, not 5x the decoding);
 2. ``short_files``: ``--short-files`` recordings of 5-10 s against the long soundscapes (hop 5 s):
    ``ratio`` of windows/s (target >= 0.8: windows of consecutive files share model calls);
 3. ``long_recording``: one ``--hours``-hour recording through ``detect.py`` in a child process, with the checkpoint
