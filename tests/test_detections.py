@@ -171,7 +171,9 @@ def test_detect_writes_every_table_for_each_task_and_lists_an_unreadable_file(tm
 def test_detect_picks_up_the_training_runs_thresholds(run, tmp_path, capsys):
     ckpt = run["summary"]["checkpoint"]
     thresholds = pd.read_csv(run["run_dir"] / "thresholds.csv")
-    assert list(thresholds.columns) == ["class", "threshold", "precision", "recall", "positives", "reached"]
+    assert list(thresholds.columns) == ["class", "threshold", "precision", "recall", "positives", "reached",
+                                        "source"]
+    assert set(thresholds["source"]) == {"validation"}  # the 2024 demo has no labelled soundscapes
     audio = tmp_path / "field"
     audio.mkdir()
     noise(audio / "x.wav", 9.0)
@@ -189,3 +191,21 @@ def test_inference_modules_do_not_import_torch_for_exported_models():
     code = "import sys; import detect, predict, inference.detection_tables; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_labelled_soundscape_windows_set_the_thresholds_of_the_classes_they_have_enough_of(tmp_path):
+    from utils.evaluation import write_thresholds
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 3)) < 0.3).astype(float)
+    s = np.clip(y * 0.5 + rng.random((200, 3)) * 0.6, 0, 1)
+    path = tmp_path / "thresholds.csv"
+    write_thresholds(path, y, s, ["a", "b", "c"], 0.9)  # the validation split
+    soundscape_y = np.zeros((40, 3))
+    soundscape_y[:10, 0], soundscape_y[:3, 1] = 1, 1  # a: 10 positives, b: 3 (too few), c: none
+    write_thresholds(path, soundscape_y, rng.random((40, 3)) * 0.2 + soundscape_y * 0.7, ["a", "b", "c"], 0.9,
+                     source="soundscape_validation")
+    table = pd.read_csv(path)
+    assert table["class"].tolist() == ["a", "b", "c"]
+    assert table["source"].tolist() == ["soundscape_validation", "validation", "validation"]
+    assert table.loc[0, "positives"] == 10 and table.loc[0, "precision"] >= 0.9

@@ -41,6 +41,8 @@ def test_a_testing_run_per_edition_submits_that_editions_columns(edition_demos, 
         assert summary["soundscape_windows_train"] > 0 and summary["n_soundscape_val"] > 0
         assert 0.0 <= summary["soundscape_val_score"] <= 1.0
         assert "soundscape_val_score" in pd.read_csv(run_dir / "metrics.csv").columns
+        thresholds = pd.read_csv(run_dir / "thresholds.csv")  # the soundscape windows were scored for them too
+        assert len(thresholds) == summary["classes"] and thresholds["source"].notna().all()
         assert len(summary["classes_only_in_soundscapes"]) == 2
         assert summary["n_train"] > 24 - summary["n_val"], "soundscape windows train too"
         scapes = pd.read_csv(run_dir / "soundscapes.csv", dtype=str)

@@ -150,9 +150,12 @@ def validation_row_ids(val_df: pd.DataFrame, window_frames: int, window_s: float
 
 
 def write_thresholds(path: Path, targets: np.ndarray, probs: np.ndarray, outputs: Sequence[str],
-                     precision: float) -> None:
-    """Per-class thresholds reaching ``precision`` on these validation outputs (an events model's ``class@bin``
-    outputs per class: the most confident bin of each window against the class's presence in it)."""
+                     precision: float, source: str = "validation", min_positives: int = 5) -> None:
+    """Per-class thresholds reaching ``precision`` on these outputs (an events model's ``class@bin`` outputs per
+    class: the most confident bin of each window against the class's presence in it), ``source`` naming the set.
+    With another ``source`` than the validation split (labelled soundscape windows: the recordings detections are
+    made on) the classes with at least ``min_positives`` positives there take its thresholds and the others keep
+    those already in ``path``."""
     from inference.detections import OutputLayout  # noqa: PLC0415
     from utils.thresholds import thresholds_for_precision  # noqa: PLC0415
 
@@ -161,10 +164,16 @@ def write_thresholds(path: Path, targets: np.ndarray, probs: np.ndarray, outputs
     if layout.bins:
         shape = (len(probs), len(layout.classes), layout.bins)
         probs, targets = probs.reshape(shape).max(axis=2), targets.reshape(shape).max(axis=2)
-    table = thresholds_for_precision(targets, probs, layout.classes, precision)
+    table = thresholds_for_precision(targets, probs, layout.classes, precision).assign(source=source)
+    if path.is_file() and source != "validation":  # the validation split's thresholds stay for the other classes
+        kept = pd.read_csv(path, dtype={"class": str}).set_index("class")
+        enough = table.set_index("class")["positives"] >= min_positives
+        table = pd.concat([table.set_index("class")[enough], kept[~kept.index.isin(table["class"][enough.values])]])
+        table = table.loc[layout.classes].reset_index()
     table.to_csv(path, index=False, float_format="%.6g")
     reached = int(table["reached"].sum())
-    log.info("thresholds for precision %.2f: reached for %d of %d classes -> %s", precision, reached, len(table), path)
+    log.info("thresholds for precision %.2f (%s): reached for %d of %d classes -> %s", precision,
+             ", ".join(f"{n} from {k}" for k, n in table["source"].value_counts().items()), reached, len(table), path)
 
 
 def write_validation_outputs(trainer: Trainer, val_df: pd.DataFrame, labels: Sequence[str], run_dir: Path,

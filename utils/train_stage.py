@@ -212,13 +212,24 @@ def evaluate_run(cfg: Config, data: RunData, split: RunSplit, trainer: Trainer, 
     """The out-of-fold predictions of the best epoch, then the held-out splits scored with the best weights."""
     from dataloader.loaders import window_dataset  # noqa: PLC0415
     from utils.checkpoints import load_checkpoint  # noqa: PLC0415
-    from utils.evaluation import evaluate_splits, validation_row_ids, write_validation_outputs  # noqa: PLC0415
+    from utils.evaluation import (  # noqa: PLC0415
+        evaluate_splits,
+        validation_row_ids,
+        write_thresholds,
+        write_validation_outputs,
+    )
 
     ids = validation_row_ids(split.val, data.frontend.frames_for(cfg.data.window_s), cfg.data.window_s)
     write_validation_outputs(trainer, split.val, split.outputs, run_dir, cfg.data.fold, ids,
                              cfg.evaluation.detection_precision)
     if checkpoint and checkpoint.best_path.exists():  # the evaluation weights (the EMA's when on)
         trainer.eval_model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
+    if split.soundscape_val is not None and len(split.soundscape_val):  # thresholds where detections are made
+        probs, targets = trainer.predict_dataset(window_dataset(split.soundscape_val, split.labels, cfg.data,
+                                                                data.frontend, "first", standardizer),
+                                                 cfg.trainer.batch_size * 2)
+        write_thresholds(run_dir / "thresholds.csv", targets, probs, split.outputs,
+                         cfg.evaluation.detection_precision, source="soundscape_validation")
     return evaluate_splits(trainer, {"val": split.val, "test": split.test}, split.labels, cfg.data, cfg.evaluation,
                            run_dir, lambda df: window_dataset(df, split.labels, cfg.data, data.frontend, "first",
                                                               standardizer),
