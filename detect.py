@@ -79,12 +79,11 @@ def run_thresholds(checkpoint: str) -> Optional[Path]:
 def peak_rss_mb() -> Optional[float]:
     """This process's peak resident memory so far, in MB: Linux's ``VmHWM`` (the peak of this program's own address
     space; ``getrusage``'s maximum also counts a parent's memory at ``fork``), else ``getrusage``; None on Windows."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
     try:
         import resource  # noqa: PLC0415
     except ImportError:
