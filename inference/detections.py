@@ -269,8 +269,9 @@ def score_folder(predictor: SoundscapePredictor, files: Sequence[Path], hop_s: O
                 for starts, windows in parts:
                     chunks.put(_Chunk(i, starts, windows, duration_s=duration))
                 chunks.put(_Chunk(i, np.zeros(0), None, last=True, duration_s=duration))
-            except (AudioError, RuntimeError, ValueError, OSError) as exc:
-                chunks.put(_Chunk(i, np.zeros(0), None, last=True, error=str(exc) or type(exc).__name__))
+            except Exception as exc:  # noqa: BLE001 - any failure is this file's; the consumer must hear of it
+                reason = str(exc) if isinstance(exc, (AudioError, OSError)) else f"{type(exc).__name__}: {exc}"
+                chunks.put(_Chunk(i, np.zeros(0), None, last=True, error=reason or type(exc).__name__))
 
     workers = [threading.Thread(target=produce, daemon=True) for _ in range(max(1, decode_threads))]
     for w in workers:
