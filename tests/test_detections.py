@@ -202,9 +202,10 @@ def test_labelled_soundscape_windows_set_the_thresholds_of_the_classes_they_have
     path = tmp_path / "thresholds.csv"
     write_thresholds(path, y, s, ["a", "b", "c"], 0.9)  # the validation split
     soundscape_y = np.zeros((40, 3))
-    soundscape_y[:10, 0], soundscape_y[:3, 1] = 1, 1  # a: 10 positives, b: 3 (too few), c: none
-    write_thresholds(path, soundscape_y, rng.random((40, 3)) * 0.2 + soundscape_y * 0.7, ["a", "b", "c"], 0.9,
-                     source="soundscape_validation")
+    soundscape_y[:10, 0], soundscape_y[:3, 1], soundscape_y[:8, 2] = 1, 1, 1  # a: 10 positives, b: 3 (too few)
+    soundscape_s = rng.random((40, 3)) * 0.2 + soundscape_y * 0.7
+    soundscape_s[:, 2] = rng.random(40)  # c: enough positives, but its scores never reach the precision
+    write_thresholds(path, soundscape_y, soundscape_s, ["a", "b", "c"], 0.9, source="soundscape_validation")
     table = pd.read_csv(path)
     assert table["class"].tolist() == ["a", "b", "c"]
     assert table["source"].tolist() == ["soundscape_validation", "validation", "validation"]

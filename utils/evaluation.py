@@ -154,8 +154,8 @@ def write_thresholds(path: Path, targets: np.ndarray, probs: np.ndarray, outputs
     """Per-class thresholds reaching ``precision`` on these outputs (an events model's ``class@bin`` outputs per
     class: the most confident bin of each window against the class's presence in it), ``source`` naming the set.
     With another ``source`` than the validation split (labelled soundscape windows: the recordings detections are
-    made on) the classes with at least ``min_positives`` positives there take its thresholds and the others keep
-    those already in ``path``."""
+    made on) the classes with at least ``min_positives`` positives there whose precision gets there take its
+    thresholds, and the others keep those already in ``path``."""
     from inference.detections import OutputLayout  # noqa: PLC0415
     from utils.thresholds import thresholds_for_precision  # noqa: PLC0415
 
@@ -167,8 +167,9 @@ def write_thresholds(path: Path, targets: np.ndarray, probs: np.ndarray, outputs
     table = thresholds_for_precision(targets, probs, layout.classes, precision).assign(source=source)
     if path.is_file() and source != "validation":  # the validation split's thresholds stay for the other classes
         kept = pd.read_csv(path, dtype={"class": str}).set_index("class")
-        enough = table.set_index("class")["positives"] >= min_positives
-        table = pd.concat([table.set_index("class")[enough], kept[~kept.index.isin(table["class"][enough.values])]])
+        mine = table.set_index("class")
+        enough = (mine["positives"] >= min_positives) & mine["reached"].astype(bool)
+        table = pd.concat([mine[enough], kept[~kept.index.isin(mine.index[enough])]])
         table = table.loc[layout.classes].reset_index()
     table.to_csv(path, index=False, float_format="%.6g")
     reached = int(table["reached"].sum())
