@@ -5,7 +5,7 @@
 
 With no Kaggle data in [paths] data_dir, the embedded demo dataset is generated and used. This file only wires
 the stages: the registries (sources, model families, losses, optimizers, schedulers) and the run-folder helpers
-do the work (dataloader/run_data.py prepares the data, utils/train_stage.py trains, inference/competition.py
+do the work (dataloader/run_data.py prepares the data, training/train_stage.py trains, inference/competition.py
 submits).
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from utils.config import Config, ConfigError, load_config, to_ini
-from utils.distributed import DistContext, barrier, broadcast, init_from_env, shutdown
-from utils.run_folder import create_run_dir, make_run_id, print_summary, seed_everything, setup_logging, write_summary
+from training.config import Config, ConfigError, load_config, to_ini
+from training.distributed import DistContext, barrier, broadcast, init_from_env, shutdown
+from training.run_folder import create_run_dir, make_run_id, print_summary, seed_everything, setup_logging, write_summary
 from utils.runtime import available_cores, configure_cpu, training_device
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def preprocess_stage(cfg: Config, ctx: DistContext, run_dir: Path, summary: dict
 def train_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext, summary: dict[str, Any]
                 ) -> Optional[list[str]]:
     """Train; on rank 0 the results join the summary. Returns the checkpoint to submit with (None: none)."""
-    from utils.train_stage import train  # noqa: PLC0415
+    from training.train_stage import train  # noqa: PLC0415
 
     result = train(cfg, data, run_dir, ctx)
     if not ctx.is_main:
@@ -194,7 +194,7 @@ def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext,
                     steps: int, folds: int = 1) -> int:
     """``--stage benchmark``: time ``steps`` training steps, project the epoch and run times (and, under ``--cv``,
     the ``folds`` runs), print them."""
-    from utils.train_stage import train  # noqa: PLC0415
+    from training.train_stage import train  # noqa: PLC0415
 
     result = train(cfg, data, run_dir, ctx, benchmark_steps=steps)
     bench = result["benchmark"]
@@ -208,7 +208,7 @@ def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext,
 
 def cross_validate(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
     """``--cv``: every fold trained (no submission), then the table of per-fold and mean ± std scores."""
-    from utils.cross_validation import (  # noqa: PLC0415
+    from training.cross_validation import (  # noqa: PLC0415
         fold_config,
         fold_row,
         fold_values,

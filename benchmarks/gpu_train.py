@@ -53,11 +53,11 @@ from dataloader.standardize import Standardizer  # noqa: E402
 from factory.losses import create_loss  # noqa: E402
 from factory.models import create_model  # noqa: E402
 from factory.optimizers import create_optimizer  # noqa: E402
-from utils.config import Config  # noqa: E402
+from training.config import Config  # noqa: E402
 from utils.config_schema import DataProcessConfig  # noqa: E402
-from utils.device_sync import device_syncs  # noqa: E402
+from training.device_sync import device_syncs  # noqa: E402
 from utils.runtime import available_cores, configure_cpu  # noqa: E402
-from utils.trainer import Trainer, TrainOptions, amp_enabled, compile_mode  # noqa: E402
+from training.trainer import Trainer, TrainOptions, amp_enabled, compile_mode  # noqa: E402
 
 BIRDCLEF_2024_RECORDINGS = 24_459
 

@@ -39,7 +39,7 @@ def stand_in_checkpoint(path: Path, model_name: str = "", classes: int = 182) ->
 
     from factory.models import create_model  # noqa: PLC0415
     from utils.checkpoints import save_checkpoint  # noqa: PLC0415
-    from utils.config import Config  # noqa: PLC0415
+    from training.config import Config  # noqa: PLC0415
 
     cfg = Config()
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ from dataloader.augment import BatchAugment  # noqa: E402
 from dataloader.features import make_frontend  # noqa: E402
 from dataloader.loaders import make_loaders  # noqa: E402
 from dataloader.standardize import Standardizer  # noqa: E402
-from utils.config import Config  # noqa: E402
+from training.config import Config  # noqa: E402
 
 
 def synthetic_cache(folder: Path, files: int, n_mels: int, seed: int = 0, min_s: float = 1.0, max_s: float = 120.0):

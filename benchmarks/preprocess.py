@@ -44,7 +44,7 @@ from dataloader.demo import write_ogg  # noqa: E402
 from dataloader.mel import MelTransform  # noqa: E402
 from dataloader.preprocess import build_cache, fit_standardizer  # noqa: E402
 from dataloader.worker_pool import pool_context  # noqa: E402
-from utils.config import DataProcessConfig  # noqa: E402
+from training.config import DataProcessConfig  # noqa: E402
 
 
 def emit(**figures: object) -> None:
@@ -157,7 +157,7 @@ def long_file(folder: Path, hours: float) -> dict[str, object]:
         for _ in range(int(hours * 60)):  # one minute at a time
             f.write((0.1 * rng.standard_normal((44100 * 60, 2))).astype(np.float32))
     code = (f"import sys, time, resource, pandas as pd; sys.path.insert(0, {str(ROOT)!r});"
-            "from dataloader.preprocess import build_cache; from utils.config import DataProcessConfig;"
+            "from dataloader.preprocess import build_cache; from training.config import DataProcessConfig;"
             f"t0 = time.perf_counter(); build_cache(pd.DataFrame({{'path': [{str(path)!r}]}}), DataProcessConfig(),"
             f" {str(folder / 'long_cache')!r}, workers=1);"
             "print(time.perf_counter() - t0, [int(line.split()[1]) // 1024 for line in open('/proc/self/status')"

@@ -73,9 +73,9 @@ def loader_vs_inmemory(model_name: str, batch: int, steps: int, rounds: int = 3)
     from factory.losses import create_loss  # noqa: PLC0415
     from factory.models import create_model  # noqa: PLC0415
     from factory.optimizers import create_optimizer  # noqa: PLC0415
-    from utils.config import Config  # noqa: PLC0415
+    from training.config import Config  # noqa: PLC0415
     from utils.runtime import configure_cpu  # noqa: PLC0415
-    from utils.trainer import Trainer  # noqa: PLC0415
+    from training.trainer import Trainer  # noqa: PLC0415
 
     cfg = Config()
     cfg.trainer.batch_size = batch

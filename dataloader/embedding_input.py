@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from dataloader.embedders import Embedder, load_embedder
-from dataloader.features import INPUT_KINDS, FrontEnd, n_windows
+from dataloader.frontend import INPUT_KINDS, FrontEnd, n_windows
 
 BATCH_WINDOWS = 32  # model windows per call
 

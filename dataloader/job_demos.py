@@ -58,7 +58,6 @@ def _chirps(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Bird-like downward chirps at random times."""
     x = np.zeros(n, dtype=np.float32)
     length = int(0.12 * sr)
-    t = np.arange(length) / sr
     hi = min(0.45 * sr, 6000.0)
     for _ in range(max(1, int(rng.integers(2, 6) * n / sr))):
         start = int(rng.integers(0, max(1, n - length)))

@@ -38,7 +38,7 @@ from dataloader.cache_faults import CacheEnvironmentError, cache_lock, failure_r
 from dataloader.features import STORE_DTYPE, FrontEnd, WaveformSettings, as_frontend, make_frontend
 from dataloader.standardize import Standardizer, StatsAccumulator
 from dataloader.worker_pool import WorkerPool
-from utils.atomic_files import remove_stale_temporaries
+from utils.atomic_files import atomic_path, atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from utils.config_schema import DataProcessConfig
 
 log = logging.getLogger(__name__)
@@ -70,23 +70,6 @@ def _entry_name(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha1(f"{path}|{size}|{mtime_ns}".encode()).hexdigest()[:20]
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ---- work done in worker processes (one front end per process) -------------------------------------------
 _WORKER: dict[str, Any] = {}
 
@@ -106,10 +89,9 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
     sums (for ``sums.bin``)."""
     frontend: FrontEnd = _WORKER["frontend"]
     final = _WORKER["mels_dir"] / f"{entry}.npy"
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     acc = StatsAccumulator(frontend.rows)
     try:
-        with MonoReader(path) as reader:
+        with atomic_path(final) as tmp, MonoReader(path) as reader:
             n_frames, blocks = frontend.feature_blocks(reader, frontend.recording_limit_s)
             peak, out = frontend.pad_value, None
             for block in blocks:
@@ -125,16 +107,15 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
                     out[:, acc.count:acc.count + stored.shape[1]] = stored
                 acc.add(block)  # the float32 values: the same statistics as the stored ones to within 0.001 dB
                 peak = max(peak, frontend.level(block))
-        if peak <= frontend.pad_value:  # every frame digital silence: all samples are zero
-            raise AudioError("silence only (all samples zero)")
-        if isinstance(out, np.memmap):
-            out.flush()  # a full disk shows here (SIGBUS-free: the pages were written into the file)
-            del out  # unmapped: the pages are in the page cache (no msync, as np.save does not fsync either)
-            os.replace(tmp, final)
-        else:
-            _atomic_save(final, out)
+            if peak <= frontend.pad_value:  # every frame digital silence: all samples are zero
+                raise AudioError("silence only (all samples zero)")
+            if isinstance(out, np.memmap):
+                out.flush()  # a full disk shows here (SIGBUS-free: the pages were written into the file)
+                del out  # unmapped: the pages are in the page cache (no msync, as np.save does not fsync either)
+            else:
+                with open(tmp, "wb") as f:
+                    np.save(f, out)
     except Exception as exc:  # noqa: BLE001 - a bad file is skipped with its reason; the machine's failure stops
-        tmp.unlink(missing_ok=True)
         return failure_record(path, exc)
     n = acc.sum.size * acc.count
     clip_mean = float(acc.sum.sum()) / n
@@ -189,9 +170,7 @@ class SumsLog:
     def rewrite(self, keep: set[str]) -> None:
         """Keep only the records of ``keep`` (atomic)."""
         records = [rec for name, rec in self.load().items() if name in keep]
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        np.array(records, dtype=self.dtype).tofile(tmp)
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, np.array(records, dtype=self.dtype).tobytes())
 
 
 class MelCache:
@@ -235,7 +214,7 @@ class MelCache:
 
         dropped = {key for key in records if dead(key)}
         if dropped:
-            _atomic_text(self.manifest_path, "".join(json.dumps(rec) + "\n" for key, rec in records.items()
+            atomic_write_text(self.manifest_path, "".join(json.dumps(rec) + "\n" for key, rec in records.items()
                                                      if key not in dropped))
             self.sums.rewrite({rec["entry"] for key, rec in records.items() if key not in dropped and "entry" in rec})
             for key in dropped:
@@ -294,7 +273,7 @@ def _build_cache_locked(cache: "MelCache", recordings: pd.DataFrame, workers: in
     cache.mels_dir.mkdir(parents=True, exist_ok=True)
     settings = cache.folder / "settings.json"
     if not settings.is_file():
-        _atomic_text(settings, json.dumps({"format_version": CACHE_FORMAT_VERSION,
+        atomic_write_text(settings, json.dumps({"format_version": CACHE_FORMAT_VERSION,
                                            **_cached_settings(cache.frontend.settings)}, indent=1))
     remove_stale_temporaries(cache.folder)
     manifest = cache.load_manifest()

@@ -128,30 +128,30 @@ class SoftmaxCrossEntropy(nn.Module):
 
 
 @LOSSES.register("bce", activation="sigmoid")
-def _bce(label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+def _bce(label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None) -> nn.Module:
     return BCELoss(label_smoothing, class_weights)
 
 
 @LOSSES.register("ce", activation="softmax")
-def _ce(label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+def _ce(label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None) -> nn.Module:
     return SoftmaxCrossEntropy(label_smoothing, class_weights)
 
 
 @LOSSES.register("focal", activation="sigmoid")
 def _focal(focal_gamma: float = 2.0, focal_alpha: float = 0.25, label_smoothing: float = 0.0,
-           class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+           class_weights: Optional[Sequence[float]] = None) -> nn.Module:
     return FocalLoss(focal_gamma, focal_alpha, label_smoothing, class_weights)
 
 
 @LOSSES.register("bce_focal", activation="sigmoid")
 def _bce_focal(focal_gamma: float = 2.0, focal_alpha: float = 0.25, focal_weight: float = 1.0,
-               label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+               label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None) -> nn.Module:
     return BCEFocalLoss(focal_gamma, focal_alpha, focal_weight, label_smoothing, class_weights)
 
 
 @LOSSES.register("asl", activation="sigmoid")
 def _asl(asl_gamma_pos: float = 0.0, asl_gamma_neg: float = 4.0, asl_clip: float = 0.05, label_smoothing: float = 0.0,
-         class_weights: Optional[Sequence[float]] = None, **_: Any) -> nn.Module:
+         class_weights: Optional[Sequence[float]] = None) -> nn.Module:
     return AsymmetricLoss(asl_gamma_pos, asl_gamma_neg, asl_clip, label_smoothing, class_weights=class_weights)
 
 
@@ -161,8 +161,9 @@ ACTIVATIONS = ("sigmoid", "softmax")
 def create_loss(name: str, **kwargs: Any) -> nn.Module:
     """Build the loss ``name`` (kwargs: label_smoothing, focal_gamma, focal_alpha, focal_weight, asl_gamma_pos,
     asl_gamma_neg, asl_clip, class_weights (per class: the weight of positives for the sigmoid losses, the class
-    weight for ce); each loss takes the ones it uses). The module carries its ``activation``."""
-    loss = LOSSES.create(name, **kwargs)
+    weight for ce); each loss is given the ones it declares, and a keyword no loss takes is refused by name).
+    The module carries its ``activation``."""
+    loss = LOSSES.create_from(name, kwargs)
     loss.activation = loss_activation(name)
     return loss
 

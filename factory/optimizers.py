@@ -52,7 +52,7 @@ def _adamw(params: list[dict[str, Any]], lr: float, fused: bool = False) -> torc
 
 
 @OPTIMIZERS.register("radam")
-def _radam(params: list[dict[str, Any]], lr: float, **_: Any) -> torch.optim.Optimizer:  # no fused kernel
+def _radam(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:  # no fused kernel: no `fused`
     return torch.optim.RAdam(params, lr=lr, decoupled_weight_decay=True)
 
 
@@ -62,7 +62,7 @@ def _sgd(params: list[dict[str, Any]], lr: float, fused: bool = False) -> torch.
 
 
 @OPTIMIZERS.register("lamb")
-def _lamb(params: list[dict[str, Any]], lr: float, **_: Any) -> torch.optim.Optimizer:  # no fused kernel
+def _lamb(params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:  # no fused kernel
     from timm.optim import Lamb  # noqa: PLC0415 - timm's LAMB (layer-wise adaptive large-batch optimizer)
 
     return Lamb(params, lr=lr)
@@ -81,7 +81,7 @@ def create_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float
         groups = model.layerwise_param_groups(lr, weight_decay, layer_lr_decay, head_lr_scale)
     else:
         groups = param_groups(model, weight_decay, lr, head_lr_scale)
-    return OPTIMIZERS.create(name, params=groups, lr=lr, fused=fused)
+    return OPTIMIZERS.create_from(name, {"fused": fused}, params=groups, lr=lr)  # no fused kernel: not passed
 
 
 def optimizer_kwargs(agent: AgentConfig) -> dict[str, Any]:

@@ -21,7 +21,7 @@ SCHEDULERS = Registry("scheduler")
 
 @SCHEDULERS.register("cosine")
 def _cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, lr_start: float,
-            lr_peak: float, lr_end: float, **_: Any) -> LambdaLR:
+            lr_peak: float, lr_end: float) -> LambdaLR:
     """Linear warm-up lr_start -> lr_peak over warmup_steps, then cosine lr_peak -> lr_end at total_steps."""
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -34,14 +34,13 @@ def _cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: in
 
 
 @SCHEDULERS.register("exponential")
-def _exponential(optimizer: torch.optim.Optimizer, steps_per_epoch: int, gamma: float, **_: Any) -> LambdaLR:
+def _exponential(optimizer: torch.optim.Optimizer, steps_per_epoch: int, gamma: float) -> LambdaLR:
     """lr_peak * gamma ** (step / steps_per_epoch): exponential decay by ``gamma`` per epoch, smooth per step."""
     return LambdaLR(optimizer, lambda step: gamma ** (step / max(1, steps_per_epoch)))
 
 
 @SCHEDULERS.register("step")
-def _step(optimizer: torch.optim.Optimizer, steps_per_epoch: int, step_epochs: int = 10, step_gamma: float = 0.1,
-          **_: Any) -> LambdaLR:
+def _step(optimizer: torch.optim.Optimizer, steps_per_epoch: int, step_epochs: int = 10, step_gamma: float = 0.1) -> LambdaLR:
     """lr_peak * step_gamma ** (epoch // step_epochs)."""
     period = max(1, step_epochs * steps_per_epoch)
     return LambdaLR(optimizer, lambda step: step_gamma ** (step // period))
@@ -49,7 +48,7 @@ def _step(optimizer: torch.optim.Optimizer, steps_per_epoch: int, step_epochs: i
 
 @SCHEDULERS.register("onecycle")
 def _onecycle(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, lr_start: float, lr_peak: float,
-              lr_end: float, **_: Any) -> torch.optim.lr_scheduler.OneCycleLR:
+              lr_end: float) -> torch.optim.lr_scheduler.OneCycleLR:
     """torch's one-cycle: cosine up lr_start -> lr_peak over the warm-up, cosine down to lr_end."""
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 2),
@@ -59,7 +58,7 @@ def _onecycle(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: 
 
 @SCHEDULERS.register("plateau")
 def _plateau(optimizer: torch.optim.Optimizer, plateau_patience: int = 2, plateau_factor: float = 0.5,
-             lr_end: float = 0.0, **_: Any) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+             lr_end: float = 0.0) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
     """Multiply the learning rate by plateau_factor when the validation score has not improved for
     plateau_patience epochs (never below lr_end)."""
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=plateau_factor,
@@ -72,14 +71,15 @@ def steps_per_epoch_end(scheduler: Any) -> bool:
 
 
 @SCHEDULERS.register("none")
-def _constant(optimizer: torch.optim.Optimizer, **_: Any) -> LambdaLR:
+def _constant(optimizer: torch.optim.Optimizer) -> LambdaLR:
     return LambdaLR(optimizer, lambda step: 1.0)
 
 
 def create_scheduler(name: str, optimizer: torch.optim.Optimizer, **kwargs: Any) -> Any:
     """Build the schedule ``name`` (kwargs: total_steps, warmup_steps, steps_per_epoch, lr_start, lr_peak,
-    lr_end, gamma, step_epochs, step_gamma, plateau_patience, plateau_factor; each takes what it uses)."""
-    return SCHEDULERS.create(name, optimizer=optimizer, **kwargs)
+    lr_end, gamma, step_epochs, step_gamma, plateau_patience, plateau_factor; each schedule is given the ones it
+    declares, and a keyword no schedule takes is refused by name)."""
+    return SCHEDULERS.create_from(name, kwargs, optimizer=optimizer)
 
 
 def scheduler_kwargs(agent: AgentConfig, steps_per_epoch: int, n_epochs: int) -> dict[str, Any]:

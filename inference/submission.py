@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dataloader.features import n_windows  # noqa: F401 - the submission's row count is the front end's rule
+from utils.atomic_files import atomic_path
 
 
 class SubmissionError(ValueError):
@@ -65,7 +66,6 @@ def write_submission(frame: pd.DataFrame, columns: Sequence[str], path: str | Pa
     validate_submission(frame, columns)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6f")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
     return path

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 import train_classifier
+from tools.import_graph import LAYERS, Import, all_imports, back_arrows, closure, module_cycles, package_of
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("dataloader", "factory", "inference", "utils")
 
 
 class PooledLinear(nn.Module):
@@ -74,7 +74,7 @@ def test_a_family_and_a_loss_added_by_decoration_train_and_submit_from_the_confi
 
 
 def test_an_unknown_family_or_loss_is_refused_at_load_with_the_registered_names():
-    from utils.config import ConfigError, load_config
+    from training.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=r"\[model\] family = 'nope'.*allowed: cnn, embedding, tiny, wav2vec2"):
         load_config(None, ["model.family=nope"])
@@ -93,54 +93,58 @@ def test_the_config_schema_imports_nothing_of_the_project_nor_torch():
     assert out.stdout.strip() == "[]"
 
 
-def project_imports() -> dict[str, set[tuple[str, str]]]:
-    """module -> {(imported module, imported name or '')} for every project module, function-level imports
-    included; imports under ``if TYPE_CHECKING:`` (annotations only, never executed) are not dependencies."""
-    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
-    files += [ROOT / "train_classifier.py", ROOT / "predict.py"]
-    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in files}
-    graph: dict[str, set[tuple[str, str]]] = {}
-    for name, path in modules.items():
-        edges = set()
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):  # drop the bodies of `if TYPE_CHECKING:` blocks
-            if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-                node.body = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for alias in node.names:
-                    target = f"{node.module}.{alias.name}"
-                    edges.add((target, "") if target in modules else (node.module, alias.name))
-            elif isinstance(node, ast.Import):
-                edges.update((alias.name, "") for alias in node.names)
-        graph[name] = {(m, n) for m, n in edges if m in modules}
-    return graph
+def project_imports() -> list[Import]:
+    """Every import between project modules: function-level, ``TYPE_CHECKING`` and string (importlib tables)."""
+    return all_imports(ROOT)
+
+
+def test_every_package_arrow_points_down_the_declared_order():
+    """utils <- dataloader <- factory <- inference <- training <- entry scripts; predict.py and detect.py use
+    inference (and what it stands on), never training."""
+    assert LAYERS == ("utils", "dataloader", "factory", "inference", "training", "entry")
+    assert [f"{i.source} -> {i.target} ({i.how}, line {i.line})" for i in back_arrows(project_imports())] == []
 
 
 def test_no_import_cycle_between_project_modules():
-    graph = {m: {t for t, _ in edges if t != m} for m, edges in project_imports().items()}
-    for package in list(graph):  # a package's __init__ imports its modules; its modules may not import it back
-        graph[package] = {t for t in graph[package] if not t.startswith(package + ".")}
-    state: dict[str, int] = {}
+    assert module_cycles(project_imports()) == []
 
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt):] + [node, nxt]
-                                                           if nxt in path else [*path, node, nxt]))
-            if nxt not in state:
-                visit(nxt, [*path, node])
-        state[node] = 2
 
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [])
+def test_utils_holds_leaves_only():
+    """No module of utils imports another package of the project."""
+    assert sorted({i.target for i in project_imports() if package_of(i.source) == "utils"
+                   and package_of(i.target) != "utils"}) == []
+
+
+def test_the_kaggle_package_ships_what_predict_imports_and_no_training_code():
+    from inference.package import CODE
+
+    shipped = {Path(c).stem if c.endswith(".py") else c for c in CODE}
+    needed = {m.split(".")[0] for m in closure("predict", project_imports())}
+    assert needed <= shipped, needed - shipped
+    assert "training" not in shipped and not any(m.startswith("training") for m in closure("detect", project_imports()))
+
+
+def test_the_reader_sees_string_type_checking_and_function_level_imports(tmp_path):
+    """The layer test above can fail: a tree with an arrow back up through each kind of import is caught."""
+    for package in ("utils", "dataloader", "training"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "training" / "loop.py").write_text("from utils.leaf import x\n")
+    (tmp_path / "dataloader" / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                                  "    from dataloader.b import B\n")
+    (tmp_path / "dataloader" / "b.py").write_text("def f():\n    from . import a\n")
+    (tmp_path / "utils" / "leaf.py").write_text("TABLE = {'loop': 'training.loop'}\n"
+                                                "def g():\n    import dataloader.a\n")
+    found = all_imports(tmp_path)
+    assert {(i.source, i.target, i.how) for i in back_arrows(found)} == {
+        ("utils.leaf", "training.loop", "string"), ("utils.leaf", "dataloader.a", "import")}
+    assert module_cycles(found) == [["dataloader.a", "dataloader.b"], ["training.loop", "utils.leaf"]]
+    assert {i.how for i in found if i.source == "dataloader.a"} == {"type_checking"}
 
 
 def test_no_private_name_is_imported_across_modules():
-    private = sorted(f"{m} imports {t}.{n}" for m, edges in project_imports().items() for t, n in edges
-                     if n.startswith("_") and not n.startswith("__"))
+    private = sorted(f"{i.source} imports {i.target}.{i.name}" for i in project_imports()
+                     if i.name.startswith("_") and not i.name.startswith("__"))
     assert private == []
 
 

@@ -15,7 +15,7 @@ from dataloader.augment import BatchAugment
 from dataloader.dataset import WindowDataset, multi_hot
 from dataloader.features import make_frontend
 from dataloader.standardize import Standardizer
-from utils.config import AugmentationConfig
+from training.config import AugmentationConfig
 from utils.config_schema import DataProcessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_spec_augment_masks_bands_and_disabled_is_identity():
 def test_inference_path_imports_nothing_from_training():
     code = ("import sys, predict, inference.predict, inference.submission, inference.backends; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('neptune', 'kaggle') "
-            "or m in ('utils.trainer', 'utils.callbacks', 'factory.optimizers', 'factory.schedulers', "
+            "or m in ('training.trainer', 'training.callbacks', 'factory.optimizers', 'factory.schedulers', "
             "'factory.losses')]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -94,7 +94,7 @@ def test_gain_shifts_each_bin_by_its_units_per_db():
 
 def test_cpu_training_augments_batches_in_the_loader_workers(tmp_path):
     from dataloader.loaders import make_loaders
-    from utils.config import Config
+    from training.config import Config
 
     cfg = Config()
     cfg.trainer.num_workers, cfg.trainer.batch_size, cfg.data.crop = 1, 4, "first"
@@ -181,7 +181,7 @@ def test_waveform_batches_overlay_by_adding_samples_and_mask_10_ms_units_with_si
 
 
 def test_mixup_follows_the_task_unless_set_and_the_resolved_config_says_which():
-    from utils.config import load_config, to_ini
+    from training.config import load_config, to_ini
 
     assert load_config(None).augmentation.mixup_kind == "overlay"  # multilabel: species overlap
     multiclass = load_config(None, ["data.task=multiclass", "agent.loss=ce"])

@@ -6,7 +6,7 @@ import logging
 import pandas as pd
 import pytest
 
-from utils.callbacks import CSVLogger, EarlyStopping, MLflowLogger, ModelCheckpoint, NeptuneLogger
+from training.callbacks import CSVLogger, EarlyStopping, MLflowLogger, ModelCheckpoint, NeptuneLogger
 from utils.checkpoints import load_checkpoint
 
 
@@ -155,7 +155,7 @@ def test_a_saturated_score_keeps_the_epoch_with_the_lowest_validation_loss(tmp_p
 def test_runs_started_together_never_share_a_folder(tmp_path):
     from concurrent.futures import ProcessPoolExecutor
 
-    from utils.run_folder import create_run_dir
+    from training.run_folder import create_run_dir
 
     with ProcessPoolExecutor(max_workers=8) as pool:
         folders = list(pool.map(create_run_dir, [tmp_path] * 100, ["20261201-000000-model"] * 100))
@@ -165,7 +165,7 @@ def test_runs_started_together_never_share_a_folder(tmp_path):
 def test_a_new_run_removes_the_temporary_checkpoints_of_killed_runs(tmp_path):
     import os
 
-    from utils.run_folder import create_run_dir
+    from training.run_folder import create_run_dir
 
     folder = tmp_path / "old-run" / "checkpoints"
     folder.mkdir(parents=True)
@@ -180,6 +180,6 @@ def test_monitoring_the_epoch_keeps_the_last_epoch_without_selecting_on_validati
 
     history = [{"epoch": 1, "val_score": 0.9, "val_loss": 0.1}, {"epoch": 2, "val_score": 0.5, "val_loss": 0.9}]
     assert max(history, key=lambda m: epoch_rank(m, "epoch"))["epoch"] == 2
-    from utils.config import load_config
+    from training.config import load_config
 
     assert load_config(None, ["callbacks.model_checkpoint_type=epoch"]).callbacks.model_checkpoint_type == "epoch"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.config import ConfigError, load_config, to_ini
+from training.config import ConfigError, load_config, to_ini
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ def stand_in(path, labels, activation="sigmoid", seed=0):
     """A checkpoint of a small CNN with random weights on the default front end (what detect.py reads)."""
     from factory.models import create_model
     from utils.checkpoints import save_checkpoint
-    from utils.config import Config
+    from training.config import Config
 
     cfg = Config()
     torch.manual_seed(seed)
@@ -194,7 +194,7 @@ def test_inference_modules_do_not_import_torch_for_exported_models():
 
 
 def test_labelled_soundscape_windows_set_the_thresholds_of_the_classes_they_have_enough_of(tmp_path):
-    from utils.evaluation import write_thresholds
+    from training.evaluation import write_thresholds
 
     rng = np.random.default_rng(1)
     y = (rng.random((200, 3)) < 0.3).astype(float)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from factory.optimizers import create_optimizer
-from utils.config import load_config
-from utils.device_batch import MIN_STEPS_PER_EPOCH, device_batch_size, for_device
-from utils.trainer import compile_mode
+from training.config import load_config
+from training.device_batch import MIN_STEPS_PER_EPOCH, device_batch_size, for_device
+from training.trainer import compile_mode
 
 
 def test_a_gpu_trains_with_batch_size_cuda_and_sqrt_scaled_learning_rates():

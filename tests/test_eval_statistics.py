@@ -6,7 +6,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from factory.losses import create_loss
-from utils.trainer import Trainer, TrainOptions
+from training.trainer import Trainer, TrainOptions
 
 
 def small_net() -> nn.Module:

@@ -12,7 +12,7 @@ from dataloader.audio import AudioError, load_audio
 from dataloader.mel import MelTransform
 from dataloader.preprocess import build_cache, cache_key
 from dataloader.standardize import Standardizer, StatsAccumulator
-from utils.config import DataProcessConfig, load_config
+from training.config import DataProcessConfig, load_config
 
 
 def tone(seconds: float, sr: int = 32000, freq: float = 3000.0) -> np.ndarray:

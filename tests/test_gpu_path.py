@@ -37,8 +37,8 @@ def test_the_training_loop_does_not_wait_for_the_gpu_between_steps():
     from factory.models import create_model
     from factory.optimizers import create_optimizer
     from utils.config_schema import AugmentationConfig
-    from utils.device_sync import device_syncs
-    from utils.trainer import Trainer, TrainOptions
+    from training.device_sync import device_syncs
+    from training.trainer import Trainer, TrainOptions
 
     device = torch.device("cuda")
     model = create_model("mobilenetv3_small_050", num_classes=5, in_chans=1)

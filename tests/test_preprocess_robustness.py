@@ -18,7 +18,7 @@ import soundfile as sf
 import dataloader.features as frontend_module  # its block sizes are patched
 from dataloader.cache_faults import CacheEnvironmentError
 from dataloader.preprocess import MelCache, build_cache, fit_standardizer
-from utils.config import DataProcessConfig
+from training.config import DataProcessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ BUILD = """
 import sys, pandas as pd
 sys.path.insert(0, {root!r})
 from dataloader.preprocess import build_cache
-from utils.config import DataProcessConfig
+from training.config import DataProcessConfig
 paths = {paths!r}
 table = pd.DataFrame({{"path": paths, "primary_label": "a", "secondary_labels": [[] for _ in paths],
                       "group": paths, "filename": paths}})
@@ -329,7 +329,7 @@ def test_a_pruning_run_and_an_appending_run_together_lose_no_records(tmp_path):
     build_cache(table_of(sorted(one.glob("*.wav"))), DataProcessConfig(), cache_dir, workers=1)
     (one / "one0.wav").unlink()  # its metadata lost a row: the next full run of `one` prunes
     code = ("import pandas as pd\nfrom pathlib import Path\nfrom dataloader.preprocess import build_cache\n"
-            "from utils.config import DataProcessConfig\n"
+            "from training.config import DataProcessConfig\n"
             "def run(folder, prune):\n"
             "    paths = [str(p) for p in sorted(Path(folder).glob('*.wav'))]\n"
             "    build_cache(pd.DataFrame({'path': paths}), DataProcessConfig(), {cache!r}, workers=1,\n"

@@ -13,8 +13,8 @@ import pytest
 from dataloader.soundscape_windows import as_training_rows, split_windows
 from dataloader.sources import DataSourceError, SourceData, load_source, read_birdclef, recognise_edition
 from dataloader.sources.birdclef import filter_min_rating, parse_soundscape_name, soundscape_table
-from dataloader.sources.registry import _SOURCES, register_source
-from utils.config import load_config
+from dataloader.sources.registry import SOURCES, register_source
+from training.config import load_config
 
 CLASSES = ["1139490", "116570", "47158son01", "amakin1", "bbwduc"]  # Kaggle's string order: digits first
 
@@ -211,7 +211,7 @@ def test_a_new_source_is_one_decorated_function_and_its_columns_are_checked(tmp_
         with pytest.raises(DataSourceError, match="missing column\\(s\\) filename, secondary_labels, extra_labels, group"):
             load_source(cfg.data, cfg.paths)
     finally:
-        _SOURCES.pop("test-broken")
+        SOURCES.unregister("test-broken")
 
 
 def test_the_entry_script_stops_on_a_folder_it_does_not_understand_with_the_message(tmp_path, caplog):

@@ -7,7 +7,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, TensorDataset
 
 from factory.losses import create_loss
-from utils.trainer import Trainer, TrainOptions
+from training.trainer import Trainer, TrainOptions
 
 
 class SyncCounter(torch.Tensor):

@@ -12,7 +12,7 @@ from torch import nn
 from factory.losses import create_loss, list_losses
 from factory.optimizers import create_optimizer, list_optimizers
 from factory.schedulers import create_scheduler
-from utils.trainer import Trainer, TrainOptions
+from training.trainer import Trainer, TrainOptions
 
 
 def test_focal_loss_matches_the_formula_and_torchvision():
@@ -237,8 +237,8 @@ def fake_run_checkpoint(folder, name, mtime, model_name="m", labels=("a", "b"), 
 def test_resume_auto_picks_the_newest_checkpoint_that_loads_and_matches_the_run(tmp_path, caplog):
     import logging
 
-    from utils.config import ConfigError
-    from utils.run_folder import resolve_resume
+    from training.config import ConfigError
+    from training.run_folder import resolve_resume
 
     caplog.set_level(logging.INFO)
     expect = {"model_name": "m", "labels": ["a", "b"], "data_process": {"n_mels": 128}}
@@ -256,7 +256,7 @@ def test_resume_auto_picks_the_newest_checkpoint_that_loads_and_matches_the_run(
 
 def test_a_damaged_foreign_or_pickled_checkpoint_is_named_in_one_line(tmp_path):
     from utils.checkpoints import CheckpointError, load_checkpoint
-    from utils.run_folder import resolve_resume
+    from training.run_folder import resolve_resume
 
     damaged = fake_run_checkpoint(tmp_path, "d", 1000, damage=True)
     with pytest.raises(CheckpointError, match=f"^{damaged}: damaged or truncated"):

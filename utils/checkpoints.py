@@ -6,14 +6,13 @@ next write); a file that cannot be used raises :class:`CheckpointError` with one
 from __future__ import annotations
 
 import errno
-import os
 import pickle
 import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from utils.atomic_files import remove_stale_temporaries
+from utils.atomic_files import atomic_path, remove_stale_temporaries
 
 
 class CheckpointError(RuntimeError):
@@ -33,14 +32,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         import torch  # noqa: PLC0415 - imported when used: exported models' inference runs without torch
 
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         # torch reports a short write from its zip writer as a RuntimeError, not as ENOSPC
         full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
             isinstance(exc, RuntimeError) and ("inline_container" in str(exc) or "file write failed" in str(exc)))

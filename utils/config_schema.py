@@ -1,6 +1,6 @@
 """The configuration schema: one dataclass per INI section, each field with its type, default, help, static
 choices and range. Pure data: it imports nothing of the project (nor torch), so every layer can take its section
-class as a type. Values whose allowed set comes from a registry name it (``registry="losses"``); :mod:`utils.config`
+class as a type. Values whose allowed set comes from a registry name it (``registry="losses"``); :mod:`training.config`
 reads ``config.ini`` into these classes and runs those checks at load time.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ def opt(default: Any, help: str, choices: Optional[Iterable[str]] = None, minimu
         maximum: Optional[float] = None, registry: Optional[str] = None) -> Any:
     """A dataclass field carrying its documentation and validation rules as metadata. ``registry`` names the
     list of allowed values that only exist once the project's registries are loaded (losses, model families,
-    data sources, timm models, ...): :mod:`utils.config` checks the value against it at load time, after
+    data sources, timm models, ...): :mod:`training.config` checks the value against it at load time, after
     ``choices`` (static extra values such as ``auto``)."""
     meta = {"help": help, "choices": tuple(choices) if choices else None, "min": minimum, "max": maximum,
             "registry": registry}

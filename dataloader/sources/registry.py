@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import pandas as pd
 
 from utils.config_schema import DataConfig, PathsConfig
+from utils.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -59,35 +60,34 @@ class SourceEntry:
     help: str = ""
 
 
-_SOURCES: dict[str, SourceEntry] = {}
+SOURCES = Registry("data source")
 
 
 def register_source(name: str, recognise: Optional[Callable[[Path], bool]] = None, help: str = ""
                     ) -> Callable[[Callable[[Any, Any], SourceData]], Callable[[Any, Any], SourceData]]:
     """Decorator: register ``loader(data, paths) -> SourceData`` under ``name``."""
     def wrap(fn: Callable[[Any, Any], SourceData]) -> Callable[[Any, Any], SourceData]:
-        if name in _SOURCES:
-            raise ValueError(f"data source {name!r} is registered twice")
-        _SOURCES[name] = SourceEntry(name, fn, recognise, help or (fn.__doc__ or "").strip().split("\n")[0])
+        entry = SourceEntry(name, fn, recognise, help or (fn.__doc__ or "").strip().split("\n")[0])
+        SOURCES.register(name, entry=entry)(fn)
         return fn
     return wrap
 
 
 def list_sources() -> list[str]:
-    """Names of the registered sources."""
-    return list(_SOURCES)
+    """Names of the registered sources, in the order they were registered."""
+    return SOURCES.in_order()
 
 
 def source_entry(name: str) -> SourceEntry:
     """The entry registered as ``name`` (a clear error listing the others)."""
-    if name not in _SOURCES:
-        raise DataSourceError(f"[data] source = {name}: unknown; allowed: {', '.join(_SOURCES)}")
-    return _SOURCES[name]
+    if name not in SOURCES:
+        raise DataSourceError(f"[data] source = {name}: unknown; allowed: {', '.join(list_sources())}")
+    return SOURCES.facts(name)["entry"]
 
 
 def recognising_sources() -> list[SourceEntry]:
-    """The entries that can recognise their own folder (asked by ``source = auto``)."""
-    return [e for e in _SOURCES.values() if e.recognise is not None]
+    """The entries that can recognise their own folder (asked by ``source = auto``, in registration order)."""
+    return [e for e in map(source_entry, list_sources()) if e.recognise is not None]
 
 
 def check_columns(table: pd.DataFrame, required: tuple[str, ...], what: str) -> None:

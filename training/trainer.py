@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from factory.schedulers import steps_per_epoch_end
-from utils.callbacks import Callback
-from utils.distributed import DistContext, all_gather, broadcast
+from training.callbacks import Callback
+from training.distributed import DistContext, all_gather, broadcast
 from utils.metrics import epoch_rank, validation_scores
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Trainer:
         self.bn_loader: Optional[DataLoader] = None  # clean (unaugmented) training batches for precise BN
         self.ema = None
         if self.options.ema_decay > 0:
-            from utils.weight_average import WeightEMA  # noqa: PLC0415
+            from training.weight_average import WeightEMA  # noqa: PLC0415
 
             self.ema = WeightEMA(self.model, self.options.ema_decay)
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 if TYPE_CHECKING:
-    from utils.trainer import Trainer
+    from training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from utils.config import ConfigError
+from training.config import ConfigError
 
 log = logging.getLogger(__name__)
 

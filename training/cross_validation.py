@@ -4,7 +4,7 @@
 column), each in its own run folder, and writes ``<runs_dir>/cv-<time>/cv_folds.csv`` (one row per fold: its run,
 its validation and test metrics), ``cv_summary.json`` (mean, std and n of each metric over all folds: a figure
 is the mean over folds, never the best one) and ``cv_curves.png`` (every fold's training and validation loss and
-validation score per epoch), and prints the table. ``python -m utils.cross_validation runs/cv-<time>`` redraws the
+validation score per epoch), and prints the table. ``python -m training.cross_validation runs/cv-<time>`` redraws the
 picture of a finished cross-validation.
 """
 from __future__ import annotations
@@ -103,5 +103,5 @@ def format_summary(summary: dict[str, dict[str, float]]) -> str:
 if __name__ == "__main__":
     import sys
 
-    for cv_folder in sys.argv[1:] or sys.exit("usage: python -m utils.cross_validation runs/cv-<time> [...]"):
+    for cv_folder in sys.argv[1:] or sys.exit("usage: python -m training.cross_validation runs/cv-<time> [...]"):
         print(plot_cv_curves(cv_folder))

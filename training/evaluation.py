@@ -30,7 +30,7 @@ from utils.events import EVENT_COLUMNS, event_metrics, probs_to_events, referenc
 from utils.metrics import per_class_table, plot_per_class, validation_scores
 
 if TYPE_CHECKING:
-    from utils.trainer import Trainer
+    from training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

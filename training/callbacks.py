@@ -7,20 +7,28 @@ import csv
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from utils.checkpoints import save_checkpoint
 from utils.config_schema import Config
 from utils.metrics import epoch_rank
 
-if TYPE_CHECKING:
-    from utils.trainer import Trainer
-
 log = logging.getLogger(__name__)
 
 
+class Trainer(Protocol):
+    """What a callback reads of the trainer calling it (:class:`training.trainer.Trainer` is one): callbacks
+    depend on this, not on the training loop's module."""
+
+    history: list[dict[str, float]]
+    stop_training: bool
+
+    def checkpoint_payload(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        """The checkpoint of ``epoch`` as plain data."""
+
+
 class Callback:
-    """Hooks called by :class:`utils.trainer.Trainer`; every method is optional."""
+    """Hooks called by :class:`training.trainer.Trainer`; every method is optional."""
 
     def on_train_start(self, trainer: "Trainer") -> None:
         """Before the first epoch (no-op by default)."""

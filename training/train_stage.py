@@ -19,13 +19,13 @@ from torch.utils.data import DataLoader
 from dataloader.augment import BatchAugment
 from dataloader.run_data import RunData
 from dataloader.standardize import Standardizer
-from utils.callbacks import ModelCheckpoint
-from utils.config import ConfigError
+from training.callbacks import ModelCheckpoint
+from training.config import ConfigError
 from utils.config_schema import Config
-from utils.device_batch import for_device
-from utils.distributed import DistContext
+from training.device_batch import for_device
+from training.distributed import DistContext
 from utils.runtime import training_device
-from utils.trainer import Trainer, TrainOptions, amp_enabled, compile_mode
+from training.trainer import Trainer, TrainOptions, amp_enabled, compile_mode
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSp
             train_df = pd.concat([train_df, rows], ignore_index=True)
             log.info("training on %d %s windows as well", len(rows), what)
     if cfg.agent.distill_teacher:
-        from utils.teacher_targets import teacher_targets  # noqa: PLC0415
+        from training.teacher_targets import teacher_targets  # noqa: PLC0415
 
         soft = teacher_targets(train_df, selection.labels, cfg.agent.distill_teacher,
                                data.frontend.frames_for(cfg.data.window_s), cfg.paths.data_dir,
@@ -145,7 +145,7 @@ def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Sta
     from factory.families import build_model, get_family  # noqa: PLC0415
     from factory.optimizers import create_optimizer, optimizer_kwargs  # noqa: PLC0415
     from factory.schedulers import create_scheduler, scheduler_kwargs  # noqa: PLC0415
-    from utils.callbacks import build_callbacks  # noqa: PLC0415
+    from training.callbacks import build_callbacks  # noqa: PLC0415
 
     model, model_kwargs, model_name = build_model(cfg, len(split.labels), split.event_bins)
     optimizer = create_optimizer(model=model, fused=device.type == "cuda", **optimizer_kwargs(cfg.agent))
@@ -176,7 +176,7 @@ def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Sta
 
 def check_overfit(model: torch.nn.Module, loss: torch.nn.Module, loader: DataLoader, steps: int, lr: float) -> None:
     """``[trainer] overfit_batch``: the loss on one batch must fall to a tenth in ``steps`` steps."""
-    from utils.preflight import overfit_one_batch  # noqa: PLC0415
+    from training.preflight import overfit_one_batch  # noqa: PLC0415
 
     x, y = next(iter(loader))
     first, last = overfit_one_batch(model, loss, x, y, steps, lr=lr)
@@ -189,7 +189,7 @@ def resume_run(cfg: Config, trainer: Trainer, train_loader: DataLoader, run_dir:
                model_name: str) -> int:
     """``[trainer] resume``: the first epoch still to train (1 for a fresh start)."""
     from utils.checkpoints import load_checkpoint  # noqa: PLC0415
-    from utils.run_folder import adopt_best_checkpoint, resolve_resume  # noqa: PLC0415
+    from training.run_folder import adopt_best_checkpoint, resolve_resume  # noqa: PLC0415
 
     expect = {"model_name": model_name, "labels": list(trainer.labels),
               "data_process": trainer.checkpoint_extra["data_process"]}
@@ -212,7 +212,7 @@ def evaluate_run(cfg: Config, data: RunData, split: RunSplit, trainer: Trainer, 
     """The out-of-fold predictions of the best epoch, then the held-out splits scored with the best weights."""
     from dataloader.loaders import window_dataset  # noqa: PLC0415
     from utils.checkpoints import load_checkpoint  # noqa: PLC0415
-    from utils.evaluation import (  # noqa: PLC0415
+    from training.evaluation import (  # noqa: PLC0415
         evaluate_splits,
         validation_row_ids,
         write_thresholds,
@@ -258,7 +258,7 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
     trainer, checkpoint, model_name = build_trainer(cfg, data, split, standardizer, train_loader, device, ctx,
                                                     run_dir, augment)
     if benchmark_steps:
-        from utils.preflight import estimate_run_time  # noqa: PLC0415
+        from training.preflight import estimate_run_time  # noqa: PLC0415
 
         return {"benchmark": estimate_run_time(trainer, train_loader, val_loader, run_epochs(cfg), benchmark_steps,
                                                    extra_val),
