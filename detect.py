@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from inference.cli import add_model_arguments, decode_threads, setup_logging  # noqa: E402
 from inference.detection_tables import write_tables  # noqa: E402
 from inference.detections import OutputLayout, audio_tree, load_thresholds, score_folder  # noqa: E402
 from inference.predict import SoundscapePredictor  # noqa: E402
@@ -53,20 +53,14 @@ DETECT_BATCH = 8
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", nargs="+", required=True, help=".pt checkpoints and/or exported .onnx/.xml models")
-    p.add_argument("--audio-dir", required=True, help="a folder tree of recordings")
+    add_model_arguments(p, ".pt checkpoints and/or exported .onnx/.xml models", "a folder tree of recordings",
+                        DETECT_BATCH, "only the first N recordings")
     p.add_argument("--out-dir", default="detections")
     p.add_argument("--hop-s", type=float, help="seconds between window starts (default: the window length)")
     p.add_argument("--min-score", type=float, default=0.1, help="the lowest score scores.csv keeps")
     p.add_argument("--thresholds", help="class,threshold CSV (default: the training run's thresholds.csv, if any)")
     p.add_argument("--threshold", type=float, default=0.5, help="the threshold of classes --thresholds does not list")
     p.add_argument("--review", type=int, default=0, metavar="N", help="review sheets: each class's top N detections")
-    p.add_argument("--batch-size", type=int, default=DETECT_BATCH, help="windows per model call")
-    p.add_argument("--decode-threads", type=int, default=0, help="threads decoding ahead (0 = half the cores)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0 = their default)")
-    p.add_argument("--precision", default="f32", choices=("f32", "bf16"), help="OpenVINO inference precision")
-    p.add_argument("--limit", type=int, help="only the first N recordings")
     return p.parse_args(argv)
 
 
@@ -94,8 +88,7 @@ def peak_rss_mb() -> Optional[float]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     if args.hop_s is not None and args.hop_s <= 0:
         log.error("--hop-s %s: must be positive", args.hop_s)
         return 2
@@ -118,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     settings = frontend.settings_dict()
     t0 = time.perf_counter()
     scores = score_folder(predictor, files, args.hop_s,
-                          decode_threads=args.decode_threads or max(1, (os.cpu_count() or 2) // 2),
+                          decode_threads=decode_threads(args),
                           root=Path(args.audio_dir))
     run = write_tables(scores, layout.classes, thresholds, args.min_score, args.out_dir,
                        float(settings.get("f_min", 0.0)), float(settings.get("f_max", frontend.sample_rate / 2)))

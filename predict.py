@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 from dataloader.embedders import EmbedderError  # noqa: E402
 from dataloader.sources.editions import guard_minutes  # noqa: E402
+from inference.cli import add_model_arguments, decode_threads, setup_logging  # noqa: E402
 from inference.competition import prediction_folder, species_columns  # noqa: E402
 from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
@@ -41,30 +41,21 @@ log = logging.getLogger("predict")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", nargs="+", required=True, help=".pt checkpoints and/or exported .onnx/.xml models, "
-                   "and teacher:birdnet (the foundation model's own logits for the classes it maps onto)")
-    p.add_argument("--audio-dir", required=True, help="folder of soundscapes, .ogg/.wav/.flac/.mp3 (Kaggle: "
-                   "test_soundscapes)")
+    add_model_arguments(p, ".pt checkpoints and/or exported .onnx/.xml models, and teacher:birdnet (the foundation "
+                        "model's own logits for the classes it maps onto)", "folder of soundscapes, "
+                        ".ogg/.wav/.flac/.mp3 (Kaggle: test_soundscapes)", BATCH_SIZE, "only the first N files")
     p.add_argument("--out", default="submission.csv")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
     p.add_argument("--sample-submission", help="its columns and their order (default: DIR/../sample_submission.csv "
                    "when present, else the models' labels)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--smooth", type=int, default=0, help="average each window with its ±K neighbours")
     p.add_argument("--row-seconds", type=float, help="submission row length (default: the models' input length); "
                    "models trained on longer inputs see a context window centred on each row")
     p.add_argument("--fill-value", type=float, default=0.0, help="probability for the rows of an unreadable file")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0 = their default)")
-    p.add_argument("--precision", default="f32", choices=("f32", "bf16"),
-                   help="OpenVINO inference precision (bf16: faster on CPUs with bf16 instructions, not exact)")
-    p.add_argument("--decode-threads", type=int, default=0, help="threads decoding and computing mels ahead of "
-                   "the models (0 = half the cores, at least 1)")
     p.add_argument("--time-budget-minutes", default="0",
                    help="clock guard: keep the whole run (model loading included) within this many minutes by "
                    "dropping the last ensemble members when the pace says they would overrun, and filling the "
                    "files left when the time is spent (0 = no guard; auto = the edition's limit minus 10 minutes: "
                    "110 for 2024, 80 for 2025/2026)")
-    p.add_argument("--limit", type=int, help="only the first N files")
     return p.parse_args(argv)
 
 
@@ -82,8 +73,7 @@ def budget_from_arg(value: str, competition_dir: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     audio_dir, limit = Path(args.audio_dir), args.limit
     budget_minutes = budget_from_arg(args.time_budget_minutes, audio_dir.parent)
     columns_dir = audio_dir
@@ -104,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
-    decode_threads = args.decode_threads or max(1, (os.cpu_count() or 2) // 2)
     budget_s = budget_minutes * 60 - (time.perf_counter() - t0) if budget_minutes else None
     frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,
-                           decode_threads=decode_threads, budget_s=budget_s)
+                           decode_threads=decode_threads(args), budget_s=budget_s)
     out = write_submission(frame, columns, args.out)
     log.info("%d rows, %d files -> %s in %.1f s", len(frame), frame["row_id"].str.rsplit("_", n=1).str[0].nunique(),
              out, time.perf_counter() - t0)

@@ -56,7 +56,7 @@ from factory.optimizers import create_optimizer  # noqa: E402
 from training.config import Config  # noqa: E402
 from utils.config_schema import DataProcessConfig  # noqa: E402
 from training.device_sync import device_syncs  # noqa: E402
-from utils.runtime import available_cores, configure_cpu  # noqa: E402
+from utils.runtime import configure_cpu  # noqa: E402
 from training.trainer import Trainer, TrainOptions, amp_enabled, compile_mode  # noqa: E402
 
 BIRDCLEF_2024_RECORDINGS = 24_459
@@ -263,6 +263,7 @@ def main() -> None:
 def prediction_rows(size: Size, device: torch.device, tmp: Path) -> None:
     """The run's prediction stage on generated soundscapes: on the GPU (when there is one) and on the CPU."""
     from inference.budget import generate_soundscapes  # noqa: PLC0415
+    from inference.file_pipeline import default_decode_threads  # noqa: PLC0415
     from inference.predict import SoundscapePredictor, predict_folder  # noqa: PLC0415
 
     ckpt = stand_in_checkpoint(tmp / "stand_in.pt", size.model, size.classes)
@@ -276,7 +277,7 @@ def prediction_rows(size: Size, device: torch.device, tmp: Path) -> None:
         for _ in range(size.rounds):  # the best pass counts (as timeit): a shared machine's speed drifts
             t0 = time.perf_counter()
             frame = predict_folder(predictor, audio, labels,
-                                   decode_threads=max(1, available_cores() - 1) if cuda else 1)
+                                   decode_threads=default_decode_threads("cuda" if cuda else "cpu"))
             speeds[where] = max(speeds.get(where, 0.0), len(frame) / (time.perf_counter() - t0))
         emit({"what": "prediction", "device": where, "windows": len(frame), "windows_per_s": round(speeds[where], 1)})
     if "cuda" in speeds:

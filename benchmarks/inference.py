@@ -100,7 +100,7 @@ def main() -> None:
         int8 = {mode: Path(quantize_int8(onnx_path, mode, audio)["path"])  # calibrated on these soundscapes
                 for mode in ("static", "dynamic", "openvino")}
         meta = load_metadata(ckpt)
-        columns = list(meta["labels"])
+        columns = list(meta.labels)
         solution = pd.read_csv(args.ground_truth) if args.ground_truth else None
         if solution is not None:
             columns = list(solution.columns[1:])
@@ -112,8 +112,7 @@ def main() -> None:
         for backend, model, precision in variants:
             predictor = SoundscapePredictor([model], batch_size=args.batch_size, precision=precision)
             if backend == "torch_eager_fp32":  # the plain baseline: contiguous tensors
-                run, *rest = predictor.models[0]
-                predictor.models = [(torch_runner(ckpt, channels_last=False), *rest)]
+                predictor.models[0].run = torch_runner(ckpt, channels_last=False)
             # best of --repeats passes (as timeit): this VM's speed drifts by 10-20 % from minute to minute
             only = max(model_only(predictor, input_shape(meta)) for _ in range(args.repeats))
             if frontend is None:  # the same for every backend: decode + mel on every core

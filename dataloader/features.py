@@ -22,6 +22,7 @@ from dataloader.frontend import (BLOCK_S, INPUT_KINDS, LONG_FILE_S, PAD_MODES, S
                                  WaveformSettings, crop_window, n_windows)
 from dataloader.mel import DB_FLOOR, MelTransform
 from dataloader.standardize import Standardizer
+from utils.checkpoints import ModelMeta
 from utils.config_schema import DataProcessConfig
 
 INPUT_KIND_MODULES = {"embedding": "dataloader.embedding_input"}  # kinds registered by a module loaded on first use
@@ -122,9 +123,10 @@ def as_frontend(frontend_or_settings: Any) -> FrontEnd:
     return make_frontend(frontend_or_settings)
 
 
-def frontend_of_checkpoint(meta: Mapping[str, Any]) -> FrontEnd:
-    """The front end a checkpoint (or an export's metadata) was trained with: its ``data_process`` and ``input``."""
-    return make_frontend(meta["data_process"], meta.get("input", "mel"))
+def frontend_of_checkpoint(meta: ModelMeta) -> FrontEnd:
+    """The front end a model (a checkpoint's or an export's :class:`utils.checkpoints.ModelMeta`) was trained with:
+    its ``data_process`` settings and ``input`` kind."""
+    return make_frontend(meta.data_process, meta.input)
 
 
 def list_input_kinds() -> list[str]:

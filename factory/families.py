@@ -22,6 +22,7 @@ from torch import nn
 from dataloader.features import FrontEnd, WaveformSettings, make_frontend
 from factory.embedding_head import EmbeddingHead
 from factory.models import create_model, timm_model_problem
+from utils.checkpoints import ModelMeta
 from utils.config_schema import Config, ModelConfig
 from utils.registry import Registry
 
@@ -199,8 +200,9 @@ def build_model(cfg: Config, num_classes: int, event_bins: int = 0) -> tuple[nn.
 def model_from_checkpoint(payload: dict) -> nn.Module:
     """The trained network of a checkpoint payload (its family's :meth:`~ModelFamily.rebuild` from ``model_name``
     and ``model_kwargs``; checkpoints without a ``family`` are ``cnn``), with its weights loaded."""
-    kwargs = dict(payload.get("model_kwargs", {}))
+    meta = ModelMeta.from_payload(payload)
+    kwargs = dict(meta.model_kwargs)
     family = get_family(kwargs.pop("family", "cnn"))
-    model = family.rebuild(payload["model_name"], len(payload["labels"]), kwargs)
+    model = family.rebuild(meta.model_name, len(meta.labels), kwargs)
     model.load_state_dict(payload["model"])
     return model

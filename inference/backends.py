@@ -13,9 +13,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from utils.atomic_files import atomic_write_text
+from utils.checkpoints import ModelMeta, load_model_meta
+
 Runner = Callable[[np.ndarray], np.ndarray]
-METADATA_KEYS = ("labels", "model_name", "model_kwargs", "data_process", "window_s", "pad_mode", "standardizer",
-                 "activation", "input")
 
 
 def metadata_path(model_path: str | Path) -> Path:
@@ -23,24 +24,20 @@ def metadata_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def checkpoint_metadata(payload: dict[str, Any]) -> dict[str, Any]:
-    """The plain-data fields of a checkpoint that inference needs (no weights)."""
-    meta = {k: payload[k] for k in METADATA_KEYS if k in payload}
-    meta["standardizer"] = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in meta["standardizer"].items()}
-    return meta
+def write_metadata(model_path: str | Path, meta: ModelMeta) -> Path:
+    """Write ``meta`` as the JSON beside an exported model (``model.onnx`` -> ``model.json``); returns its path."""
+    return atomic_write_text(metadata_path(model_path), json.dumps(meta.to_dict()))
 
 
-def load_metadata(model_path: str | Path) -> dict[str, Any]:
-    """Metadata of a checkpoint (``.pt``) or of an exported model (its ``.json``)."""
+def load_metadata(model_path: str | Path) -> ModelMeta:
+    """The :class:`ModelMeta` of a checkpoint (``.pt``) or of an exported model (its ``.json``), of any format."""
     path = Path(model_path)
     if path.suffix in (".onnx", ".xml"):
         side = metadata_path(path)
         if not side.is_file():
             raise FileNotFoundError(f"{path}: its metadata {side.name} is missing (export writes it beside the model)")
-        return json.loads(side.read_text())
-    from utils.checkpoints import load_checkpoint  # noqa: PLC0415 - torch, only for checkpoints
-
-    return checkpoint_metadata(load_checkpoint(path))
+        return ModelMeta.from_payload(json.loads(side.read_text()))
+    return load_model_meta(path)  # torch, only for checkpoints
 
 
 def torch_runner(checkpoint: str | Path, device: str = "cpu", channels_last: bool = True) -> Runner:

@@ -87,13 +87,13 @@ def plan(models: list[str], kaggle_speedup: float = 1.0, competition: str = DEFA
     rows, front_minutes, seen = [], 0.0, set()
     for model in models:  # each front end once (mel, waveform, an embedding model): members sharing it share it
         meta = load_metadata(model)
-        key = json.dumps([meta["data_process"], meta.get("input", "mel"), meta["window_s"]], sort_keys=True)
+        key = meta.frontend_key()
         if key in seen:
             continue
         seen.add(key)
         front = frontend_seconds_per_window(model, files)
         front_minutes += test_windows * front / kaggle_speedup / 60
-        rows.append({"component": f"decode+{meta.get('input', 'mel')}", "seconds_per_window": round(front, 5),
+        rows.append({"component": f"decode+{meta.input}", "seconds_per_window": round(front, 5),
                      "projected_minutes": round(test_windows * front / kaggle_speedup / 60, 1)})
     minutes, fitting = front_minutes, 0
     for k, model in enumerate(models):

@@ -57,14 +57,14 @@ def submit(checkpoints: Sequence[str], source: SourceData, out_csv: Path, copy_t
     (as outside Kaggle's scoring), a dry run predicts a few of the source's own soundscapes. On ``device = cuda``
     the models run on the GPU in batches of ``batch_size`` windows across files, decoded by every other core."""
     from utils.metrics import competition_score  # noqa: PLC0415
-    from utils.runtime import available_cores  # noqa: PLC0415
+    from inference.file_pipeline import default_decode_threads  # noqa: PLC0415
 
     audio_dir, limit = prediction_folder(source.test_dir, source.soundscape_dir)
     predictor = SoundscapePredictor(checkpoints, device=device, batch_size=batch_size)
     columns = source.classes or species_columns(None, source.test_dir, predictor.labels)
     # on a GPU the models wait for the CPU's decoding and mels: every other core decodes ahead; on a CPU the
     # models need the cores, and one thread decoding ahead is what measured fastest
-    decode_threads = max(1, available_cores() - 1) if device == "cuda" else 1
+    decode_threads = default_decode_threads(device)
     t0 = time.perf_counter()
     frame = predict_folder(predictor, audio_dir, columns, limit=limit, decode_threads=decode_threads)
     seconds = time.perf_counter() - t0

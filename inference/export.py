@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 
 from dataloader.audio import audio_files  # noqa: E402
 from dataloader.features import frontend_of_checkpoint  # noqa: E402
-from inference.backends import checkpoint_metadata, metadata_path, onnx_runner, openvino_runner  # noqa: E402
-from utils.checkpoints import load_checkpoint  # noqa: E402
+from inference.backends import metadata_path, onnx_runner, openvino_runner, write_metadata  # noqa: E402
+from utils.checkpoints import ModelMeta, load_checkpoint  # noqa: E402
 from utils.metrics import competition_score, validation_scores  # noqa: E402
 
 if TYPE_CHECKING:
@@ -47,10 +47,10 @@ class ExportMismatch(RuntimeError):
     """An exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
-def input_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
-    """(channels, height, width) of one window of the checkpoint's front end."""
+def input_shape(meta: ModelMeta) -> tuple[int, int, int]:
+    """(channels, height, width) of one window of the model's front end."""
     frontend = frontend_of_checkpoint(meta)
-    return 1, frontend.rows, frontend.frames_for(float(meta["window_s"]))
+    return 1, frontend.rows, frontend.frames_for(meta.window_s)
 
 
 def export(checkpoint: str | Path, out_dir: str | Path, openvino: bool = True, tolerance: float = TOLERANCE,
@@ -59,7 +59,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, openvino: bool = True, t
     from factory.families import model_from_checkpoint  # noqa: PLC0415
 
     payload = load_checkpoint(checkpoint)
-    meta = checkpoint_metadata(payload)
+    meta = ModelMeta.from_payload(payload)
     model = model_from_checkpoint(payload).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, openvino: bool = True, t
         torch.onnx.export(model, torch.randn(2, *shape), str(onnx_path), input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                           opset_version=opset, dynamo=False)
-    metadata_path(onnx_path).write_text(json.dumps(meta))
+    write_metadata(onnx_path, meta)
     check = np.random.default_rng(0).standard_normal((5, *shape)).astype(np.float32)
     with torch.inference_mode():
         reference = model(torch.from_numpy(check)).float().numpy()
@@ -80,7 +80,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, openvino: bool = True, t
 
         xml = out_dir / f"{name}.xml"
         ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-        metadata_path(xml).write_text(json.dumps(meta))
+        write_metadata(xml, meta)
         reports.append(_report("openvino", xml, openvino_runner(xml)(check), reference, tolerance))
     return reports
 

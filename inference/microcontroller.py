@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inference.backends import checkpoint_metadata, metadata_path, onnx_runner  # noqa: E402
+from inference.backends import metadata_path, onnx_runner, write_metadata  # noqa: E402
 from inference.export import export, input_shape, quantize_onnx_static  # noqa: E402
 from inference.predict import SoundscapePredictor  # noqa: E402
-from utils.checkpoints import load_checkpoint  # noqa: E402
+from utils.checkpoints import ModelMeta, load_checkpoint  # noqa: E402
 from utils.metrics import validation_scores  # noqa: E402
 
 
@@ -195,7 +195,7 @@ def c_array_header(name: str, data: bytes, guard: str) -> str:
             f"const unsigned char {name}[] __attribute__((aligned(16))) = {{\n{body}\n}};\n\n#endif\n")
 
 
-def mel_header(meta: dict[str, Any]) -> str:
+def mel_header(meta: ModelMeta) -> str:
     """The front end for the firmware: constants, the (n_mels, n_fft/2+1) Slaney mel filter bank and the
     per-bin standardisation (``x_std = (dB - offset) * scale``), exactly what training used."""
     from dataloader.features import MelInput, frontend_of_checkpoint  # noqa: PLC0415
@@ -207,8 +207,8 @@ def mel_header(meta: dict[str, Any]) -> str:
         raise ValueError(f"mel_filters.h describes a mel front end; this checkpoint takes {frontend.kind} input")
     dp = frontend.settings
     filters = frontend.mel.filters.T  # (n_mels, bins)
-    offset, scale = Standardizer.from_dict(meta["standardizer"]).affine()
-    frames = frontend.frames_for(float(meta["window_s"]))
+    offset, scale = Standardizer.from_dict(meta.standardizer).affine()
+    frames = frontend.frames_for(meta.window_s)
 
     def vector(values: np.ndarray) -> str:
         return ", ".join(f"{v:.8e}f" for v in values)  # 1.00000000e+00f: always a valid C float literal
@@ -233,12 +233,11 @@ def build(checkpoint: str | Path, out_dir: str | Path, qat_epochs: int = 0) -> l
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = load_checkpoint(checkpoint)
-    meta = checkpoint_metadata(payload)
+    meta = ModelMeta.from_payload(payload)
     run_dir = checkpoint.resolve().parent.parent
     if not (run_dir / "split" / "train.csv").is_file():
         raise FileNotFoundError(f"{run_dir}/split/train.csv not found: the checkpoint must come from a training run")
-    task = payload.get("task", "multilabel")
-    classes = list(payload.get("classes", payload["labels"]))
+    task, classes = meta.task, list(meta.classes)
     fp32 = out_dir / "model_fp32.onnx"
     exported = Path(export(checkpoint, out_dir / "tmp", openvino=False)[0]["path"])
     exported.replace(fp32)
@@ -256,7 +255,7 @@ def build(checkpoint: str | Path, out_dir: str | Path, qat_epochs: int = 0) -> l
     shape = input_shape(meta)
     reports, baseline = [], None
     for name, path in variants.items():
-        metadata_path(path).write_text(json.dumps(meta))
+        write_metadata(path, meta)
         probs = SoundscapePredictor([path]).predict_windows(val_x)
         scores = score(probs, val_y, classes, task)
         baseline = baseline or scores

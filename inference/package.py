@@ -24,6 +24,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from utils.checkpoints import ModelMeta
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ("predict.py", "inference", "dataloader", "factory", "utils")
@@ -53,11 +57,10 @@ def embedding_needs(models: list[str | Path]) -> tuple[list[str], list[str]]:
     packages, files = [], []
     for model in models:
         path = Path(model)
-        meta = (json.loads(path.with_suffix(".json").read_text()) if path.suffix in (".onnx", ".xml")
-                else _checkpoint_meta(path))
-        if meta.get("input") != "embedding":
+        meta = model_meta(path)
+        if meta.input != "embedding":
             continue
-        settings = meta["data_process"]
+        settings = meta.data_process
         name = Path(settings.get("model_path") or "").name or str(settings.get("model_id", "")).split(":")[0]
         files.append(name)
         if name.endswith(".tflite"):
@@ -65,8 +68,9 @@ def embedding_needs(models: list[str | Path]) -> tuple[list[str], list[str]]:
     return sorted(set(packages)), sorted(set(files))
 
 
-def _checkpoint_meta(path: Path) -> dict:
-    from inference.backends import load_metadata  # noqa: PLC0415 - torch, only for .pt members
+def model_meta(path: Path) -> ModelMeta:
+    """A member's metadata (torch is imported only for a ``.pt`` member)."""
+    from inference.backends import load_metadata  # noqa: PLC0415
 
     return load_metadata(path)
 

@@ -5,7 +5,6 @@ Kaggle notebook; with exported models (ONNX, OpenVINO) it does not import torch 
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -16,51 +15,43 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 from scipy.special import expit, softmax
-from tqdm import tqdm
 
-from dataloader.audio import AudioError, MemoryReader, MonoReader, audio_files
-from dataloader.features import FrontEnd, frontend_of_checkpoint
+from dataloader.audio import audio_files
+from dataloader.features import frontend_of_checkpoint
 from dataloader.standardize import Standardizer
 from inference.backends import Runner, load_metadata, make_runner
+from inference.file_pipeline import file_chunks, stream_files
 from inference.submission import n_windows, row_ids, to_submission_frame
 from inference.teacher_member import is_teacher, teacher_member
+from inference.windows import InputGroup
+from utils.checkpoints import ModelMeta
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 32  # windows per model call: at 64, OpenVINO and ONNX Runtime ran 5-40 % slower on this CPU
 
 
 @dataclass
-class InputGroup:
-    """Ensemble members that share a front end (settings, input length, padding): their windows are cut once."""
+class EnsembleMember:
+    """One model of an ensemble: where it came from, what it is, how it runs, and where its outputs go."""
 
-    frontend: FrontEnd
-    standardizer: Standardizer  # the first member's; the others map onto their own (conversion_from)
-    pad_mode: str
-    frames: int  # one submission row
-    input_frames: int  # what the members take (a context window when longer than a row)
+    source: str  # the checkpoint / export path, or ``teacher:<model>``
+    meta: ModelMeta
+    run: Runner
+    columns: np.ndarray  # the ensemble label index of each of its outputs
+    conversion: Optional[tuple[np.ndarray, np.ndarray]]  # its own statistics from its group's (None: the same)
+    group: int  # its input group
 
-    def windows(self, reader: MonoReader | MemoryReader, row_s: float, limit: Optional[float],
-                max_windows: Optional[int]) -> np.ndarray:
-        """(n_windows, 1, rows, frames) float32: the cache's features and the training datasets' windows."""
-        features, seconds = self.frontend.features_from(reader, limit)
-        clip = self.standardizer.clip_stats(features) if self.standardizer.mode == "per_clip" else ()
-        count = n_windows(seconds, row_s)
-        if max_windows is not None:
-            count = min(count, max_windows)
-        return self.frontend.windows(features, count, self.frames, self.standardizer, clip, self.pad_mode,
-                                     self.input_frames)
-
-
-def _group_key(payload: dict) -> str:
-    return json.dumps([payload["data_process"], payload.get("input", "mel"), payload["window_s"],
-                       payload.get("pad_mode", "repeat")], sort_keys=True, default=str)
+    @property
+    def activation(self) -> str:
+        """The output activation its loss was trained for (sigmoid or softmax)."""
+        return self.meta.activation
 
 
 class SoundscapePredictor:
     """An ensemble of models (checkpoints ``.pt``, or exports ``.onnx``/``.xml``), CNNs on mels, Wav2Vec2 models
     on waveforms and heads on embeddings alike: each file is decoded once, each front end's windows are cut once
-    for the members that share it (:class:`InputGroup`); ``predict_file`` gives per-window probabilities,
-    optionally smoothed over ±``smooth`` neighbouring windows."""
+    for the members that share it (:class:`inference.windows.InputGroup`); ``predict_file`` gives per-window
+    probabilities, optionally smoothed over ±``smooth`` neighbouring windows."""
 
     def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = BATCH_SIZE,
                  backend: str = "auto", threads: int = 0, smooth: int = 0, row_s: Optional[float] = None,
@@ -70,52 +61,46 @@ class SoundscapePredictor:
         inputs (e.g. 10 s) see a context window centred on each row. A ``teacher:<embedding model>`` member
         predicts the competition's ``classes`` it maps onto (the taxonomy of ``data_dir``)."""
         teachers = {str(p): teacher_member(p, classes, data_dir) for p in checkpoints if is_teacher(p)}
-        payloads = [teachers[str(p)][0] if str(p) in teachers else load_metadata(p) for p in checkpoints]
-        if not payloads:
+        metas = [teachers[str(p)][0] if str(p) in teachers else load_metadata(p) for p in checkpoints]
+        if not metas:
             raise ValueError("at least one checkpoint is needed")
-        self.window_s = float(row_s or payloads[0]["window_s"])  # one submission row
+        self.window_s = float(row_s or metas[0].window_s)  # one submission row
         self.groups: list[InputGroup] = []
         keys: dict[str, int] = {}
         self.labels: list[str] = []
-        for payload in payloads:
-            self.labels.extend(label for label in payload["labels"] if label not in self.labels)
-        self.models: list[tuple[Runner, np.ndarray, str, Optional[tuple[np.ndarray, np.ndarray]], int]] = []
-        for path, payload in zip(checkpoints, payloads):
-            if float(payload["window_s"]) < self.window_s:
-                raise ValueError(f"{path} takes {payload['window_s']}-s inputs, shorter than a {self.window_s}-s row")
-            key = _group_key(payload)
+        for meta in metas:
+            self.labels.extend(label for label in meta.labels if label not in self.labels)
+        self.models: list[EnsembleMember] = []
+        for path, meta in zip(checkpoints, metas):
+            if meta.window_s < self.window_s:
+                raise ValueError(f"{path} takes {meta.window_s}-s inputs, shorter than a {self.window_s}-s row")
+            key = meta.frontend_key()
             if key not in keys:
-                frontend = frontend_of_checkpoint(payload)
+                frontend = frontend_of_checkpoint(meta)
                 keys[key] = len(self.groups)
-                self.groups.append(InputGroup(frontend, Standardizer.from_dict(payload["standardizer"]),
-                                              payload.get("pad_mode", "repeat"), frontend.frames_for(self.window_s),
-                                              frontend.frames_for(float(payload["window_s"]))))
+                self.groups.append(InputGroup(frontend, Standardizer.from_dict(meta.standardizer), meta.pad_mode,
+                                              frontend.frames_for(self.window_s), frontend.frames_for(meta.window_s)))
             group = self.groups[keys[key]]
             # each model fitted its own statistics on its own training split (another fold: other values); the
             # windows are standardised once with the group's first model's, and mapped onto each other's own
-            own = Standardizer.from_dict(payload["standardizer"])
+            own = Standardizer.from_dict(meta.standardizer)
             runner = teachers[str(path)][1] if str(path) in teachers else make_runner(path, backend, device, threads,
                                                                                          precision)
-            self.models.append((runner,
-                                np.array([self.labels.index(lbl) for lbl in payload["labels"]]),
-                                payload.get("activation", "sigmoid"), own.conversion_from(group.standardizer),
-                                keys[key]))
+            self.models.append(EnsembleMember(str(path), meta, runner,
+                                              np.array([self.labels.index(lbl) for lbl in meta.labels]),
+                                              own.conversion_from(group.standardizer), keys[key]))
         first = self.groups[0]
         self.frontend, self.standardizer = first.frontend, first.standardizer
         self.sample_rate = first.frontend.sample_rate
         self.batch_size, self.smooth = batch_size, smooth
-        self.input_s = max(float(p["window_s"]) for p in payloads)
+        self.input_s = max(meta.window_s for meta in metas)
 
     def file_windows(self, path: str | Path, max_windows: Optional[int] = None) -> list[np.ndarray]:
         """The windows of every input group for a soundscape (the first ``max_windows`` when given, decoding only
-        what they need; the last partial window padded). The file is decoded once; with several front ends the
-        samples are kept in memory and each front end resamples them to its own rate."""
-        limit = None if max_windows is None else max_windows * self.window_s + self.input_s
-        with MonoReader(path) as reader:
-            if len(self.groups) == 1:
-                return [self.groups[0].windows(reader, self.window_s, limit, max_windows)]
-            decoded = MemoryReader(reader.read(0, reader.length(limit)), reader.samplerate, path)
-        return [group.windows(decoded, self.window_s, limit, max_windows) for group in self.groups]
+        what they need; the last partial window padded): the file pipeline's windows, joined."""
+        _, chunks = file_chunks(self, Path(path), max_windows=max_windows)
+        parts = [windows for _, windows in chunks]
+        return [np.concatenate([p[g] for p in parts]) for g in range(len(self.groups))]
 
     def windows(self, path: str | Path, max_windows: Optional[int] = None) -> np.ndarray:
         """(n_windows, 1, rows, frames) float32 model inputs of a single-front-end ensemble (calibration, export)."""
@@ -123,32 +108,36 @@ class SoundscapePredictor:
             raise ValueError(f"the ensemble has {len(self.groups)} front ends; use file_windows()")
         return self.file_windows(path, max_windows)[0]
 
-    def predict_windows(self, windows: np.ndarray | Sequence[np.ndarray], segments: Sequence[int] = ()
-                        ) -> np.ndarray:
+    def probabilities(self, windows: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a model
         trained with softmax cross-entropy; each model's own standardisation statistics), (n_windows,
-        len(self.labels)). ``windows``: :meth:`file_windows` (one array per input group), or one array for a
-        single-front-end ensemble; ``segments``: the window counts of the files they join, in order (several
-        files predicted in one go), so that smoothing stays within each file."""
+        len(self.labels)); ``windows``: one array per input group, or one array for a single-front-end ensemble.
+        A class is averaged over the members that predict it."""
         per_group = [windows] if isinstance(windows, np.ndarray) else list(windows)
         n = len(per_group[0])
         total = np.zeros((n, len(self.labels)), dtype=np.float32)
         counts = np.zeros(len(self.labels), dtype=np.float32)
-        for run, columns, activation, conversion, group in self.models:
-            inputs = per_group[group]
+        for member in self.models:
+            inputs = per_group[member.group]
             for i in range(0, n, self.batch_size):
                 batch = inputs[i:i + self.batch_size]
-                if conversion is not None:  # this model's own standardisation statistics
-                    scale, shift = conversion
+                if member.conversion is not None:  # this model's own standardisation statistics
+                    scale, shift = member.conversion
                     batch = batch * scale[:, None] + shift[:, None]
-                logits = np.asarray(run(batch), dtype=np.float32)
-                probs = softmax(logits, axis=1) if activation == "softmax" else expit(logits)
-                total[i:i + len(logits), columns] += probs
-            counts[columns] += 1
-        probs = total / np.maximum(counts, 1)
+                logits = np.asarray(member.run(batch), dtype=np.float32)
+                probs = softmax(logits, axis=1) if member.activation == "softmax" else expit(logits)
+                total[i:i + len(logits), member.columns] += probs
+            counts[member.columns] += 1
+        return total / np.maximum(counts, 1)
+
+    def predict_windows(self, windows: np.ndarray | Sequence[np.ndarray], segments: Sequence[int] = ()
+                        ) -> np.ndarray:
+        """:meth:`probabilities`, smoothed over ±``smooth`` windows within each file: ``segments`` are the window
+        counts of the files ``windows`` joins, in order (default: one file)."""
+        probs = self.probabilities(windows)
         if not self.smooth:
             return probs
-        bounds = np.cumsum([0, *(segments or [n])])
+        bounds = np.cumsum([0, *(segments or [len(probs)])])
         return np.concatenate([smooth_windows(probs[a:b], self.smooth) for a, b in zip(bounds[:-1], bounds[1:])])
 
     def predict_file(self, path: str | Path) -> tuple[list[str], np.ndarray]:
@@ -203,69 +192,42 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
                    fill_value: float = 0.0, limit: Optional[int] = None, decode_threads: int = 1,
                    budget_s: Optional[float] = None) -> pd.DataFrame:
     """Submission frame for the audio files of ``audio_dir`` (OGG, WAV, FLAC, MP3, any case; sorted; the first
-    ``limit`` when given).
-
-    Decoding and the mel of the next files run in ``decode_threads`` background threads (soundfile and the
-    FFTs release the GIL, so they use other cores) while the models work on the current files; at most
-    ``decode_threads + 1`` files wait decoded, so memory stays bounded. Consecutive files are predicted together
-    once they hold ``predictor.batch_size`` windows, so a GPU gets whole batches rather than one file's windows
-    (smoothing stays within each file). An unreadable file gets rows of ``fill_value`` and a warning instead of
+    ``limit`` when given), read through the batched file pipeline (:func:`inference.file_pipeline.stream_files`:
+    ``decode_threads`` threads decode ahead while the models work, consecutive files share model calls; smoothing
+    stays within each file). A file that cannot be read gets rows of ``fill_value`` and a warning instead of
     stopping the submission. With ``budget_s`` a :class:`ClockGuard` keeps the whole folder within that many
     seconds."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
     files = audio_files(audio_dir)[:limit]
     frames: list[Optional[pd.DataFrame]] = [None] * len(files)
     guard = ClockGuard(budget_s, len(files)) if budget_s else None
-    waiting: list[tuple[int, Path, list[np.ndarray]]] = []  # decoded files not predicted yet
 
-    def load(path: Path) -> Optional[list[np.ndarray]]:
+    def fill(k: int) -> pd.DataFrame:
         try:
-            return predictor.file_windows(path)
-        except AudioError as exc:
-            log.warning("%s: %s -- its rows get %s", path.name, exc, fill_value)
-            return None
+            count = n_windows(sf.info(str(files[k])).duration, predictor.window_s)
+        except (sf.LibsndfileError, RuntimeError, ValueError):  # the header is unreadable too
+            count = n_windows(240.0, predictor.window_s)
+        return to_submission_frame(row_ids(files[k].stem, count, predictor.window_s),
+                                   np.full((count, len(predictor.labels)), fill_value, dtype=np.float32),
+                                   predictor.labels, columns)
 
-    def predict_waiting() -> None:
-        if not waiting:
-            return
-        counts = [len(windows[0]) for _, _, windows in waiting]
-        joined = [np.concatenate([windows[g] for _, _, windows in waiting]) for g in range(len(waiting[0][2]))]
-        probs = predictor.predict_windows(joined, counts)
-        for (k, path, _), a, b in zip(waiting, np.cumsum([0, *counts[:-1]]), np.cumsum(counts)):
-            frames[k] = to_submission_frame(row_ids(path.stem, b - a, predictor.window_s), probs[a:b],
-                                            predictor.labels, columns)
-            if guard is not None:
-                guard.after_file(k + 1, predictor)
-        waiting.clear()
-
-    prefetch = decode_threads + 1
-    with ThreadPoolExecutor(max_workers=decode_threads) as pool:
-        pending = [pool.submit(load, p) for p in files[:prefetch]]
-        for k, path in enumerate(tqdm(files, desc="predict soundscapes", unit="file")):
-            over = guard is not None and guard.spent()
-            windows = pending.pop(0).result() if pending else None
-            if k + prefetch < len(files) and not over:
-                pending.append(pool.submit(load, files[k + prefetch]))
-            if over:  # rows of fill_value: a late submission scores nothing at all
-                if not guard.announced:
+    for rows in stream_files(predictor, files, decode_threads=decode_threads, progress="predict soundscapes"):
+        if rows.probs is None:
+            log.warning("%s: %s -- its rows get %s", rows.path.name, rows.error, fill_value)
+            frames[rows.index] = fill(rows.index)
+        else:
+            probs = smooth_windows(rows.probs, predictor.smooth)
+            frames[rows.index] = to_submission_frame(row_ids(rows.path.stem, len(probs), predictor.window_s), probs,
+                                                     predictor.labels, columns)
+        if guard is not None:
+            guard.after_file(rows.index + 1, predictor)
+            if guard.spent():  # rows of fill_value: a late submission scores nothing at all
+                left = [k for k in range(len(files)) if frames[k] is None]
+                if left:
                     log.warning("clock guard: the %.0f s budget is spent; %s and the %d files after it get %s",
-                                guard.budget_s, path.name, len(files) - k - 1, fill_value)
-                    guard.announced = True
-                windows = None
-            if windows is not None:
-                waiting.append((k, path, windows))
-                if sum(len(w[0]) for _, _, w in waiting) >= predictor.batch_size:
-                    predict_waiting()
-                continue
-            try:
-                count = n_windows(sf.info(str(path)).duration, predictor.window_s)
-            except (sf.LibsndfileError, RuntimeError, ValueError):  # the header is unreadable too
-                count = n_windows(240.0, predictor.window_s)
-            frames[k] = to_submission_frame(row_ids(path.stem, count, predictor.window_s),
-                                            np.full((count, len(predictor.labels)), fill_value, dtype=np.float32),
-                                            predictor.labels, columns)
-        predict_waiting()
+                                guard.budget_s, files[left[0]].name, len(left) - 1, fill_value)
+                for k in left:
+                    frames[k] = fill(k)
+                break
     if not files:
         return pd.DataFrame(columns=["row_id", *columns])
     return pd.concat(frames, ignore_index=True)

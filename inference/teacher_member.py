@@ -8,9 +8,11 @@ the members that predict it. Needs a model whose logits are a linear map of its 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+
+from utils.checkpoints import ModelMeta
 
 TEACHER_PREFIX = "teacher:"
 
@@ -21,8 +23,8 @@ def is_teacher(spec: str | Path) -> bool:
 
 
 def teacher_member(spec: str | Path, classes: Sequence[str], data_dir: str | Path
-                   ) -> tuple[dict[str, Any], Callable[[np.ndarray], np.ndarray]]:
-    """(checkpoint-like metadata, runner) of ``teacher:<name>`` for the competition's ``classes``."""
+                   ) -> tuple[ModelMeta, Callable[[np.ndarray], np.ndarray]]:
+    """(the member's metadata, runner) of ``teacher:<name>`` for the competition's ``classes``."""
     from dataloader.embedding_input import embedding_settings  # noqa: PLC0415
     from dataloader.features import make_frontend  # noqa: PLC0415
     from dataloader.label_map import map_labels, scientific_names  # noqa: PLC0415
@@ -40,9 +42,9 @@ def teacher_member(spec: str | Path, classes: Sequence[str], data_dir: str | Pat
                          f"scientific name); it would predict nothing")
     mapped = [c for c in classes if c in mapping.index]
     columns = np.array([mapping.index[c] for c in mapped])
-    meta = {"labels": mapped, "model_name": name, "data_process": vars(settings), "input": "embedding",
-            "window_s": 5.0, "pad_mode": "repeat", "standardizer": Standardizer.identity(model.dim).to_dict(),
-            "activation": "sigmoid"}
+    meta = ModelMeta(labels=tuple(mapped), model_name=name, data_process=vars(settings), window_s=5.0,
+                     standardizer=Standardizer.identity(model.dim).to_dict(), input="embedding", pad_mode="repeat",
+                     activation="sigmoid", classes=tuple(mapped))
 
     def run(batch: np.ndarray) -> np.ndarray:
         embeddings = np.asarray(batch, dtype=np.float32).mean(axis=-1).reshape(len(batch), -1)

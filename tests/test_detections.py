@@ -16,11 +16,11 @@ from inference.detections import (
     RAVEN_COLUMNS,
     FileScores,
     OutputLayout,
-    WindowStream,
     merge_detections,
     slot_scores,
-    window_starts,
 )
+from inference.file_pipeline import file_chunks
+from inference.windows import window_starts
 from inference.predict import SoundscapePredictor
 from inference.submission import n_windows
 from utils.thresholds import thresholds_for_precision
@@ -107,22 +107,27 @@ def test_thresholds_reach_the_asked_precision_on_the_set_they_come_from():
     assert table.loc[2, "threshold"] == 1.0 and not table.loc[2, "reached"]  # no positives: never fires
 
 
-def test_streamed_windows_are_the_submission_windows_for_short_and_long_files(tmp_path):
+def test_streamed_windows_are_the_training_front_ends_windows_for_short_and_long_files(tmp_path):
+    """The one window cutter, cutting while the mel's blocks pass, gives exactly the windows the training datasets
+    cut from a whole file's features (FrontEnd.windows), for a short file and one long enough to be streamed."""
     ckpt = stand_in(tmp_path / "m.pt", ["a", "b"])
-    predictor = SoundscapePredictor([ckpt])
+    predictor = SoundscapePredictor([ckpt], batch_size=16)
+    group = predictor.groups[0]
     short = noise(tmp_path / "short.wav", 12.3)
     long = noise(tmp_path / "long.wav", 305.0, sr=16000)  # > 300 s: decoded, resampled and transformed in blocks
-    stream = WindowStream(predictor, None, chunk=16)
+    whole = {}
     for path in (short, long):
-        duration, chunks = stream(path)
-        parts = list(chunks)
-        assert all(len(windows) <= 16 for _, windows in parts)
-        streamed = np.concatenate([w for _, w in parts])
-        np.testing.assert_array_equal(streamed, predictor.windows(path))
-    overlapping = np.concatenate([w for _, w in WindowStream(predictor, 1.0, 64)(short)[1]])
-    whole = predictor.windows(short)
+        duration, chunks = file_chunks(predictor, path)
+        parts = [windows[0] for _, windows in chunks]
+        assert all(len(windows) <= 16 for windows in parts)
+        features, seconds = group.frontend.features(path)
+        whole[path] = group.frontend.windows(features, n_windows(seconds, 5.0), group.frames, group.standardizer,
+                                             (), group.pad_mode)
+        np.testing.assert_array_equal(np.concatenate(parts), whole[path])
+        np.testing.assert_array_equal(predictor.windows(path), whole[path])
+    overlapping = np.concatenate([w[0] for _, w in file_chunks(predictor, short, hop_s=1.0)[1]])
     assert len(overlapping) == 9
-    np.testing.assert_array_equal(overlapping[5], whole[1])  # the window at 5 s
+    np.testing.assert_array_equal(overlapping[5], whole[short][1])  # the window at 5 s
 
 
 @pytest.mark.parametrize("kind, labels, activation", [

@@ -21,6 +21,7 @@ from dataloader.run_data import RunData
 from dataloader.standardize import Standardizer
 from training.callbacks import ModelCheckpoint
 from training.config import ConfigError
+from utils.checkpoints import ModelMeta
 from utils.config_schema import Config
 from training.device_batch import for_device
 from training.distributed import DistContext
@@ -152,10 +153,11 @@ def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Sta
     steps_per_epoch = -(-len(train_loader) // cfg.trainer.accumulate_steps)  # optimizer steps
     scheduler = create_scheduler(optimizer=optimizer, **scheduler_kwargs(cfg.agent, steps_per_epoch, run_epochs(cfg)))
     loss = run_loss(cfg, split)
-    extra = {"config": cfg.to_dict(), "model_name": model_name, "model_kwargs": model_kwargs,
-             "input": data.frontend.kind, "data_process": data.frontend.settings_dict(),
-             "window_s": cfg.data.window_s, "pad_mode": cfg.data.pad_mode, "standardizer": standardizer.to_dict(),
-             "task": cfg.data.task, "classes": split.labels}
+    meta = ModelMeta(labels=tuple(split.outputs), model_name=model_name, data_process=data.frontend.settings_dict(),
+                     window_s=cfg.data.window_s, standardizer=standardizer.to_dict(), model_kwargs=model_kwargs,
+                     input=data.frontend.kind, pad_mode=cfg.data.pad_mode, activation=getattr(loss, "activation", "sigmoid"),
+                     task=cfg.data.task, classes=tuple(split.labels))
+    extra = {"config": cfg.to_dict(), **meta.to_dict()}
     callbacks, checkpoint = build_callbacks(cfg, run_dir, ctx.is_main)
     t = cfg.trainer
     options = TrainOptions(channels_last=t.channels_last and get_family(cfg.model.family).channels_last,
