@@ -124,19 +124,18 @@ def train_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext, sum
     result = train(cfg, data, run_dir, ctx)
     if not ctx.is_main:
         return None
-    best = result["best"]
+    best = result.best
     summary.update(val_score=best["val_score"], best_epoch=best["epoch"],
-                   soundscape_val_score=best.get("soundscape_val_score"), n_train=result["n_train"],
-                   n_val=result["n_val"], n_test=result["n_test"], n_soundscape_val=result["n_soundscape_val"],
-                   classes_without_training_examples=len(result["untrained_classes"]),
-                   untrained_classes=result["untrained_classes"], epochs=len(result["history"]),
-                   model=result["model_name"], checkpoint=result["checkpoint"],
-                   duration_outliers=result["duration_outliers"],
-                   **{f"{split}_metrics": m for split, m in result["evaluation"].items()})
-    if result["compile_seconds"] is not None:  # torch.compile's first step, apart from the steady speed
-        summary["compile_seconds"] = round(result["compile_seconds"], 1)
+                   soundscape_val_score=best.get("soundscape_val_score"), n_train=result.n_train,
+                   n_val=result.n_val, n_test=result.n_test, n_soundscape_val=result.n_soundscape_val,
+                   classes_without_training_examples=len(result.untrained_classes),
+                   untrained_classes=result.untrained_classes, epochs=len(result.history),
+                   model=result.model_name, checkpoint=result.checkpoint, duration_outliers=result.duration_outliers,
+                   **{f"{split}_metrics": m for split, m in result.evaluation.items()})
+    if result.compile_seconds is not None:  # torch.compile's first step, apart from the steady speed
+        summary["compile_seconds"] = round(result.compile_seconds, 1)
     data.write_reports(run_dir)  # duration outliers join the skipped files
-    return [result["checkpoint"]] if result["checkpoint"] else None
+    return [result.checkpoint] if result.checkpoint else None
 
 
 def submit_stage(cfg: Config, data: Optional[RunData], checkpoints: Optional[list[str]], run_dir: Path,
@@ -197,11 +196,11 @@ def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext,
     from training.train_stage import train  # noqa: PLC0415
 
     result = train(cfg, data, run_dir, ctx, benchmark_steps=steps)
-    bench = result["benchmark"]
+    bench = result.benchmark
     if folds > 1:
         bench.update(folds=folds, minutes_for_cv=round(bench["minutes_for_run"] * folds, 2))
     if ctx.is_main:
-        print(json.dumps({"run_id": run_dir.name, "model": result["model_name"], **bench}), flush=True)
+        print(json.dumps({"run_id": run_dir.name, "model": result.model_name, **bench}), flush=True)
         write_summary(run_dir, {**summary, "benchmark": bench})
     return 0
 

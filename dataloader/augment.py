@@ -84,24 +84,21 @@ class EmbeddingOps:
         return x
 
 
-DOMAINS: dict[str, type] = {"mel": MelOps, "waveform": WaveformOps, "embedding": EmbeddingOps}  # by input kind
-
-
 class BatchAugment:
     """Applies the ``[augmentation]`` section to a training batch ``x (B, 1, n_mels, frames)``, ``y (B, classes)``."""
 
     def __init__(self, aug: AugmentationConfig, units_per_db: Optional[np.ndarray] = None,
-                 background: Optional[Callable[[int], torch.Tensor]] = None, domain: str = "mel", time_unit: int = 1):
+                 background: Optional[Callable[[int], torch.Tensor]] = None, ops: type = MelOps, time_unit: int = 1):
         """``units_per_db`` (n_mels,): how far one dB moves each mel bin after standardisation
         (1 / std for per_frequency, zeros for per_clip, which is level-invariant); None disables gain.
         ``background(n)``: n standardised background windows (1, n_mels, frames), e.g. from unlabeled
-        soundscapes (:class:`BackgroundBank`). ``domain = "waveform"`` (batches (B, 1, 1, samples)): overlays
+        soundscapes (:class:`BackgroundBank`). ``ops``: how sounds combine and are masked in the batches' domain,
+        the front end's :meth:`~dataloader.frontend.FrontEnd.augment_ops`; :class:`WaveformOps` (batches
+        (B, 1, 1, samples)): overlays
         add the signals instead of taking the max of dB mels, noise scales with each example's level, masks
         are time-only and silence, and there is no per-bin gain. ``time_unit``: columns per unit of
         ``time_mask_max`` (1 mel frame; a waveform's 10 ms of samples)."""
-        if domain not in DOMAINS:
-            raise ValueError(f"no augmentation for input kind {domain!r}; known: {', '.join(DOMAINS)}")
-        self.aug, self.domain, self.ops, self.time_unit = aug, domain, DOMAINS[domain], time_unit
+        self.aug, self.ops, self.time_unit = aug, ops, time_unit
         self.units_per_db = None if units_per_db is None else torch.as_tensor(units_per_db, dtype=torch.float32)
         self.background = background
 

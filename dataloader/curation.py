@@ -11,6 +11,7 @@ import pandas as pd
 
 from dataloader.audio import audio_files
 from utils.config_schema import DataConfig
+from utils.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def class_weights(targets: np.ndarray, task: str) -> list[float]:
     if y.ndim == 3:  # (rows, classes, bins): the share of each row's bins where the class sounds
         y = y.mean(axis=2)
     positives = y.sum(axis=0)
-    if task == "multiclass":
+    if get_task(task).one_label:
         weights = len(y) / (y.shape[1] * np.maximum(positives, 1.0))
     else:
         weights = np.clip((len(y) - positives) / np.maximum(positives, 1e-9), 1.0, 100.0)
@@ -117,7 +118,8 @@ def run_labels(table: pd.DataFrame, data: DataConfig, classes: Optional[Sequence
     """The classes of ``[data] task``: binary -> ``[positive_class]`` (default: the rarer class); events -> the
     event labels without ``background_label``; otherwise the source's class list (the submission columns, with
     or without training data) when it has one, else every label present."""
-    if data.task == "binary":
+    task = get_task(data.task)
+    if task.single_output:
         present = present_labels(table)
         if data.positive_class:
             if data.positive_class not in present:
@@ -127,7 +129,7 @@ def run_labels(table: pd.DataFrame, data: DataConfig, classes: Optional[Sequence
         rarer = table["primary_label"].value_counts().sort_values(kind="stable").index[0]
         log.info("binary task: positive class %r (the rarer one; set [data] positive_class to choose)", rarer)
         return [str(rarer)]
-    if data.task == "events":
+    if task.frame_level:
         return present_labels(table, exclude=[data.background_label])
     if classes is not None:
         return list(classes)
@@ -150,7 +152,7 @@ def select_for_run(table: pd.DataFrame, data: DataConfig, seed: int, window_fram
         recordings["train"] = downsample_classes(recordings["train"], seed)
     parts = dict(recordings)
     for name, df in recordings.items():
-        if data.crop == "chunks" or (data.task == "events" and name != "train"):
+        if data.crop == "chunks" or (get_task(data.task).frame_level and name != "train"):
             parts[name] = cut_chunks(df, window_frames)
     return RunSelection(recordings, parts, run_labels(table, data, classes), dropped)
 

@@ -11,17 +11,19 @@ from torch.utils.data import Dataset
 
 from dataloader.features import FrontEnd
 from dataloader.standardize import Standardizer
+from utils.tasks import get_task
 
 
 def make_targets(table: pd.DataFrame, labels: Sequence[str], data: object) -> np.ndarray:
     """Recording-level targets for ``[data] task``: ``binary`` (rows, 1): 1 when ``labels[0]`` (the positive
     class) is among the row's labels; ``multiclass`` one-hot of the primary label; ``multilabel`` (and the
     clip targets of ``events``) :func:`multi_hot` with secondary labels as ``[data]`` says."""
-    if data.task == "binary":
+    task = get_task(data.task)
+    if task.single_output:
         extras = table["extra_labels"] if "extra_labels" in table else [[]] * len(table)
         return np.array([[float(labels[0] in (p, *e))] for p, e in zip(table["primary_label"], extras)],
                         dtype=np.float32)
-    if data.task == "multiclass":
+    if task.one_label:
         index = {label: i for i, label in enumerate(labels)}
         y = np.zeros((len(table), len(labels)), dtype=np.float32)
         y[np.arange(len(table)), [index[p] for p in table["primary_label"]]] = 1.0

@@ -60,6 +60,12 @@ class EmbeddingInput(FrontEnd):
 
     kind, pad_value, cache_prefix, mixes_background = "embedding", 0.0, "emb", False
 
+    def augment_ops(self) -> type:
+        """Embeddings mix and take noise, but have no time or frequency axis to mask."""
+        from dataloader.augment import EmbeddingOps  # noqa: PLC0415 - torch: training only
+
+        return EmbeddingOps
+
     @property
     def rows(self) -> int:
         return int(self.settings.dim)

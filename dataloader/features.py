@@ -73,6 +73,12 @@ class WaveformInput(FrontEnd):
     kind, pad_value, cache_prefix, mixes_background = "waveform", 0.0, "wave", False
     mask_unit_s = 0.01  # time masks in 10-ms units, as on a mel of 10-ms hops
 
+    def augment_ops(self) -> type:
+        """Signals add, noise scales with each example's level, masks are time-only silence."""
+        from dataloader.augment import WaveformOps  # noqa: PLC0415 - torch: training only
+
+        return WaveformOps
+
     @property
     def rows(self) -> int:
         return 1

@@ -122,6 +122,13 @@ class FrontEnd(abc.ABC):
         """Standardised units per dB of level change, per row, for gain augmentation (None: no gain)."""
         return None
 
+    def augment_ops(self) -> type:
+        """How sounds combine and are masked in this front end's values, for batch augmentation
+        (:class:`dataloader.augment.MelOps` unless a front end says otherwise; imported when training asks)."""
+        from dataloader.augment import MelOps  # noqa: PLC0415 - torch: training only
+
+        return MelOps
+
     @property
     def mask_time_unit(self) -> int:
         """Frames per unit of ``[augmentation] time_mask_max``."""

@@ -13,6 +13,7 @@ from dataloader.dataset import EventWindowDataset, WindowDataset, make_targets
 from dataloader.features import FrontEnd
 from dataloader.standardize import Standardizer
 from utils.config_schema import DataConfig, TrainerConfig
+from utils.tasks import get_task
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -60,7 +61,7 @@ def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, fr
     table has one, i.e. ``crop = chunks``), recording-level targets, or frame-level ones for ``events``."""
     starts = df["start"].fillna(-1).astype(int).tolist() if "start" in df else None
     frames = frontend.frames_for(data.window_s)
-    if data.task == "events":
+    if get_task(data.task).frame_level:
         return EventWindowDataset(df["entry"], df["events"], labels, data.event_bins, frontend, frames, crop,
                                   data.pad_mode, standardizer, clip_stats=_clip_stats(df), starts=starts)
     targets = make_targets(df, labels, data)

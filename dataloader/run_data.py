@@ -18,6 +18,7 @@ from dataloader.features import FrontEnd
 from dataloader.preprocess import CacheResult
 from dataloader.sources import SourceData
 from utils.config_schema import Config
+from utils.tasks import get_task
 
 log = logging.getLogger(__name__)
 TESTING_SOUNDSCAPE_FILES = 6  # labelled soundscapes kept in testing mode
@@ -91,7 +92,7 @@ def prepare_data(cfg: Config, frontend: FrontEnd) -> RunData:
     data.background = background_windows(cfg, source, frontend)
     if cfg.data.pseudo_labels:
         data.pseudo = pseudo_labelled_windows(cfg, source, frontend)
-    if source.windows is not None and len(source.windows) and cfg.data.task == "multilabel":
+    if source.windows is not None and len(source.windows) and get_task(cfg.data.task).soundscape_labels:
         data.windows = labelled_windows(cfg, source.windows, frontend)
     return data
 

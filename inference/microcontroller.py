@@ -43,6 +43,7 @@ from inference.export import export, input_shape, quantize_onnx_static  # noqa: 
 from inference.predict import SoundscapePredictor  # noqa: E402
 from utils.checkpoints import ModelMeta, load_checkpoint  # noqa: E402
 from utils.metrics import validation_scores  # noqa: E402
+from utils.tasks import get_task  # noqa: E402
 
 
 def split_windows(predictor: SoundscapePredictor, split_csv: Path, classes: list[str], task: str,
@@ -57,7 +58,7 @@ def split_windows(predictor: SoundscapePredictor, split_csv: Path, classes: list
         w = predictor.windows(path, max_windows=max_windows)
         present = str(labels).split(";")
         y = np.zeros(len(classes), dtype=np.float32)
-        if task == "binary":
+        if get_task(task).single_output:
             y[0] = float(classes[0] in present)
         else:
             y[[index[p] for p in present if p in index]] = 1.0
@@ -68,7 +69,7 @@ def split_windows(predictor: SoundscapePredictor, split_csv: Path, classes: list
 
 def score(probs: np.ndarray, targets: np.ndarray, classes: list[str], task: str) -> dict[str, float]:
     """Accuracy (threshold 0.5 for binary, arg-max otherwise) and the validation metric of training."""
-    if task == "binary":
+    if get_task(task).single_output:
         accuracy = float(((probs[:, 0] >= 0.5) == (targets[:, 0] >= 0.5)).mean())
     else:
         accuracy = float((probs.argmax(1) == targets.argmax(1)).mean())

@@ -166,18 +166,17 @@ def test_waveform_batches_overlay_by_adding_samples_and_mask_10_ms_units_with_si
     assert frontend.mask_time_unit == 160 and make_frontend(DataProcessConfig()).mask_time_unit == 1
     torch.manual_seed(0)
     mix = BatchAugment(AugmentationConfig(augment_gain=False, augment_add_noise=False, augment_spec_augment=False,
-                                          augment_mixup=True, mixup_prob=1.0), domain="waveform")
+                                          augment_mixup=True, mixup_prob=1.0), ops=frontend.augment_ops())
     x = torch.stack([torch.full((1, 1, 800), float(i + 1)) for i in range(4)])
     mx, _ = mix(x.clone(), torch.eye(4))
     assert all(mx[i, 0, 0, 0].item() - (i + 1) in (1, 2, 3, 4) for i in range(4))  # its own samples + a partner's
     masks = BatchAugment(AugmentationConfig(augment_gain=False, augment_add_noise=False, augment_mixup=False,
-                                            time_mask_max=2, n_masks=1), domain="waveform",
+                                            time_mask_max=2, n_masks=1), ops=frontend.augment_ops(),
                          time_unit=frontend.mask_time_unit)
     out, _ = masks(torch.ones(64, 1, 1, 800), torch.zeros(64, 1))
     silenced = (out == 0).sum(dim=3).flatten()
     assert set(out.unique().tolist()) <= {0.0, 1.0} and silenced.max() > 160 and silenced.max() <= 320
-    with pytest.raises(ValueError, match="no augmentation for input kind 'spikes'"):
-        BatchAugment(AugmentationConfig(), domain="spikes")
+    assert make_frontend(DataProcessConfig()).augment_ops().__name__ == "MelOps"  # the front end says its ops
 
 
 def test_mixup_follows_the_task_unless_set_and_the_resolved_config_says_which():

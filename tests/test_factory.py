@@ -126,3 +126,34 @@ def test_three_input_channels_repeat_the_mel_and_keep_the_rgb_stem(tmp_path):
     torch.testing.assert_close(model.model.state_dict()["conv_stem.weight"], state["conv_stem.weight"])
     x = torch.randn(2, 1, 64, 96)
     torch.testing.assert_close(model(x), model.model(x.repeat(1, 3, 1, 1)))
+
+
+def test_registries_refuse_a_setting_they_do_not_take_by_name():
+    from factory.losses import LOSSES, create_loss, loss_kwargs
+    from factory.optimizers import OPTIMIZERS, create_optimizer, optimizer_kwargs
+    from factory.schedulers import SCHEDULERS, create_scheduler, scheduler_kwargs
+    from utils.config_schema import AgentConfig
+    from utils.registry import RegistryError
+
+    for registry in (LOSSES, OPTIMIZERS, SCHEDULERS):  # every entry declares what it accepts (no **kwargs sink)
+        assert all(registry.accepts(name) is not None for name in registry.names()), registry.kind
+    with pytest.raises(RegistryError, match="no loss takes focal_gama; the loss settings are: .*focal_gamma"):
+        create_loss("focal", focal_gama=3.0)  # misspelled
+    with pytest.raises(RegistryError, match="loss 'bce' does not take focal_gamma; it takes: class_weights, "
+                                            "label_smoothing"):
+        LOSSES.create("bce", focal_gamma=2.0)
+    assert create_loss("bce", focal_gamma=2.0).activation == "sigmoid"  # another loss's setting: not passed to bce
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(RegistryError, match="optimizer 'radam' does not take fused"):
+        OPTIMIZERS.create("radam", params=model.parameters(), lr=0.1, fused=True)
+    with pytest.raises(RegistryError, match="no optimizer takes fusd"):
+        OPTIMIZERS.create_from("adamw", {"fusd": True}, params=model.parameters(), lr=0.1)
+    opt = create_optimizer(model=model, **optimizer_kwargs(AgentConfig(optimizer="radam")))  # fused: not radam's
+    with pytest.raises(RegistryError, match="no scheduler takes gama"):
+        create_scheduler("exponential", opt, steps_per_epoch=2, gama=0.9)
+    with pytest.raises(RegistryError, match="scheduler 'step' does not take gamma"):
+        SCHEDULERS.create("step", optimizer=opt, steps_per_epoch=2, gamma=0.5)
+    for name in LOSSES.names():  # the config's pools hold only settings some entry takes
+        create_loss(name, **loss_kwargs(AgentConfig()))
+    for name in SCHEDULERS.names():
+        create_scheduler(optimizer=opt, **{**scheduler_kwargs(AgentConfig(), 4, 3), "name": name})

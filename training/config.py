@@ -28,6 +28,7 @@ from utils.config_schema import (  # noqa: F401 - the
     TestingConfig,
     TrainerConfig,
 )
+from utils.tasks import get_task, list_tasks
 
 
 class ConfigError(ValueError):
@@ -43,9 +44,6 @@ RETIRED_KEYS: dict[tuple[str, str], str] = {
     ("data_process", "stats_max_files"): "removed: the statistics now come from every training recording "
                                          "(per-file sums are stored in the cache, so this costs nothing)",
 }
-# What "mixup" means per task: sounds overlaid with labels united where species overlap (multi-label, events), a
-# convex mix with mixed one-hot targets where each clip has one label (multiclass, binary).
-MIXUP_BY_TASK = {"multilabel": "overlay", "events": "overlay", "multiclass": "beta", "binary": "beta"}
 SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret")
 
 
@@ -56,6 +54,7 @@ REGISTRY_CHOICES: dict[str, tuple[str, str]] = {
     "editions": ("dataloader.sources", "EDITIONS"), "losses": ("factory.losses", "list_losses"),
     "optimizers": ("factory.optimizers", "list_optimizers"), "schedulers": ("factory.schedulers", "list_schedulers"),
     "families": ("factory.families", "list_families"), "embedders": ("dataloader.embedders", "list_embedders"),
+    "tasks": ("utils.tasks", "list_tasks"),
 }
 
 
@@ -201,7 +200,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
         sections[section] = cls(**kwargs)
     cfg = Config(**sections)
     if cfg.augmentation.mixup_kind == "auto":  # resolved by the task: the run folder's config.ini says which
-        cfg.augmentation.mixup_kind = MIXUP_BY_TASK[cfg.data.task]
+        cfg.augmentation.mixup_kind = get_task(cfg.data.task).mixup  # overlay (labels united) or beta (one-hot)
     if not cfg.paths.data_dir:  # the competition's folder, where ./download_data.sh puts it
         cfg.paths.data_dir = f"data/{cfg.data.competition}"
     _check_cross_fields(cfg)
@@ -226,25 +225,27 @@ def _check_cross_fields(cfg: Config) -> None:
         raise ConfigError(f"[agent] layer_lr_decay = {cfg.agent.layer_lr_decay}: applies to [model] family = "
                           f"{' or '.join(allowed)}; keep 1.0 for {family.name}")
     activation = loss_activation(cfg.agent.loss)
-    wanted = {"multiclass": "softmax", "binary": "sigmoid", "events": "sigmoid"}.get(data.task, activation)
+    task = get_task(data.task)
+    wanted = task.activation or activation
     if activation != wanted:
         allowed = [name for name in list_losses() if loss_activation(name) == wanted]
         raise ConfigError(f"[agent] loss = {cfg.agent.loss}: a {activation} loss does not fit [data] task = "
                           f"{data.task}, which trains {wanted} outputs; allowed: {', '.join(allowed)}")
-    if data.task == "events" and cfg.model.head != "sed":
+    if task.frame_level and cfg.model.head != "sed":
         raise ConfigError("[model] head = linear: [data] task = events needs frame-wise outputs; allowed: sed")
-    if data.task == "events" and data.source not in ("csv",):
+    if task.frame_level and data.source not in ("csv",):
         raise ConfigError(f"[data] source = {data.source}: [data] task = events needs event annotations; allowed: "
                           f"csv (path,start,end,label rows, or Raven selection tables listed in it)")
     if data.pseudo_labels and family.input_kind != "mel":
         raise ConfigError(f"[data] pseudo_labels: soft pseudo-labels train mel models; [model] family = {family.name} "
                           f"takes {family.input_kind} input")
-    if data.pseudo_labels and data.task != "multilabel":
-        raise ConfigError(f"[data] pseudo_labels = {data.pseudo_labels}: soft pseudo-labels train the multilabel "
+    if data.pseudo_labels and not task.soundscape_labels:
+        allowed = ", ".join(n for n in list_tasks() if get_task(n).soundscape_labels)
+        raise ConfigError(f"[data] pseudo_labels = {data.pseudo_labels}: soft pseudo-labels train the {allowed} "
                           f"task (task is {data.task}); allowed: empty")
-    if cfg.agent.distill_teacher and data.task not in ("multilabel", "multiclass"):
+    if cfg.agent.distill_teacher and not task.distillable:
         raise ConfigError(f"[agent] distill_teacher: distillation trains clip-level outputs; [data] task = "
-                          f"{data.task}; allowed: multilabel, multiclass")
+                          f"{data.task}; allowed: {', '.join(n for n in list_tasks() if get_task(n).distillable)}")
     if cfg.agent.distill_teacher and not Path(cfg.agent.distill_teacher).is_file() \
             and cfg.agent.distill_teacher not in registry_choices("embedders"):
         raise ConfigError(f"[agent] distill_teacher = {cfg.agent.distill_teacher}: no such checkpoint, nor an "

@@ -28,6 +28,7 @@ from inference.submission import row_id
 from utils.config_schema import DataConfig, EvaluationConfig
 from utils.events import EVENT_COLUMNS, event_metrics, probs_to_events, reference_events
 from utils.metrics import per_class_table, plot_per_class, validation_scores
+from utils.tasks import Task, get_task
 
 if TYPE_CHECKING:
     from training.trainer import Trainer
@@ -58,11 +59,11 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
     plt.close(fig)
 
 
-def evaluate(task: str, split: str, probs: np.ndarray, targets: np.ndarray, labels: Sequence[str],
+def evaluate(task: Task, split: str, probs: np.ndarray, targets: np.ndarray, labels: Sequence[str],
              run_dir: str | Path, threshold: float = 0.5) -> dict[str, Any]:
     """Write the artifacts of ``split`` (``val`` or ``test``) for ``task``; return its metrics."""
     run_dir = Path(run_dir)
-    if task == "multiclass":
+    if task.one_label:
         truth, pred = targets.argmax(axis=1), probs.argmax(axis=1)
         names = list(labels)
         if split == "val":  # seed 004's file names
@@ -73,7 +74,7 @@ def evaluate(task: str, split: str, probs: np.ndarray, targets: np.ndarray, labe
             np.save(run_dir / f"{split}_true_labels.npy", truth)
         metrics = {"accuracy": accuracy_score(truth, pred),
                    "macro_f1": f1_score(truth, pred, average="macro", labels=range(len(names)), zero_division=0)}
-    elif task == "binary":
+    elif task.single_output:
         truth, score = targets[:, 0].astype(int), probs[:, 0]
         pred = (score >= threshold).astype(int)
         names = [f"not {labels[0]}", labels[0]]
@@ -134,10 +135,10 @@ def evaluate_splits(trainer: Trainer, splits: dict[str, pd.DataFrame], labels: S
         if len(table) == 0:
             continue
         probs, targets = trainer.predict_dataset(make_dataset(table), batch_size)
-        if data.task == "events":
+        if get_task(data.task).frame_level:
             out[name] = evaluate_events(name, table, probs, labels, data, evaluation, run_dir)
         else:
-            out[name] = evaluate(data.task, name, probs, targets, labels, run_dir, evaluation.threshold)
+            out[name] = evaluate(get_task(data.task), name, probs, targets, labels, run_dir, evaluation.threshold)
     return out
 
 

@@ -7,7 +7,7 @@ into arguments, so a new family, loss or schedule touches its own module, the sc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +26,7 @@ from utils.config_schema import Config
 from training.device_batch import for_device
 from training.distributed import DistContext
 from utils.runtime import training_device
+from utils.tasks import get_task, output_names
 from training.trainer import Trainer, TrainOptions, amp_enabled, compile_mode
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ class RunSplit:
     @property
     def outputs(self) -> list[str]:
         """The model's output names: the labels, or ``class@bin`` (class-major) for events."""
-        bins = self.event_bins
-        return [f"{c}@{k}" for c in self.labels for k in range(bins)] if bins else list(self.labels)
+        return output_names(self.labels, self.event_bins)
 
 
 def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSplit:
@@ -80,7 +80,7 @@ def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSp
                                run_dir if is_main else None, cfg.model.pretrained_path)
         train_df = train_df.assign(teacher_targets=list(soft))
     return RunSplit(train_df, selection.parts["val"], selection.parts["test"], data.windows.get("val"),
-                    selection.recordings, selection.labels, cfg.data.event_bins if cfg.data.task == "events" else 0,
+                    selection.recordings, selection.labels, get_task(cfg.data.task).event_bins(cfg.data.event_bins),
                     selection.dropped)
 
 
@@ -95,7 +95,7 @@ def run_loaders(cfg: Config, data: RunData, split: RunSplit, standardizer: Stand
     if data.background is not None and len(data.background):
         bank = background_bank(data.background, cfg.data, frontend, standardizer)
     augment = BatchAugment(cfg.augmentation, frontend.level_units(standardizer), background=bank,
-                           domain=frontend.kind, time_unit=frontend.mask_time_unit)
+                           ops=frontend.augment_ops(), time_unit=frontend.mask_time_unit)
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
     pin = device.type == "cuda"  # page-locked batches: the copies to the GPU overlap compute
     train_loader, val_loader = make_loaders(split.train, split.val, split.labels, cfg.data, cfg.trainer, frontend,
@@ -238,11 +238,32 @@ def evaluate_run(cfg: Config, data: RunData, split: RunSplit, trainer: Trainer, 
                            batch_size=cfg.trainer.batch_size * 2)
 
 
+@dataclass
+class TrainingResult:
+    """What a training run gives back: the model, its epochs and best one, the split's sizes, the held-out scores
+    and the checkpoint to submit with; or, for ``--stage benchmark``, only the timing projection."""
+
+    model_name: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)  # the best epoch's metrics (by the monitored score)
+    n_train: int = 0
+    n_val: int = 0
+    n_test: int = 0
+    n_soundscape_val: int = 0
+    labels: list[str] = field(default_factory=list)
+    untrained_classes: list[str] = field(default_factory=list)
+    duration_outliers: int = 0
+    evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> metrics
+    checkpoint: Optional[str] = None  # the best checkpoint, when one was written
+    compile_seconds: Optional[float] = None
+    benchmark: Optional[dict[str, Any]] = None  # --stage benchmark: the projected epoch and run times
+
+
 def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] = None,
-          benchmark_steps: int = 0) -> dict[str, Any]:
+          benchmark_steps: int = 0) -> TrainingResult:
     """Split, build loaders/model/optimizer, train; returns the training results. Under torchrun (``ctx``) every
     rank trains its share and rank 0 alone logs, checkpoints and writes files. With ``benchmark_steps`` only that
-    many steps are timed and the epoch and run times projected (``{"benchmark": ...}``)."""
+    many steps are timed and the epoch and run times projected (``benchmark``)."""
     from dataloader.curation import classes_without_examples  # noqa: PLC0415
     from dataloader.preprocess import fit_standardizer  # noqa: PLC0415
     from utils.metrics import epoch_rank  # noqa: PLC0415
@@ -262,18 +283,16 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
     if benchmark_steps:
         from training.preflight import estimate_run_time  # noqa: PLC0415
 
-        return {"benchmark": estimate_run_time(trainer, train_loader, val_loader, run_epochs(cfg), benchmark_steps,
-                                                   extra_val),
-                "model_name": model_name}
+        return TrainingResult(model_name, benchmark=estimate_run_time(trainer, train_loader, val_loader,
+                                                                       run_epochs(cfg), benchmark_steps, extra_val))
     start_epoch = resume_run(cfg, trainer, train_loader, run_dir, ctx.is_main, model_name)
     history = trainer.fit(train_loader, val_loader, run_epochs(cfg), start_epoch, extra_val=extra_val)
     evaluation = evaluate_run(cfg, data, split, trainer, checkpoint, run_dir, standardizer) if ctx.is_main else {}
     monitor = cfg.callbacks.model_checkpoint_type
     best = max(history, key=lambda m: epoch_rank(m, monitor) or (-np.inf, -np.inf))
-    return {"history": history, "best": best, "n_train": len(split.train), "n_val": len(split.val),
-            "labels": split.labels, "untrained_classes": classes_without_examples(split.train, split.labels),
-            "duration_outliers": len(split.dropped),
-            "n_soundscape_val": 0 if split.soundscape_val is None else len(split.soundscape_val),
-            "n_test": len(split.test), "evaluation": evaluation,
-            "checkpoint": str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None,
-            "model_name": model_name, "compile_seconds": trainer.compile_seconds}
+    return TrainingResult(
+        model_name, history=history, best=best, n_train=len(split.train), n_val=len(split.val), n_test=len(split.test),
+        n_soundscape_val=0 if split.soundscape_val is None else len(split.soundscape_val), labels=split.labels,
+        untrained_classes=classes_without_examples(split.train, split.labels), duration_outliers=len(split.dropped),
+        evaluation=evaluation, compile_seconds=trainer.compile_seconds,
+        checkpoint=str(checkpoint.best_path) if checkpoint and checkpoint.best_path.exists() else None)

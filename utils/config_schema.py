@@ -208,8 +208,7 @@ class DataConfig:
                           "Labels may be several, separated by ';'. With start,end columns each row is an event.")
     task: str = opt("multilabel", "multilabel = sigmoid per class (BirdCLEF); multiclass = one class per example, "
                     "softmax + cross-entropy; binary = one output, positive_class vs the rest; events = per-frame "
-                    "targets (classes x event_bins) for the sed head.",
-                    choices=("multilabel", "multiclass", "binary", "events"))
+                    "targets (classes x event_bins) for the sed head.", registry="tasks")
     positive_class: str = opt("", "binary: the class predicted as 1 (empty = the rarer class).")
     split: str = opt("kfold", "kfold = n_folds grouped, stratified folds, fold validates; holdout = train / val / "
                      "test by train_ratio and test_val_ratio (grouped, stratified, seeded). A csv split column "
