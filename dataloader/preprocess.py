@@ -70,6 +70,12 @@ def _entry_name(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha1(f"{path}|{size}|{mtime_ns}".encode()).hexdigest()[:20]
 
 
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` as ``.npy`` at exactly ``path`` (``np.save`` given a name would append ``.npy`` to it)."""
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
 # ---- work done in worker processes (one front end per process) -------------------------------------------
 _WORKER: dict[str, Any] = {}
 
@@ -113,8 +119,7 @@ def _task_write(path: str, entry: str) -> dict[str, Any]:
                 out.flush()  # a full disk shows here (SIGBUS-free: the pages were written into the file)
                 del out  # unmapped: the pages are in the page cache (no msync, as np.save does not fsync either)
             else:
-                with open(tmp, "wb") as f:
-                    np.save(f, out)
+                write_npy(tmp, out)
     except Exception as exc:  # noqa: BLE001 - a bad file is skipped with its reason; the machine's failure stops
         return failure_record(path, exc)
     n = acc.sum.size * acc.count

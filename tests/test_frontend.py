@@ -73,8 +73,13 @@ def test_the_predictor_computes_the_cached_values_of_a_file(tmp_path):
 
 
 def test_old_checkpoints_rebuild_their_front_end():
-    meta = {"data_process": {**vars(DataProcessConfig(n_mels=64)), "stats_max_files": 100}, "window_s": 5.0}
+    from utils.checkpoints import ModelMeta
+
+    base = {"labels": ["a"], "model_name": "m", "window_s": 5.0, "standardizer": {"mode": "none"}}
+    meta = ModelMeta.from_payload({**base, "data_process": {**vars(DataProcessConfig(n_mels=64)),
+                                                              "stats_max_files": 100}})
     frontend = frontend_of_checkpoint(meta)  # no "input": a mel checkpoint; a retired key is left out
     assert (frontend.kind, frontend.rows) == ("mel", 64)
-    wave = frontend_of_checkpoint({"data_process": vars(WaveformSettings()), "input": "waveform"})
+    wave = frontend_of_checkpoint(ModelMeta.from_payload({**base, "data_process": vars(WaveformSettings()),
+                                                          "input": "waveform"}))
     assert wave.frames_for(1.0) == 16000

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import dataloader.features as frontend_module  # its block sizes are patched
+import dataloader.frontend as frontend_module  # its block sizes are patched
 from dataloader.cache_faults import CacheEnvironmentError
 from dataloader.preprocess import MelCache, build_cache, fit_standardizer
 from training.config import DataProcessConfig
@@ -254,22 +254,21 @@ def test_a_full_disk_stops_the_cache_records_nothing_about_the_file_and_the_next
     for k in range(3):
         paths.append(tmp_path / f"clip{k}.wav")
         sf.write(paths[-1], chirp(2.0 + k, 32000), 32000)
-    real_save = preprocess._atomic_save
+    real_save = preprocess.write_npy
 
     def full_for_clip1(path, array):  # the disk fills while the second file is written (in the worker)
         if array.shape[1] > 150:
-            with open(path.with_name(f"{path.name}.tmp-{os.getpid()}"), "wb") as f:
-                f.write(b"partial")
+            path.write_bytes(b"partial")  # its temporary name: the atomic write removes it
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_save(path, array)
 
-    monkeypatch.setattr(preprocess, "_atomic_save", full_for_clip1)
+    monkeypatch.setattr(preprocess, "write_npy", full_for_clip1)
     with pytest.raises(CacheEnvironmentError, match="no space left on device writing the cache of .*clip"):
         build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", workers=1)
     folder = next((tmp_path / "cache").glob("mel-*"))
     lines = (folder / "manifest.jsonl").read_text().splitlines() if (folder / "manifest.jsonl").exists() else []
     assert not any("error" in json.loads(line) for line in lines), "nothing recorded as the file's fault"
-    monkeypatch.setattr(preprocess, "_atomic_save", real_save)  # space returns
+    monkeypatch.setattr(preprocess, "write_npy", real_save)  # space returns
     result = build_cache(table_of(paths), DataProcessConfig(), tmp_path / "cache", workers=1)
     assert len(result.table) == 3 and result.skipped.empty
     assert not list((tmp_path / "cache").rglob("*.tmp-*")), "no litter"
