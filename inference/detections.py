@@ -23,7 +23,6 @@ import pandas as pd
 from dataloader.audio import AUDIO_EXTENSIONS
 from inference.file_pipeline import stream_files
 from inference.predict import SoundscapePredictor
-from inference.windows import window_starts  # noqa: F401 - where a detection window starts is the pipeline's rule
 from utils.events import runs_above
 
 log = logging.getLogger(__name__)
