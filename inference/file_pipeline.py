@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 
-from dataloader.audio import AudioError, MemoryReader, MonoReader
+from dataloader.audio import AudioError, MemoryReader, MonoReader, open_lenient
+from inference.clock_guard import WorkClock
 from inference.windows import InputGroup, cut_windows, window_starts
 from utils.runtime import available_cores
 
@@ -37,6 +39,7 @@ class Ensemble(Protocol):
     window_s: float  # one row
     input_s: float  # the longest member input
     batch_size: int
+    clock: WorkClock  # where the seconds of each front end's work are added
 
     def probabilities(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Mean probabilities of the members, ``(n, labels)``, for one window array per input group."""
@@ -82,12 +85,12 @@ def file_chunks(ensemble: Ensemble, path: Path, hop_s: Optional[float] = None, m
     each front end resamples them to its own rate."""
     row_s = ensemble.window_s
     limit = None if max_windows is None else max_windows * (hop_s or row_s) + ensemble.input_s
-    source = MonoReader(path)
+    source = open_lenient(path)  # a decodable Ogg stream without a clean end is predicted from what decodes
     reader: MonoReader | MemoryReader = source
     try:
         duration = source.length(limit) / source.samplerate
         starts = window_starts(duration, row_s, hop_s or row_s)[:max_windows]
-        if len(ensemble.groups) > 1:
+        if len(ensemble.groups) > 1 and isinstance(source, MonoReader):
             with source:
                 reader = MemoryReader(source.read(0, source.length(limit)), source.samplerate, path)
     except BaseException:
@@ -101,13 +104,17 @@ def _chunks(ensemble: Ensemble, reader: MonoReader | MemoryReader, starts: np.nd
     chunk = max(1, ensemble.batch_size)
     with reader:
         if len(ensemble.groups) == 1:
-            at = 0
-            for windows in cut_windows(ensemble.groups[0], reader, starts, chunk, limit):
+            at, cut, t0 = 0, cut_windows(ensemble.groups[0], reader, starts, chunk, limit), time.perf_counter()
+            for windows in cut:
+                ensemble.clock.add_group(0, time.perf_counter() - t0)
                 yield starts[at:at + len(windows)], [windows]
-                at += len(windows)
+                at, t0 = at + len(windows), time.perf_counter()
             return
-        per_group = [np.concatenate(list(cut_windows(g, reader, starts, len(starts), limit)))
-                     for g in ensemble.groups]
+        per_group = []
+        for g, group in enumerate(ensemble.groups):
+            t0 = time.perf_counter()
+            per_group.append(np.concatenate(list(cut_windows(group, reader, starts, len(starts), limit))))
+            ensemble.clock.add_group(g, time.perf_counter() - t0)
     for a in range(0, len(starts), chunk):
         yield starts[a:a + chunk], [w[a:a + chunk] for w in per_group]
 
@@ -157,12 +164,18 @@ def stream_files(ensemble: Ensemble, files: Sequence[Path], hop_s: Optional[floa
 
     def score(parts: list[_Chunk]) -> None:
         groups = len(parts[0].windows)
-        probs = ensemble.probabilities([np.concatenate([c.windows[g] for c in parts]) for g in range(groups)])
+        try:
+            probs = ensemble.probabilities([np.concatenate([c.windows[g] for c in parts]) for g in range(groups)])
+        except Exception as exc:  # noqa: BLE001 - a model failing on these windows fails their files, not the run
+            probs, reason = None, f"the models failed on its windows: {type(exc).__name__}: {exc}"
         at = 0
         for c in parts:
             entry = pending[c.index]
-            entry.starts.append(c.starts)
-            entry.probs.append(probs[at:at + len(c.starts)])
+            if probs is None:
+                entry.error = entry.error or reason
+            else:
+                entry.starts.append(c.starts)
+                entry.probs.append(probs[at:at + len(c.starts)])
             entry.waiting -= 1
             at += len(c.starts)
 
@@ -182,7 +195,7 @@ def stream_files(ensemble: Ensemble, files: Sequence[Path], hop_s: Optional[floa
             c = chunks.get()
             entry = pending.setdefault(c.index, _Pending())
             if c.last:
-                entry.finished, entry.duration_s, entry.error = True, c.duration_s, c.error
+                entry.finished, entry.duration_s, entry.error = True, c.duration_s, c.error or entry.error
                 finished_files += 1
                 hours += c.duration_s / 3600
                 bar.update(1)

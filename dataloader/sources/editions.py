@@ -25,6 +25,9 @@ class Edition:
     soundscape_labels: Optional[str] = None  # labelled soundscape windows (2026)
 
 
+ROW_S = 5.0  # every BirdCLEF edition scores 5-s rows
+
+
 @dataclass(frozen=True)
 class Competition:
     """Facts of one Kaggle competition that the pipeline plans with."""
@@ -36,6 +39,7 @@ class Competition:
     test_file_s: float  # their length
     time_limit_min: float  # CPU notebook limit
     site: str
+    row_s: float = ROW_S  # the length of one scored row
 
     @property
     def test_windows(self) -> int:
@@ -108,6 +112,36 @@ SAFETY_MARGIN_MIN = 10.0  # minutes of a notebook's limit kept for installing wh
 def edition_competition(edition: str) -> Competition:
     """The competition of a BirdCLEF edition (2024 -> birdclef-2024, ...)."""
     return next(c for c in COMPETITIONS.values() if c.edition == edition)
+
+
+def competition_facts(competition_dir: str | Path) -> Optional[Competition]:
+    """The competition whose files ``competition_dir`` (the folder holding ``sample_submission.csv``) holds, or None
+    when its edition cannot be told (a scoring copy may hold only the test files)."""
+    try:
+        return edition_competition(recognise_edition(competition_dir).name)
+    except DataSourceError:
+        return None
+
+
+def scored_file_seconds(competition_dir: str | Path) -> float:
+    """How long a hidden test file of ``competition_dir`` is, for the rows of a file that cannot be read: the
+    edition's facts (240 s in 2024, 60 s in 2025/2026), else the rows per file of its ``sample_submission.csv``,
+    else the latest edition's."""
+    facts = competition_facts(competition_dir)
+    if facts is not None:
+        return facts.test_file_s
+    sample = Path(competition_dir) / "sample_submission.csv"
+    if sample.is_file():
+        import csv  # noqa: PLC0415
+
+        with open(sample, newline="") as f:
+            rows = [r[0] for r in csv.reader(f)][1:]
+        ends = [int(r.rsplit("_", 1)[1]) for r in rows if r.rsplit("_", 1)[-1].isdigit()]
+        first = rows[0].rsplit("_", 1)[0] if rows else ""
+        own = [e for r, e in zip(rows, ends) if r.rsplit("_", 1)[0] == first]
+        if own:
+            return float(max(own))
+    return max(COMPETITIONS.values(), key=lambda c: c.slug).test_file_s
 
 
 def guard_minutes(competition_dir: str | Path) -> tuple[float, str]:
