@@ -1,0 +1,239 @@
+"""The hidden scoring run: what would cost a competitor a submission, each reproduced on a small competition folder
+(one test per defect of issue 24), then the behaviour that replaced it."""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+import predict
+from inference.kaggle_paths import is_competition, locate
+
+SR = 32000
+
+
+def stand_in(path: Path, labels, window_s: float = 5.0, n_mels: int = 128, seed: int = 0) -> Path:
+    """A small CNN checkpoint with random weights taking ``window_s``-s inputs of an ``n_mels`` mel."""
+    from factory.models import create_model
+    from training.config import Config
+    from utils.checkpoints import save_checkpoint
+
+    cfg = Config()
+    torch.manual_seed(seed)
+    model = create_model("mobilenetv3_small_050", num_classes=len(labels), in_chans=1)
+    data_process = {**cfg.to_dict()["data_process"], "n_mels": n_mels}
+    save_checkpoint(path, {"model": model.state_dict(), "labels": list(labels), "model_name": "mobilenetv3_small_050",
+                           "model_kwargs": {"head": "linear", "in_chans": 1}, "data_process": data_process,
+                           "window_s": window_s, "pad_mode": "repeat", "activation": "sigmoid", "input": "mel",
+                           "standardizer": {"mode": "per_frequency", "mean": [-60.0] * n_mels,
+                                            "std": [15.0] * n_mels}})
+    return path
+
+
+def competition(root: Path, edition: str = "2025", files: dict[str, float] | None = None,
+                columns=("a", "b", "c")) -> Path:
+    """A competition folder of ``edition``'s layout with generated test soundscapes (name -> seconds)."""
+    names = {"2024": ("train_metadata.csv", "eBird_Taxonomy_v2021.csv"), "2025": ("train.csv", "taxonomy.csv"),
+             "2026": ("train.csv", "taxonomy.csv", "train_soundscapes_labels.csv")}[edition]
+    (root / "test_soundscapes").mkdir(parents=True)
+    for name in names:
+        (root / name).write_text("x\n")
+    pd.DataFrame(columns=["row_id", *columns]).to_csv(root / "sample_submission.csv", index=False)
+    rng = np.random.default_rng(0)
+    for name, seconds in (files or {"s1": 60.0, "s2": 12.3}).items():
+        sf.write(root / "test_soundscapes" / f"{name}.ogg", (0.05 * rng.standard_normal(int(seconds * SR)))
+                 .astype(np.float32), SR, format="OGG", subtype="VORBIS")
+    return root
+
+
+def run_predict(comp: Path, models: list[Path], out: Path, *extra: str) -> pd.DataFrame:
+    assert predict.main(["--checkpoint", *map(str, models), "--audio-dir", str(comp / "test_soundscapes"),
+                         "--out", str(out), *extra]) == 0
+    return pd.read_csv(out)
+
+
+def test_rows_are_the_competitions_5_s_whatever_the_first_member_takes(tmp_path):
+    """Defect 1: the row length came from the first model (a 20-s member listed first made 20-s rows, and a 5-s
+    member after it raised)."""
+    comp = competition(tmp_path / "birdclef-2025")
+    long = stand_in(tmp_path / "long.pt", ["a", "b"], window_s=20.0)
+    short = stand_in(tmp_path / "short.pt", ["b", "c"], window_s=5.0, seed=1)
+    sub = run_predict(comp, [long, short], tmp_path / "sub.csv")
+    assert list(sub["row_id"]) == [f"s1_{5 * k}" for k in range(1, 13)] + ["s2_5", "s2_10", "s2_15"]
+    alone = run_predict(comp, [long], tmp_path / "long.csv")  # a 20-s member alone: context windows, 5-s rows
+    assert list(alone["row_id"]) == list(sub["row_id"])
+    assert sub[["a", "b", "c"]].gt(0).all().all()
+
+
+def test_an_unreadable_header_gets_the_editions_row_count(tmp_path, caplog):
+    """Defect 2: a file whose header cannot be read got 48 rows (the 2024 length) in 2025/2026 layouts."""
+    comp = competition(tmp_path / "birdclef-2026", "2026", {"s1": 60.0})
+    (comp / "test_soundscapes" / "broken.ogg").write_bytes(b"OggS not really")
+    sub = run_predict(comp, [stand_in(tmp_path / "m.pt", ["a", "b", "c"])], tmp_path / "sub.csv")
+    broken = sub[sub["row_id"].str.startswith("broken_")]
+    assert list(broken["row_id"]) == [f"broken_{5 * k}" for k in range(1, 13)]
+    assert (broken[["a", "b", "c"]] == 0).all().all() and "broken.ogg" in caplog.text
+
+
+def test_any_failure_of_a_file_or_of_a_model_call_gives_fill_rows_and_the_submission_is_written(tmp_path,
+                                                                                                monkeypatch, caplog):
+    """Defect 3: only AudioError was caught per file; anything else escaped and no submission.csv was written."""
+    import inference.file_pipeline as pipeline
+    from inference.predict import SoundscapePredictor, predict_folder
+
+    comp = competition(tmp_path / "birdclef-2025", files={"s1": 10.0, "s2": 10.0, "s3": 10.0})
+    real = pipeline.open_lenient
+
+    def flaky(path):
+        if Path(path).stem == "s2":
+            raise ValueError("a codec bug nobody foresaw")
+        return real(path)
+
+    monkeypatch.setattr(pipeline, "open_lenient", flaky)
+    model = stand_in(tmp_path / "m.pt", ["a", "b", "c"])
+    sub = run_predict(comp, [model], tmp_path / "sub.csv")
+    assert len(sub) == 6 and (sub[sub["row_id"].str.startswith("s2_")][["a", "b"]] == 0).all().all()
+    assert "ValueError: a codec bug nobody foresaw" in caplog.text
+    monkeypatch.setattr(pipeline, "open_lenient", real)
+    predictor = SoundscapePredictor([model], batch_size=2)
+    calls = []
+
+    def failing_once(batch, run=predictor.models[0].run):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("out of memory in the runtime")
+        return run(batch)
+
+    predictor.models[0].run = failing_once
+    frame = predict_folder(predictor, comp / "test_soundscapes", ["a", "b", "c"], unreadable_s=60.0)
+    assert len(frame) == 6 and (frame.iloc[:2, 1:] == 0).all().all() and (frame.iloc[2:, 1:] > 0).all().all()
+
+
+def test_the_guard_sheds_a_member_with_its_front_end_and_one_ensemble_scores_every_file(tmp_path, caplog):
+    """Defect 6: dropping a member kept its front end, dropped the best models first and then filled 0.0, and
+    files were scored by different ensembles."""
+    import time
+
+    from inference.predict import SoundscapePredictor, predict_folder
+
+    comp = competition(tmp_path / "birdclef-2025", files={f"s{k}": 10.0 for k in range(8)})
+    best = stand_in(tmp_path / "best.pt", ["a", "b", "c"], n_mels=128)
+    slow = stand_in(tmp_path / "slow.pt", ["a", "b", "c"], n_mels=64, seed=1)  # another front end
+    predictor = SoundscapePredictor([best, slow], batch_size=2)  # a call per file
+    run = predictor.models[1].run
+    predictor.models[1].run = lambda batch: time.sleep(0.4) or run(batch)  # 0.4 s a file: 3.2 s for 8 files
+    frame = predict_folder(predictor, comp / "test_soundscapes", ["a", "b", "c"], budget_s=2.5)
+    assert [m.source for m in predictor.models] == [str(best)] and len(predictor.groups) == 1
+    assert "dropped members 1" in caplog.text and "budget is spent" not in caplog.text
+    alone = predict_folder(SoundscapePredictor([best], batch_size=2), comp / "test_soundscapes", ["a", "b", "c"])
+    pd.testing.assert_frame_equal(frame, alone)  # every file, the probe files included, by the kept member alone
+
+
+def fake_wheel(folder: Path, name: str, requires: tuple[str, ...] = ()) -> Path:
+    """A minimal pure-Python wheel of ``name`` 1.0 declaring ``requires``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n" + "".join(f"Requires-Dist: {r}\n"
+                                                                               for r in requires)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{name}/__init__.py", "")
+        z.writestr(f"{info}/METADATA", metadata)
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def test_runtimes_install_only_as_the_ensemble_needs_and_never_change_the_images_packages(tmp_path):
+    """Defect 7: the notebook installed every shipped runtime with its dependencies, free to change Kaggle's
+    numpy."""
+    import numpy
+
+    from inference.package import RUNTIMES_FILE, install_command, install_runtimes
+
+    dataset = tmp_path / "dataset"
+    (dataset / "models").mkdir(parents=True)
+    fake_wheel(dataset / "wheels", "zzfakeruntime")
+    fake_wheel(dataset / "wheels", "zzunneeded")
+    fake_wheel(dataset / "wheels", "zzoldruntime", ("numpy<2",) if int(numpy.__version__.split(".")[0]) >= 2
+               else ("numpy>=99",))
+    (dataset / "models" / RUNTIMES_FILE).write_text(json.dumps({"packages": ["zzfakeruntime"]}))
+    assert install_runtimes(dataset, dry_run=True) == ["zzfakeruntime"]  # zzunneeded is shipped, not needed
+    command = install_command(dataset / "wheels", ["zzfakeruntime"], tmp_path / "c.txt")
+    assert "--no-index" in command and "--constraint" in command and "zzunneeded" not in command
+    (dataset / "models" / RUNTIMES_FILE).write_text(json.dumps({"packages": ["zzoldruntime"]}))
+    with pytest.raises(SystemExit, match="would change this image's packages"):
+        install_runtimes(dataset, dry_run=True)
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "submissions" / "kaggle_inference.ipynb").read_text())
+    code = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "install_runtimes(MODEL_DIR)" in code and "pip\", \"install" not in code
+
+
+def test_a_competition_folder_without_test_soundscapes_is_found_and_dry_runs(tmp_path):
+    """Defect 8a: the notebook's search required test_soundscapes/, so a copy without it stopped the notebook."""
+    root = tmp_path / "input"
+    comp = competition(root / "competitions" / "birdclef-2025")
+    (comp / "train_soundscapes").mkdir()
+    for f in (comp / "test_soundscapes").iterdir():
+        f.rename(comp / "train_soundscapes" / f.name)
+    (comp / "test_soundscapes").rmdir()
+    assert locate("competition", "X_COMP", str(root), is_competition, environ={}) == str(comp)
+    sub = run_predict(comp, [stand_in(tmp_path / "m.pt", ["a", "b", "c"])], tmp_path / "sub.csv")
+    assert sub["row_id"].str.startswith(("s1_", "s2_")).all() and len(sub) == 15
+
+
+def ogg_crc(page: bytes) -> int:
+    """The Ogg page checksum (CRC-32, polynomial 0x04C11DB7, not reflected, initial 0)."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else (crc << 1) & 0xFFFFFFFF
+    return crc
+
+
+def test_a_decodable_ogg_without_a_clean_end_is_predicted_not_filled(tmp_path):
+    """Defect 8b: a decodable but non-conformant Ogg (its last page without the end-of-stream flag) became
+    all-zero rows."""
+    comp = competition(tmp_path / "birdclef-2025", files={"s1": 12.0})
+    good = comp / "test_soundscapes" / "s1.ogg"
+    data = bytearray(good.read_bytes())
+    last = data.rfind(b"OggS")
+    assert data[last + 5] & 0x04
+    data[last + 5] &= ~0x04  # no end-of-stream flag ...
+    data[last + 22:last + 26] = b"\0\0\0\0"
+    data[last + 22:last + 26] = ogg_crc(bytes(data[last:])).to_bytes(4, "little")  # ... with a valid checksum
+    bad = comp / "test_soundscapes" / "s2.ogg"
+    bad.write_bytes(bytes(data))
+    sub = run_predict(comp, [stand_in(tmp_path / "m.pt", ["a", "b", "c"])], tmp_path / "sub.csv")
+    rows = sub.set_index("row_id")
+    assert (rows.loc[["s2_5", "s2_10", "s2_15"]] > 0).all().all()
+    np.testing.assert_allclose(rows.loc[["s2_5", "s2_10"]].to_numpy(), rows.loc[["s1_5", "s1_10"]].to_numpy(),
+                               atol=1e-6)
+
+
+def test_columns_no_member_predicts_are_named_in_a_warning(tmp_path, caplog):
+    """Defect 8c: columns no member predicts were 0.0 without a word."""
+    comp = competition(tmp_path / "birdclef-2025", files={"s1": 5.0}, columns=("a", "b", "zz1", "zz2"))
+    with caplog.at_level(logging.WARNING):
+        sub = run_predict(comp, [stand_in(tmp_path / "m.pt", ["a", "b"])], tmp_path / "sub.csv")
+    assert (sub[["zz1", "zz2"]] == 0).all().all()
+    assert "2 of 4 columns are predicted by no member and get 0.0: zz1, zz2" in caplog.text
+
+
+def test_predict_runs_in_a_fresh_interpreter_without_training_code(tmp_path):
+    """The notebook's path imports no training module (it is not shipped)."""
+    code = ("import sys; sys.path.insert(0, '.'); import predict; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'training'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
