@@ -21,6 +21,7 @@ import numpy as np
 
 from dataloader.audio import AudioError, MemoryReader, MonoReader, open_lenient
 from inference.clock_guard import WorkClock
+from inference.postprocess import RowWindows
 from inference.windows import InputGroup, cut_windows, window_starts
 from utils.runtime import available_cores
 
@@ -39,6 +40,7 @@ class Ensemble(Protocol):
     window_s: float  # one row
     input_s: float  # the longest member input
     batch_size: int
+    row_windows: RowWindows  # the windows each row is the mean of
     clock: WorkClock  # where the seconds of each front end's work are added
 
     def probabilities(self, windows: Sequence[np.ndarray]) -> np.ndarray:
@@ -83,13 +85,13 @@ def file_chunks(ensemble: Ensemble, path: Path, hop_s: Optional[float] = None, m
     ``ensemble.window_s`` every ``hop_s`` (default: end to end), the first ``max_windows`` when given (decoding
     only what they need). The file is decoded once; with several front ends the samples are kept in memory and
     each front end resamples them to its own rate."""
-    row_s = ensemble.window_s
-    limit = None if max_windows is None else max_windows * (hop_s or row_s) + ensemble.input_s
+    row_s, around = ensemble.window_s, ensemble.row_windows
+    limit = None if max_windows is None else max_windows * (hop_s or row_s) + ensemble.input_s + max(around.offsets)
     source = open_lenient(path)  # a decodable Ogg stream without a clean end is predicted from what decodes
     reader: MonoReader | MemoryReader = source
     try:
         duration = source.length(limit) / source.samplerate
-        starts = window_starts(duration, row_s, hop_s or row_s)[:max_windows]
+        starts = around.starts(window_starts(duration, row_s, hop_s or row_s)[:max_windows])
         if len(ensemble.groups) > 1 and isinstance(source, MonoReader):
             with source:
                 reader = MemoryReader(source.read(0, source.length(limit)), source.samplerate, path)
@@ -186,8 +188,10 @@ def stream_files(ensemble: Ensemble, files: Sequence[Path], hop_s: Optional[floa
             if entry.error:
                 yield FileRows(emitted, files[emitted], entry.duration_s, np.zeros(0), None, entry.error)
             else:
-                yield FileRows(emitted, files[emitted], entry.duration_s, np.concatenate(entry.starts),
-                               np.concatenate(entry.probs))
+                around = ensemble.row_windows  # each row: the weighted mean of its windows
+                starts = np.concatenate(entry.starts).reshape(-1, around.count)[:, 0] - around.offsets[0]
+                yield FileRows(emitted, files[emitted], entry.duration_s, np.round(starts, 6),
+                               around.combine(np.concatenate(entry.probs)))
             emitted += 1
 
     try:

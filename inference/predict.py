@@ -22,6 +22,7 @@ from dataloader.standardize import Standardizer
 from inference.backends import Runner, load_metadata, make_runner
 from inference.clock_guard import ClockGuard, WorkClock
 from inference.file_pipeline import file_chunks, stream_files
+from inference.postprocess import RowPostprocess, RowWindows, smooth_windows
 from inference.submission import n_windows, row_ids, to_submission_frame
 from inference.teacher_member import is_teacher, teacher_member
 from inference.windows import InputGroup
@@ -56,11 +57,14 @@ class SoundscapePredictor:
 
     def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = BATCH_SIZE,
                  backend: str = "auto", threads: int = 0, smooth: int = 0, row_s: Optional[float] = None,
-                 precision: str = "f32", classes: Sequence[str] = (), data_dir: str | Path = ""):
+                 precision: str = "f32", classes: Sequence[str] = (), data_dir: str | Path = "",
+                 row_windows: RowWindows = RowWindows(), peak_power: float = 0.0):
         """``precision``: OpenVINO's inference precision (f32, or bf16 where the CPU has it). ``row_s``: the length
         of a submission row (default: the first model's input length, 5 s for BirdCLEF). Models trained on longer
         inputs (e.g. 10 s) see a context window centred on each row. A ``teacher:<embedding model>`` member
-        predicts the competition's ``classes`` it maps onto (the taxonomy of ``data_dir``)."""
+        predicts the competition's ``classes`` it maps onto (the taxonomy of ``data_dir``). ``row_windows``: the
+        windows each row is the mean of (shift TTA, a row hop; default: the row's own), ``smooth`` and
+        ``peak_power`` the per-file tricks after it (:mod:`inference.postprocess`)."""
         teachers = {str(p): teacher_member(p, classes, data_dir) for p in checkpoints if is_teacher(p)}
         metas = [teachers[str(p)][0] if str(p) in teachers else load_metadata(p) for p in checkpoints]
         if not metas:
@@ -96,7 +100,8 @@ class SoundscapePredictor:
         first = self.groups[0]
         self.frontend, self.standardizer = first.frontend, first.standardizer
         self.sample_rate = first.frontend.sample_rate
-        self.batch_size, self.smooth = batch_size, smooth
+        self.batch_size, self.smooth, self.row_windows = batch_size, smooth, row_windows
+        self.post = RowPostprocess(smooth, peak_power)
         self.input_s = max(meta.window_s for meta in metas)
 
     def file_windows(self, path: str | Path, max_windows: Optional[int] = None) -> list[np.ndarray]:
@@ -167,16 +172,6 @@ class SoundscapePredictor:
         return row_ids(Path(path).stem, len(probs), self.window_s), probs
 
 
-def smooth_windows(probs: np.ndarray, k: int) -> np.ndarray:
-    """Mean over each window and its ±``k`` neighbours in the same file (edges use the windows they have)."""
-    if k <= 0 or len(probs) < 2:
-        return probs
-    cum = np.vstack([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0, dtype=np.float64)])
-    idx = np.arange(len(probs))
-    lo, hi = np.maximum(idx - k, 0), np.minimum(idx + k + 1, len(probs))
-    return ((cum[hi] - cum[lo]) / (hi - lo)[:, None]).astype(np.float32)
-
-
 def fill_rows(path: Path, row_s: float, labels: Sequence[str], columns: Sequence[str], fill_value: float,
               unreadable_s: float) -> pd.DataFrame:
     """Rows of ``fill_value`` for a file that could not be predicted: as many as its header's duration gives, or,
@@ -213,7 +208,7 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
                 log.warning("%s: %s -- its rows get %s", rows.path.name, rows.error, fill_value)
                 frames[k] = fill(k)
             else:
-                probs = smooth_windows(rows.probs, predictor.smooth)
+                probs = predictor.post(rows.probs)
                 frames[k] = to_submission_frame(row_ids(rows.path.stem, len(probs), predictor.window_s), probs,
                                                 predictor.labels, columns)
             if guard is not None and guard.spent():  # rows of fill_value: a late submission scores nothing at all

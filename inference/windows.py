@@ -73,6 +73,7 @@ def cut_windows(group: InputGroup, reader: MonoReader | MemoryReader, starts_s: 
     buffer = np.zeros((fe.rows, 0), dtype=STORE_DTYPE)
     offset, exhausted = 0, False  # offset: the file frame of buffer[:, 0]
     out: list[np.ndarray] = []
+    later = np.minimum.accumulate(first[::-1])[::-1]  # the first frame any window from k on still needs
     for k, start in enumerate(first):
         while not exhausted and offset + buffer.shape[1] < start + frames:
             block = next(blocks, None)
@@ -84,6 +85,6 @@ def cut_windows(group: InputGroup, reader: MonoReader | MemoryReader, starts_s: 
         if len(out) == chunk or k == len(first) - 1:
             yield np.stack(out)[:, None]
             out = []
-        if k + 1 < len(first):  # frames before the next window are no longer needed
-            drop = max(0, min(int(first[k + 1]) - offset, buffer.shape[1]))
+        if k + 1 < len(first):  # frames before every later window are no longer needed
+            drop = max(0, min(int(later[k + 1]) - offset, buffer.shape[1]))
             buffer, offset = buffer[:, drop:], offset + drop

@@ -237,3 +237,53 @@ def test_predict_runs_in_a_fresh_interpreter_without_training_code(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_row_windows_shift_tta_and_row_hop_against_hand_computed_values():
+    from inference.postprocess import RowWindows
+
+    hop = RowWindows.hop(5.0, 2.5)
+    assert hop.offsets == (-2.5, 0.0, 2.5) and hop.weights == (0.5, 1.0, 0.5)
+    np.testing.assert_allclose(hop.starts(np.array([0.0, 5.0])), [-2.5, 0.0, 2.5, 2.5, 5.0, 7.5])
+    windows = np.array([[0.2], [0.4], [0.8], [0.8], [0.6], [0.0]], dtype=np.float32)  # two rows, three windows each
+    np.testing.assert_allclose(hop.combine(windows)[:, 0], [(0.1 + 0.4 + 0.4) / 2, (0.4 + 0.6 + 0.0) / 2])
+    tta = RowWindows.shifts(1.0)
+    assert tta.offsets == (-1.0, 0.0, 1.0)
+    np.testing.assert_allclose(tta.combine(windows)[:, 0], [1.4 / 3, 1.4 / 3])
+    assert RowWindows.hop(5.0, 0.0).count == 1 and RowWindows.shifts(0.0).count == 1
+    with pytest.raises(ValueError, match="must divide"):
+        RowWindows.hop(5.0, 2.0)
+
+
+def test_peak_scaling_and_smoothing_against_hand_computed_values():
+    from inference.postprocess import RowPostprocess, peak_scale
+
+    probs = np.array([[0.1, 0.5], [0.9, 0.5], [0.3, 0.1]], dtype=np.float32)
+    np.testing.assert_allclose(peak_scale(probs, 1.0), [[0.09, 0.25], [0.81, 0.25], [0.27, 0.05]], rtol=1e-6)
+    np.testing.assert_allclose(peak_scale(probs, 0.5)[:, 1], np.array([0.5, 0.5, 0.1]) * np.sqrt(0.5), rtol=1e-6)
+    assert peak_scale(probs, 0.0) is probs
+    both = RowPostprocess(smooth=1, peak_power=1.0)(probs)  # smoothing first, then scaling by the smoothed maximum
+    smoothed = np.array([[0.5, 0.5], [13 / 30, 11 / 30], [0.6, 0.3]])
+    np.testing.assert_allclose(both, smoothed * smoothed.max(axis=0), rtol=1e-5)
+
+
+def test_shifted_windows_are_cut_from_the_file_as_the_rows_are(tmp_path):
+    """Each shifted window equals the window the plain pipeline cuts at that start (context before 0: silence)."""
+    from inference.file_pipeline import file_chunks
+    from inference.postprocess import RowWindows
+    from inference.predict import SoundscapePredictor
+
+    model = stand_in(tmp_path / "m.pt", ["a"])
+    path = tmp_path / "f.wav"
+    sf.write(path, (0.05 * np.random.default_rng(1).standard_normal(int(17.5 * SR))).astype(np.float32), SR)
+    plain = SoundscapePredictor([model], batch_size=4)
+    hop = SoundscapePredictor([model], batch_size=4, row_windows=RowWindows.hop(5.0, 2.5))
+    _, chunks = file_chunks(hop, path)
+    shifted = np.concatenate([w[0] for _, w in chunks])
+    _, chunks = file_chunks(plain, path, hop_s=2.5)
+    every = np.concatenate([w[0] for _, w in chunks])  # windows at 0, 2.5, ..., 12.5
+    assert len(shifted) == 4 * 3
+    np.testing.assert_array_equal(shifted[1], every[0])  # row 0's own window
+    np.testing.assert_array_equal(shifted[2], every[1])  # row 0 + 2.5 s
+    np.testing.assert_array_equal(shifted[3], every[1])  # row 1 - 2.5 s: the same window again
+    np.testing.assert_array_equal(shifted[9], every[5])  # row 3 - 2.5 s (12.5 s), past the end padded as before

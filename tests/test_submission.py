@@ -51,7 +51,7 @@ def test_invalid_submissions_are_refused(mutate, message, tmp_path):
 
 
 def test_smoothing_averages_each_window_with_its_neighbours():
-    from inference.predict import smooth_windows
+    from inference.postprocess import smooth_windows
 
     probs = np.array([[0.0], [3.0], [0.0], [6.0]], dtype=np.float32)
     np.testing.assert_allclose(smooth_windows(probs, 1)[:, 0], [1.5, 1.0, 3.0, 3.0])
@@ -66,6 +66,7 @@ class SlowEnsemble:
         from dataloader.features import make_frontend
         from dataloader.standardize import Standardizer
         from inference.clock_guard import WorkClock
+        from inference.postprocess import RowWindows
         from inference.windows import InputGroup
         from utils.config_schema import DataProcessConfig
 
@@ -74,6 +75,7 @@ class SlowEnsemble:
         self.groups = [InputGroup(frontend, Standardizer.identity(8), "repeat", 500, 500)]
         self.models, self.seconds, self.clock = list(range(models)), seconds, WorkClock()
         self.labels, self.window_s, self.input_s, self.batch_size, self.smooth = ["asbfly"], 5.0, 5.0, 12, 0
+        self.row_windows, self.post = RowWindows(), (lambda probs: probs)
 
     def probabilities(self, windows):
         import time
