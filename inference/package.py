@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     if needed:
         report["embedding_models"] = {name: "shipped" if name in shipped else "attach it" for name in needed}
         for name in sorted(set(needed) - shipped):
-            print(f"inference.package: {name} is not in the dataset (its licence may forbid it): attach it in the "
-                  f"notebook as your own dataset and set BIRDCLEF_EMBEDDERS to its folder", file=sys.stderr)
+            print(f"inference.package: {name} is not in the dataset (its licence may forbid it): attach a dataset "
+                  f"holding it to the notebook (it is found there by file name)", file=sys.stderr)
     if not args.no_wheels:
         report["wheels"] = download_wheels(out, pinned([*args.wheels, *runtimes]), args.python_version,
                                            args.platform)

@@ -60,8 +60,8 @@ class SoundscapePredictor:
                  precision: str = "f32", classes: Sequence[str] = (), data_dir: str | Path = "",
                  row_windows: RowWindows = RowWindows(), peak_power: float = 0.0):
         """``precision``: OpenVINO's inference precision (f32, or bf16 where the CPU has it). ``row_s``: the length
-        of a submission row (default: the first model's input length, 5 s for BirdCLEF). Models trained on longer
-        inputs (e.g. 10 s) see a context window centred on each row. A ``teacher:<embedding model>`` member
+        of a row (default: the shortest member input; ``predict.py`` passes the competition's 5 s). Models trained
+        on longer inputs (e.g. 10 s) see a context window centred on each row. A ``teacher:<embedding model>`` member
         predicts the competition's ``classes`` it maps onto (the taxonomy of ``data_dir``). ``row_windows``: the
         windows each row is the mean of (shift TTA, a row hop; default: the row's own), ``smooth`` and
         ``peak_power`` the per-file tricks after it (:mod:`inference.postprocess`)."""
@@ -69,7 +69,7 @@ class SoundscapePredictor:
         metas = [teachers[str(p)][0] if str(p) in teachers else load_metadata(p) for p in checkpoints]
         if not metas:
             raise ValueError("at least one checkpoint is needed")
-        self.window_s = float(row_s or metas[0].window_s)  # one submission row
+        self.window_s = float(row_s or min(meta.window_s for meta in metas))  # one row: never a member's order
         self.groups: list[InputGroup] = []
         keys: dict[str, int] = {}
         self.labels: list[str] = []

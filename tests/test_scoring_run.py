@@ -287,3 +287,36 @@ def test_shifted_windows_are_cut_from_the_file_as_the_rows_are(tmp_path):
     np.testing.assert_array_equal(shifted[2], every[1])  # row 0 + 2.5 s
     np.testing.assert_array_equal(shifted[3], every[1])  # row 1 - 2.5 s: the same window again
     np.testing.assert_array_equal(shifted[9], every[5])  # row 3 - 2.5 s (12.5 s), past the end padded as before
+
+
+@pytest.mark.parametrize("slug, layout, rows_per_file", [("birdclef-2024", "2024", 48),
+                                                         ("birdclef-2026", "today", 12)])
+def test_the_rehearsal_runs_the_notebook_offline_and_its_csv_is_what_the_scorer_expects(tmp_path, slug, layout,
+                                                                                       rows_per_file):
+    """The rehearsal at a small size: a 20-s member listed first and a 5-s one, one generated test file plus an
+    unreadable header and an empty file, the notebook run top to bottom with networking off."""
+    from inference.rehearsal import rehearse
+
+    legacy = Path(__file__).resolve().parent / "data" / "legacy_v0_tiny.pt"
+    from utils.checkpoints import load_model_meta
+
+    long = stand_in(tmp_path / "long.pt", list(load_model_meta(legacy).labels), window_s=20.0)
+    report = rehearse([long, legacy], slug, layout, tmp_path / "rehearsal", files=1)
+    assert report["passed"], report["problems"]
+    assert report["rows"] == 3 * rows_per_file and report["projected_kaggle_minutes"] > 0
+
+
+def test_the_rehearsal_check_catches_what_the_scorer_rejects(tmp_path):
+    from inference.rehearsal import check_submission
+
+    expected = {"a": 2, "b": 1}
+    good = pd.DataFrame({"row_id": ["a_5", "a_10", "b_5"], "x": [0.1, 0.2, 0.3], "y": [0.0, 1.0, 0.5]})
+    good.to_csv(tmp_path / "good.csv", index=False)
+    assert check_submission(tmp_path / "good.csv", expected, ["x", "y"], 5.0) == []
+    good.assign(row_id=["a_10", "a_20", "b_10"]).to_csv(tmp_path / "rows.csv", index=False)  # 10-s rows
+    assert "row ids" in check_submission(tmp_path / "rows.csv", expected, ["x", "y"], 5.0)[0]
+    good[["row_id", "y", "x"]].to_csv(tmp_path / "order.csv", index=False)
+    assert check_submission(tmp_path / "order.csv", expected, ["x", "y"], 5.0) == [
+        "columns differ from sample_submission.csv's"]
+    good.assign(x=[0.1, 1.5, 0.3]).to_csv(tmp_path / "range.csv", index=False)
+    assert check_submission(tmp_path / "range.csv", expected, ["x", "y"], 5.0) == ["values outside [0, 1]"]
