@@ -35,7 +35,7 @@ from dataloader.sources.editions import ROW_S, competition_facts, guard_minutes,
 from inference.cli import add_model_arguments, decode_threads, setup_logging  # noqa: E402
 from inference.competition import prediction_folder, species_columns  # noqa: E402
 from inference.postprocess import RowWindows, describe  # noqa: E402
-from inference.predict import BATCH_SIZE, SoundscapePredictor, fill_rows, predict_folder  # noqa: E402
+from inference.predict import BATCH_SIZE, BLENDS, SoundscapePredictor, fill_rows, predict_folder  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
 from inference.teacher_member import is_teacher  # noqa: E402
 from utils.checkpoints import CheckpointError  # noqa: E402
@@ -58,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "the row); each row the overlap-weighted mean of the windows covering it (0 = off)")
     p.add_argument("--peak-scale", type=float, default=0.0, metavar="P", help="file-level peak scaling: each row "
                    "times its file's class maximum to the power P (0 = off)")
+    p.add_argument("--blend", default="mean", choices=BLENDS, help="join the members by their probabilities' mean, "
+                   "or by the mean of their per-class ranks over every row (rank: calibration-free)")
+    p.add_argument("--weights", type=float, nargs="+", default=[], help="one weight per member, in --checkpoint "
+                   "order (default: equal)")
     p.add_argument("--row-seconds", type=float, help="submission row length (default: the competition's, 5 s, "
                    "whatever the models' input length); models trained on longer inputs see a context window "
                    "centred on each row")
@@ -108,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
                                         threads=args.threads, smooth=args.smooth, row_s=row_s,
                                         precision=args.precision, classes=classes, data_dir=competition_dir,
-                                        row_windows=around, peak_power=args.peak_scale)
-        log.info("tricks: %s", "; ".join(describe(around, predictor.post)) or "none")
+                                        row_windows=around, peak_power=args.peak_scale, blend=args.blend,
+                                        weights=args.weights)
+        log.info("tricks: %s", "; ".join(describe(around, predictor.post)
+                                         + ([f"{args.blend} blend"] if args.blend != "mean" else [])) or "none")
     except (CheckpointError, EmbedderError, ValueError) as exc:  # one line naming the file (or the model to attach)
         log.error("%s", exc)
         return 2

@@ -30,6 +30,23 @@ from utils.checkpoints import ModelMeta
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 32  # windows per model call: at 64, OpenVINO and ONNX Runtime ran 5-40 % slower on this CPU
+BLENDS = ("mean", "rank")
+
+
+def rank_blend(stacked: np.ndarray, members: int, weights: Sequence[float]) -> np.ndarray:
+    """Per-class rank blending: ``stacked`` ``(rows, members x classes)`` probabilities of every row of a folder
+    (NaN where a member does not predict a class) -> ``(rows, classes)``: each member's rank of each row within the
+    class, scaled to [0, 1], averaged over the members predicting the class with ``weights`` (a class no member
+    predicts: 0). Ranks ignore each member's calibration, which differs between models."""
+    from scipy.stats import rankdata  # noqa: PLC0415
+
+    rows = len(stacked)
+    x = stacked.reshape(rows, members, -1)
+    ranks = (rankdata(x, axis=0) - 1) / max(1, rows - 1)
+    known = ~np.isnan(x)
+    w = np.asarray(weights, dtype=np.float64)[None, :, None] * known
+    out = np.where(known, ranks, 0.0) * w
+    return (out.sum(axis=1) / np.where(w.sum(axis=1) > 0, w.sum(axis=1), 1)).astype(np.float32)
 
 
 @dataclass
@@ -58,13 +75,18 @@ class SoundscapePredictor:
     def __init__(self, checkpoints: Sequence[str | Path], device: str = "cpu", batch_size: int = BATCH_SIZE,
                  backend: str = "auto", threads: int = 0, smooth: int = 0, row_s: Optional[float] = None,
                  precision: str = "f32", classes: Sequence[str] = (), data_dir: str | Path = "",
-                 row_windows: RowWindows = RowWindows(), peak_power: float = 0.0):
+                 row_windows: RowWindows = RowWindows(), peak_power: float = 0.0, blend: str = "mean",
+                 weights: Sequence[float] = ()):
         """``precision``: OpenVINO's inference precision (f32, or bf16 where the CPU has it). ``row_s``: the length
         of a row (default: the shortest member input; ``predict.py`` passes the competition's 5 s). Models trained
         on longer inputs (e.g. 10 s) see a context window centred on each row. A ``teacher:<embedding model>`` member
         predicts the competition's ``classes`` it maps onto (the taxonomy of ``data_dir``). ``row_windows``: the
         windows each row is the mean of (shift TTA, a row hop; default: the row's own), ``smooth`` and
-        ``peak_power`` the per-file tricks after it (:mod:`inference.postprocess`)."""
+        ``peak_power`` the per-file tricks after it (:mod:`inference.postprocess`). ``blend``: ``mean`` of the
+        members' probabilities, or ``rank`` (per class, each member's rank over every row of the folder, then the
+        mean), either weighted by ``weights`` (one per member, default equal)."""
+        if blend not in BLENDS:
+            raise ValueError(f"blend {blend!r}: allowed: {', '.join(BLENDS)}")
         teachers = {str(p): teacher_member(p, classes, data_dir) for p in checkpoints if is_teacher(p)}
         metas = [teachers[str(p)][0] if str(p) in teachers else load_metadata(p) for p in checkpoints]
         if not metas:
@@ -102,6 +124,11 @@ class SoundscapePredictor:
         self.sample_rate = first.frontend.sample_rate
         self.batch_size, self.smooth, self.row_windows = batch_size, smooth, row_windows
         self.post = RowPostprocess(smooth, peak_power)
+        self.blend = blend
+        self.weights = [float(w) for w in weights] or [1.0] * len(self.models)
+        if len(self.weights) != len(self.models) or min(self.weights) < 0 or not sum(self.weights) > 0:
+            raise ValueError(f"weights {list(weights)}: one non-negative weight per member ({len(self.models)}), "
+                             f"not all zero")
         self.input_s = max(meta.window_s for meta in metas)
 
     def file_windows(self, path: str | Path, max_windows: Optional[int] = None) -> list[np.ndarray]:
@@ -118,12 +145,15 @@ class SoundscapePredictor:
         return self.file_windows(path, max_windows)[0]
 
     def probabilities(self, windows: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a model
-        trained with softmax cross-entropy; each model's own standardisation statistics), (n_windows,
+        """Weighted mean probability over the ensemble (each model's own activation: sigmoid, or softmax for a
+        model trained with softmax cross-entropy; each model's own standardisation statistics), (n_windows,
         len(self.labels)); ``windows``: one array per input group, or one array for a single-front-end ensemble.
-        A class is averaged over the members that predict it."""
+        A class is averaged over the members that predict it. With ``blend = rank`` the members' own
+        probabilities side by side instead, ``(n_windows, members x labels)``, NaN where a member does not predict
+        a class (:func:`rank_blend` joins them once every file is scored)."""
         per_group = [windows] if isinstance(windows, np.ndarray) else list(windows)
         n = len(per_group[0])
+        stacked = np.full((n, len(self.models), len(self.labels)), np.nan, dtype=np.float32)
         total = np.zeros((n, len(self.labels)), dtype=np.float32)
         counts = np.zeros(len(self.labels), dtype=np.float32)
         for k, member in enumerate(self.models):
@@ -136,10 +166,13 @@ class SoundscapePredictor:
                     batch = batch * scale[:, None] + shift[:, None]
                 logits = np.asarray(member.run(batch), dtype=np.float32)
                 probs = softmax(logits, axis=1) if member.activation == "softmax" else expit(logits)
-                total[i:i + len(logits), member.columns] += probs
-            counts[member.columns] += 1
+                total[i:i + len(logits), member.columns] += self.weights[k] * probs
+                stacked[i:i + len(logits), k, member.columns] = probs
+            counts[member.columns] += self.weights[k]
             self.clock.add_member(k, time.perf_counter() - t0)
-        return total / np.maximum(counts, 1)
+        if self.blend == "rank":
+            return stacked.reshape(n, -1)
+        return total / np.where(counts > 0, counts, 1)
 
     def member_groups(self) -> list[int]:
         """The input group of each member, in order."""
@@ -148,7 +181,7 @@ class SoundscapePredictor:
     def keep_members(self, count: int) -> None:
         """Keep the first ``count`` members and only the input groups (front ends) they use; labels stay, so a
         class no kept member predicts gets 0.0."""
-        self.models = self.models[:count]
+        self.models, self.weights = self.models[:count], self.weights[:count]
         used = sorted({member.group for member in self.models})
         self.groups = [self.groups[g] for g in used]
         for member in self.models:
@@ -195,7 +228,12 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
     read either). With ``budget_s`` a :class:`ClockGuard` keeps the whole folder within that many seconds."""
     files = audio_files(audio_dir)[:limit]
     frames: list[Optional[pd.DataFrame]] = [None] * len(files)
+    ranked: dict[int, np.ndarray] = {}  # blend = rank: each file's members' probabilities, blended at the end
     guard = ClockGuard(budget_s, len(files)) if budget_s else None
+
+    def frame(k: int, probs: np.ndarray) -> pd.DataFrame:
+        return to_submission_frame(row_ids(files[k].stem, len(probs), predictor.window_s), probs, predictor.labels,
+                                   columns)
 
     def fill(k: int) -> pd.DataFrame:
         return fill_rows(files[k], predictor.window_s, predictor.labels, columns, fill_value, unreadable_s)
@@ -207,12 +245,12 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
             if rows.probs is None:
                 log.warning("%s: %s -- its rows get %s", rows.path.name, rows.error, fill_value)
                 frames[k] = fill(k)
+            elif predictor.blend == "rank":
+                ranked[k] = predictor.post(rows.probs)  # each member's columns smoothed / scaled on their own
             else:
-                probs = predictor.post(rows.probs)
-                frames[k] = to_submission_frame(row_ids(rows.path.stem, len(probs), predictor.window_s), probs,
-                                                predictor.labels, columns)
+                frames[k] = frame(k, predictor.post(rows.probs))
             if guard is not None and guard.spent():  # rows of fill_value: a late submission scores nothing at all
-                left = [j for j in range(len(files)) if frames[j] is None]
+                left = [j for j in range(len(files)) if frames[j] is None and j not in ranked]
                 if left:
                     log.warning("clock guard: the %.0f s budget is spent; %s and the %d files after it get %s",
                                 guard.budget_s, files[left[0]].name, len(left) - 1, fill_value)
@@ -230,6 +268,12 @@ def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, column
             score(0, probe)  # the probe files again, by the ensemble every other file gets
         if not guard.spent():
             score(probe, len(files))
+    if ranked:
+        order = sorted(ranked)
+        blended = rank_blend(np.concatenate([ranked[k] for k in order]), len(predictor.models), predictor.weights)
+        bounds = np.cumsum([0, *(len(ranked[k]) for k in order)])
+        for k, a, b in zip(order, bounds[:-1], bounds[1:]):
+            frames[k] = frame(k, blended[a:b])
     if not files:
         return pd.DataFrame(columns=["row_id", *columns])
     return pd.concat(frames, ignore_index=True)

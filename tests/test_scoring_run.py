@@ -320,3 +320,32 @@ def test_the_rehearsal_check_catches_what_the_scorer_rejects(tmp_path):
         "columns differ from sample_submission.csv's"]
     good.assign(x=[0.1, 1.5, 0.3]).to_csv(tmp_path / "range.csv", index=False)
     assert check_submission(tmp_path / "range.csv", expected, ["x", "y"], 5.0) == ["values outside [0, 1]"]
+
+
+def test_rank_blending_against_hand_computed_values():
+    from inference.predict import rank_blend
+
+    # 4 rows, 2 members, 2 classes; member 1 does not predict class b
+    m0 = np.array([[0.1, 0.9], [0.4, 0.1], [0.3, 0.5], [0.2, 0.3]])
+    m1 = np.array([[0.01, np.nan], [0.02, np.nan], [0.04, np.nan], [0.03, np.nan]])
+    stacked = np.stack([m0, m1], axis=1).reshape(4, 4)
+    out = rank_blend(stacked, 2, [1.0, 3.0])
+    rank_m0_a, rank_m1_a = np.array([0, 3, 2, 1]) / 3, np.array([0, 1, 3, 2]) / 3
+    np.testing.assert_allclose(out[:, 0], (1 * rank_m0_a + 3 * rank_m1_a) / 4, rtol=1e-6)
+    np.testing.assert_allclose(out[:, 1], np.array([3, 0, 2, 1]) / 3, rtol=1e-6)  # member 0 alone
+
+
+def test_a_rank_blended_submission_ranks_over_every_file(tmp_path):
+    from inference.predict import SoundscapePredictor, predict_folder, rank_blend
+
+    comp = competition(tmp_path / "birdclef-2025", files={"s1": 10.0, "s2": 15.0})
+    models = [stand_in(tmp_path / "m0.pt", ["a", "b"]), stand_in(tmp_path / "m1.pt", ["a"], seed=1)]
+    audio = comp / "test_soundscapes"
+    ranked = predict_folder(SoundscapePredictor(models, blend="rank", weights=[2, 1]), audio, ["a", "b"])
+    alone = [predict_folder(SoundscapePredictor([m]), audio, ["a", "b"]) for m in models]
+    stacked = np.stack([alone[0][["a", "b"]].to_numpy(), np.c_[alone[1]["a"].to_numpy(), np.full(5, np.nan)]],
+                       axis=1).reshape(5, 4)
+    np.testing.assert_allclose(ranked[["a", "b"]].to_numpy(), rank_blend(stacked, 2, [2, 1]), atol=1e-6)
+    assert list(ranked["row_id"]) == ["s1_5", "s1_10", "s2_5", "s2_10", "s2_15"]
+    with pytest.raises(ValueError, match="one non-negative weight per member"):
+        SoundscapePredictor(models, weights=[1.0])
