@@ -36,6 +36,7 @@ from inference.cli import add_model_arguments, decode_threads, setup_logging  # 
 from inference.competition import prediction_folder, species_columns  # noqa: E402
 from inference.postprocess import RowWindows, describe  # noqa: E402
 from inference.predict import BATCH_SIZE, BLENDS, SoundscapePredictor, fill_rows, predict_folder  # noqa: E402
+from inference.priors import SiteHourPriors  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
 from inference.teacher_member import is_teacher  # noqa: E402
 from utils.checkpoints import CheckpointError  # noqa: E402
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "or by the mean of their per-class ranks over every row (rank: calibration-free)")
     p.add_argument("--weights", type=float, nargs="+", default=[], help="one weight per member, in --checkpoint "
                    "order (default: equal)")
+    p.add_argument("--priors", default="", help="site and hour priors from a labelled-soundscape table (auto = the "
+                   "competition's train_soundscapes_labels.csv, 2026); empty = off")
+    p.add_argument("--prior-strength", type=float, default=0.5, help="the power of the priors' rate ratios")
     p.add_argument("--row-seconds", type=float, help="submission row length (default: the competition's, 5 s, "
                    "whatever the models' input length); models trained on longer inputs see a context window "
                    "centred on each row")
@@ -126,9 +130,19 @@ def main(argv: list[str] | None = None) -> int:
                     ", ".join(unpredicted[:20]), " ..." if len(unpredicted) > 20 else "")
     budget_s = budget_minutes * 60 - (time.perf_counter() - t0) if budget_minutes else None
     unreadable_s = scored_file_seconds(competition_dir)
+    priors = None
+    if args.priors:
+        table = competition_dir / "train_soundscapes_labels.csv" if args.priors == "auto" else Path(args.priors)
+        if table.is_file():
+            priors = SiteHourPriors.from_labels(table, columns, args.prior_strength)
+            log.info("site and hour priors from %s: %d sites, %d hour bins, strength %g", table,
+                     len(priors.site_ratio), len(priors.hour_ratio), args.prior_strength)
+        else:
+            log.warning("--priors %s: no such table; no priors", table)
     try:
         frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,
-                               decode_threads=decode_threads(args), budget_s=budget_s, unreadable_s=unreadable_s)
+                               decode_threads=decode_threads(args), budget_s=budget_s, unreadable_s=unreadable_s,
+                               priors=priors)
     except Exception:  # noqa: BLE001 - a submission is always written: every file's rows get the fill value
         log.exception("prediction failed; every file gets %s so that a valid submission is still written",
                       args.fill_value)

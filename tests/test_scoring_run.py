@@ -349,3 +349,25 @@ def test_a_rank_blended_submission_ranks_over_every_file(tmp_path):
     assert list(ranked["row_id"]) == ["s1_5", "s1_10", "s2_5", "s2_10", "s2_15"]
     with pytest.raises(ValueError, match="one non-negative weight per member"):
         SoundscapePredictor(models, weights=[1.0])
+
+
+def test_site_and_hour_priors_against_hand_computed_values(tmp_path):
+    from inference.priors import SiteHourPriors
+
+    rows = [("BC_Train_1_S01_20250101_060000.ogg", "00:00:00", "00:00:05", "a"),
+            ("BC_Train_1_S01_20250101_060000.ogg", "00:00:00", "00:00:05", "a"),  # a duplicate row counts once
+            ("BC_Train_1_S01_20250101_060000.ogg", "00:00:05", "00:00:10", "a;b"),
+            ("BC_Train_2_S02_20250101_220000.ogg", "00:00:00", "00:00:05", "b")]
+    table = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["filename", "start", "end", "primary_label"]).to_csv(table, index=False)
+    priors = SiteHourPriors.from_labels(table, ["a", "b", "c"], strength=1.0, smoothing=1.0, hour_bin=3)
+    overall = np.array([2 + 1, 2 + 1, 0 + 1]) / (3 + 2)  # 3 windows: a in 2, b in 2, c in none (+1 / +2)
+    site1 = (np.array([2, 1, 0]) + overall) / (2 + 1) / overall  # S01: 2 windows, a in both, b in one
+    np.testing.assert_allclose(priors.site_ratio["S01"], site1, rtol=1e-6)
+    hour2 = (np.array([2, 1, 0]) + overall) / (2 + 1) / overall  # 06:00 -> bin 2, the same two windows
+    np.testing.assert_allclose(priors.factor("BC_Test_9_S01_20250301_070000.ogg"), site1 * hour2, rtol=1e-5)
+    assert (priors.factor("elsewhere.ogg") == 1).all()
+    probs = np.array([[0.5, 0.5], [0.9, 0.1]], dtype=np.float32)
+    out = priors.apply("BC_Test_9_S01_20250301_070000.ogg", probs, ["b", "zz"])  # zz: no prior
+    np.testing.assert_allclose(out[:, 0], np.clip(probs[:, 0] * site1[1] * hour2[1], 0, 1), rtol=1e-5)
+    np.testing.assert_allclose(out[:, 1], probs[:, 1])
