@@ -38,13 +38,42 @@ def seconds_per_row(frontend, files: list[Path]) -> float:
     return (time.perf_counter() - t0) / rows
 
 
+def compare_batches(sizes: list[int], model_path: str = "", windows: int = 64, repeats: int = 2) -> None:
+    """BirdNET windows/s per batch size on the same random windows (best of ``repeats``), interleaved."""
+    import numpy as np  # noqa: PLC0415
+
+    from dataloader.embedders import BirdNET  # noqa: PLC0415
+
+    x = (0.1 * np.random.default_rng(0).standard_normal((windows, 144000))).astype(np.float32)
+    speeds: dict[int, float] = {}
+    diffs: dict[int, float] = {}
+    reference = None
+    for _ in range(repeats):
+        for size in sizes:
+            model = BirdNET(model_path, batch=size)
+            model.embed(x[:size])  # warm-up
+            t0 = time.perf_counter()
+            embeddings, _ = model.embed(x)
+            speeds[size] = max(speeds.get(size, 0.0), windows / (time.perf_counter() - t0))
+            reference = embeddings if reference is None else reference
+            diffs[size] = float(np.abs(embeddings - reference).max())
+    for size in sizes:
+        print(json.dumps({"birdnet_batch": size, "windows_per_s": round(speeds[size], 1),
+                          "ratio_to_first": round(speeds[size] / speeds[sizes[0]], 2),
+                          "max_embedding_diff_to_first": diffs[size]}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="birdnet")
     p.add_argument("--model-path", default="")
     p.add_argument("--files", type=int, default=2)
     p.add_argument("--seconds", type=float, default=240.0)
+    p.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="BirdNET only: windows per interpreter "
+                   "call to compare (windows/s on the same windows, and the largest embedding difference to batch 1)")
     args = p.parse_args()
+    if args.batch_sizes:
+        compare_batches(args.batch_sizes, args.model_path)
     embed = make_frontend(embedding_settings(args.model, args.model_path, 5.0))
     windows_per_row = len(embed.row_windows()[1])
     with tempfile.TemporaryDirectory() as tmp:

@@ -150,7 +150,8 @@ class BirdNET(Embedder):
 
     name, sample_rate, window_s, dim = "birdnet", 48000, 3.0, 1024
 
-    def __init__(self, model_path: str = "", threads: int = 0):
+    def __init__(self, model_path: str = "", threads: int = 0, batch: int = 1):
+        """``batch``: windows per interpreter call (the input is resized once; a short last batch is padded)."""
         model, labels = birdnet_files(model_path)
         try:
             from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
@@ -164,8 +165,11 @@ class BirdNET(Embedder):
             warnings.simplefilter("ignore", UserWarning)
             self.interpreter = Interpreter(model_path=str(model), num_threads=threads or (os.cpu_count() or 1),
                                            experimental_preserve_all_tensors=True)
-        self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
+        self.batch = max(1, int(batch))
+        if self.batch > 1:
+            self.interpreter.resize_tensor_input(self.input, [self.batch, self.window_samples])
+        self.interpreter.allocate_tensors()
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.labels = labels.read_text(encoding="utf-8").splitlines()
         weights = {d["name"]: d["index"] for d in self.interpreter.get_tensor_details()}
@@ -175,16 +179,20 @@ class BirdNET(Embedder):
         self._identity = _file_identity(model)
 
     def embed(self, windows: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """One window per call: resizing the batch re-allocates every tensor (seconds), while batches run no
-        faster per window than single windows here (36 windows/s either way on 2 cores)."""
+        """``self.batch`` windows per call (default 1: batches of 8 or 32 ran no faster per window on 2 cores,
+        ``benchmarks/embeddings.py --batch-sizes``, and gave the same embeddings)."""
         windows = np.ascontiguousarray(windows, dtype=np.float32)
         embeddings = np.empty((len(windows), self.dim), dtype=np.float32)
         logits = np.empty((len(windows), len(self.labels)), dtype=np.float32)
-        for i in range(len(windows)):
-            self.interpreter.set_tensor(self.input, windows[i:i + 1])
+        for i in range(0, len(windows), self.batch):
+            part = windows[i:i + self.batch]
+            if len(part) < self.batch:  # a short last batch: padded, never a re-allocation
+                part = np.concatenate([part, np.zeros((self.batch - len(part), part.shape[1]), np.float32)])
+            self.interpreter.set_tensor(self.input, part)
             self.interpreter.invoke()
-            logits[i] = self.interpreter.get_tensor(self.output)[0]
-            embeddings[i] = self.interpreter.get_tensor(self.output - 1)[0]  # the pooled layer before the classes
+            n = min(self.batch, len(windows) - i)
+            logits[i:i + n] = self.interpreter.get_tensor(self.output)[:n]
+            embeddings[i:i + n] = self.interpreter.get_tensor(self.output - 1)[:n]  # the pooled layer before classes
         return embeddings, logits
 
     def logits_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:

@@ -250,3 +250,13 @@ def test_the_birdnet_members_rows_are_the_same_with_1_and_4_decode_threads(head,
         frames[threads] = predict_folder(predictor, tmp_path, sorted(predictor.labels), decode_threads=threads)
     assert len(frames[1]) == 16 and (frames[1].iloc[:, 1:].to_numpy() > 0).any()
     pd.testing.assert_frame_equal(frames[1], frames[4])
+
+
+def test_birdnet_on_batches_gives_the_embeddings_of_single_windows():
+    from dataloader.embedders import BirdNET
+
+    windows = np.stack([chirp(3.0, 48000) * a for a in (0.2, 0.5, 1.0, 0.1, 0.7)])
+    one, logits_one = BirdNET(batch=1).embed(windows)
+    four, logits_four = BirdNET(batch=4).embed(windows)  # a full batch, then a short one padded
+    np.testing.assert_allclose(four, one, atol=1e-5)
+    np.testing.assert_allclose(logits_four, logits_one, atol=1e-4)
