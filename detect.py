@@ -95,7 +95,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         files = audio_tree(args.audio_dir)[:args.limit]
         predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
-                                        threads=args.threads, precision=args.precision)
+                                        threads=args.threads, precision=args.precision,
+                                        openvino_mode=args.openvino_mode)
         layout = OutputLayout.of(predictor.labels)
         thresholds_path = args.thresholds or run_thresholds(args.checkpoint[0])
         if thresholds_path and not args.thresholds:

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                                         threads=args.threads, smooth=args.smooth, row_s=row_s,
                                         precision=args.precision, classes=classes, data_dir=competition_dir,
                                         row_windows=around, peak_power=args.peak_scale, blend=args.blend,
-                                        weights=args.weights)
+                                        weights=args.weights, openvino_mode=args.openvino_mode)
         log.info("tricks: %s", "; ".join(describe(around, predictor.post)
                                          + ([f"{args.blend} blend"] if args.blend != "mean" else [])) or "none")
     except (CheckpointError, EmbedderError, ValueError) as exc:  # one line naming the file (or the model to attach)

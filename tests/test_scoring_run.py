@@ -371,3 +371,16 @@ def test_site_and_hour_priors_against_hand_computed_values(tmp_path):
     out = priors.apply("BC_Test_9_S01_20250301_070000.ogg", probs, ["b", "zz"])  # zz: no prior
     np.testing.assert_allclose(out[:, 0], np.clip(probs[:, 0] * site1[1] * hour2[1], 0, 1), rtol=1e-5)
     np.testing.assert_allclose(out[:, 1], probs[:, 1])
+
+
+def test_openvino_throughput_mode_gives_the_latency_modes_logits(tmp_path):
+    from inference.backends import openvino_runner
+    from inference.export import export
+
+    reports = export(stand_in(tmp_path / "m.pt", ["a", "b", "c"]), tmp_path / "exported")
+    xml = next(Path(r["path"]) for r in reports if r["format"] == "openvino")
+    batch = np.random.default_rng(0).standard_normal((7, 1, 128, 320)).astype(np.float32)
+    latency = openvino_runner(xml)(batch)
+    throughput = openvino_runner(xml, mode="throughput")
+    np.testing.assert_allclose(throughput(batch), latency, atol=1e-5)
+    np.testing.assert_allclose(throughput(batch[:1]), latency[:1], atol=1e-5)  # fewer windows than requests
