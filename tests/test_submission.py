@@ -75,7 +75,7 @@ class SlowEnsemble:
         self.groups = [InputGroup(frontend, Standardizer.identity(8), "repeat", 500, 500)]
         self.models, self.seconds, self.clock = list(range(models)), seconds, WorkClock()
         self.labels, self.window_s, self.input_s, self.batch_size, self.smooth = ["asbfly"], 5.0, 5.0, 12, 0
-        self.row_windows, self.post = RowWindows(), (lambda probs: probs)
+        self.row_windows, self.post, self.blend = RowWindows(), (lambda probs: probs), "mean"
 
     def probabilities(self, windows):
         import time
