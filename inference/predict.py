@@ -77,7 +77,7 @@ class SoundscapePredictor:
                  backend: str = "auto", threads: int = 0, smooth: int = 0, row_s: Optional[float] = None,
                  precision: str = "f32", classes: Sequence[str] = (), data_dir: str | Path = "",
                  row_windows: RowWindows = RowWindows(), peak_power: float = 0.0, blend: str = "mean",
-                 weights: Sequence[float] = (), openvino_mode: str = "latency"):
+                 weights: Sequence[float] = (), openvino_mode: str = "throughput"):
         """``precision``: OpenVINO's inference precision (f32, or bf16 where the CPU has it). ``row_s``: the length
         of a row (default: the shortest member input; ``predict.py`` passes the competition's 5 s). Models trained
         on longer inputs (e.g. 10 s) see a context window centred on each row. A ``teacher:<embedding model>`` member
