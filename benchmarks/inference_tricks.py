@@ -57,12 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--competition", default="birdclef-2026", choices=sorted(COMPETITIONS))
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--priors", help="a labelled-soundscape table (train_soundscapes_labels.csv) for the priors rows")
+    p.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="these variants alone (none is the baseline: "
+                   "list it first)")
     args = p.parse_args(argv)
     truth = pd.read_csv(args.ground_truth, dtype={"row_id": str})
     columns = list(truth.columns[1:])
     rows_hidden = COMPETITIONS[args.competition].test_windows
     baseline = None
     for name, settings in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
         settings = dict(settings)
         strength = settings.pop("priors", None)
         if (strength and not args.priors) or (settings.get("blend") == "rank" and len(args.checkpoint) < 2):
