@@ -90,6 +90,22 @@ def budget_from_arg(value: str, competition_dir: Path) -> float:
         raise SystemExit(f"--time-budget-minutes {value!r}: a number of minutes, or auto") from None
 
 
+def load_priors(setting: str, strength: float, competition_dir: Path, columns: list[str]
+                ) -> SiteHourPriors | None:
+    """``--priors``: a labelled-soundscape table, ``auto`` (the competition's ``train_soundscapes_labels.csv``), or
+    empty (none); a missing table is a warning, not a stop."""
+    if not setting:
+        return None
+    table = competition_dir / "train_soundscapes_labels.csv" if setting == "auto" else Path(setting)
+    if not table.is_file():
+        log.warning("--priors %s: no such table; no priors", table)
+        return None
+    priors = SiteHourPriors.from_labels(table, columns, strength)
+    log.info("site and hour priors from %s: %d sites, %d hour bins, strength %g", table, len(priors.site_ratio),
+             len(priors.hour_ratio), strength)
+    return priors
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
@@ -130,15 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     ", ".join(unpredicted[:20]), " ..." if len(unpredicted) > 20 else "")
     budget_s = budget_minutes * 60 - (time.perf_counter() - t0) if budget_minutes else None
     unreadable_s = scored_file_seconds(competition_dir)
-    priors = None
-    if args.priors:
-        table = competition_dir / "train_soundscapes_labels.csv" if args.priors == "auto" else Path(args.priors)
-        if table.is_file():
-            priors = SiteHourPriors.from_labels(table, columns, args.prior_strength)
-            log.info("site and hour priors from %s: %d sites, %d hour bins, strength %g", table,
-                     len(priors.site_ratio), len(priors.hour_ratio), args.prior_strength)
-        else:
-            log.warning("--priors %s: no such table; no priors", table)
+    priors = load_priors(args.priors, args.prior_strength, competition_dir, columns)
     try:
         frame = predict_folder(predictor, audio_dir, columns, fill_value=args.fill_value, limit=limit,
                                decode_threads=decode_threads(args), budget_s=budget_s, unreadable_s=unreadable_s,

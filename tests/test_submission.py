@@ -99,8 +99,8 @@ def test_the_clock_guard_decides_on_the_first_files_and_one_ensemble_scores_ever
 
     for k in range(10):  # a minute each: 12 rows, one model call
         sf.write(tmp_path / f"sc_{k}.wav", np.zeros(60 * 8000, dtype=np.float32) + 0.01, 8000)
-    predictor = SlowEnsemble(models=3, seconds=0.05)  # 0.15 s a file with all three: 1.5 s for 10 files
-    frame = predict_folder(predictor, tmp_path, ["asbfly"], fill_value=0.0, budget_s=1.0)
+    predictor = SlowEnsemble(models=3, seconds=0.1)  # 0.3 s a file with all three: 3 s for 10 files
+    frame = predict_folder(predictor, tmp_path, ["asbfly"], fill_value=0.0, budget_s=2.2)
     assert len(predictor.models) < 3 and "dropped members" in caplog.text
     assert frame["row_id"].str.rsplit("_", n=1).str[0].nunique() == 10 and len(frame) == 10 * 12
     assert frame["asbfly"].nunique() == 1 and frame["asbfly"].iloc[0] == pytest.approx(0.1 * len(predictor.models))
