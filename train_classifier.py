@@ -42,6 +42,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--cv", action="store_true", help="cross-validation: train every fold of [data] n_folds (or of "
                    "a csv's fold column) and write the per-fold and mean ± std table (runs_dir/cv-<time>/); "
                    "with --stage benchmark, one fold is timed and every fold projected")
+    p.add_argument("--rounds", type=int, help="self-training: the teacher, then this many rounds of students on the "
+                   "labels and out-of-fold soft pseudo-labels of the unlabeled pool (sets [self_training] rounds; "
+                   "runs_dir/selftrain-<time>/rounds.csv is the table of every round)")
+    p.add_argument("--resume-loop", metavar="DIR|auto", help="continue a killed self-training loop (its folder, or "
+                   "auto = the newest) at the round and student where it stopped")
     p.add_argument("--reset", action="store_true", help="remove the processed data (the cache folder of this "
                    "config's settings, with the split files written there) and stop")
     return p.parse_args(argv)
@@ -50,8 +55,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging()
+    overrides = args.overrides + ([f"self_training.rounds={args.rounds}"] if args.rounds is not None else [])
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, overrides)
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return 2
@@ -67,6 +73,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from utils.checkpoints import CheckpointError  # noqa: PLC0415
 
     try:
+        if cfg.self_training.rounds or args.resume_loop:
+            return self_train(cfg, args, ctx, t0)
         return cross_validate(cfg, args, ctx, t0) if args.cv else run(cfg, args, ctx, t0)
     except (DataSourceError, ConfigError, CheckpointError) as exc:  # data, setting or checkpoint that cannot be used
         log.error("%s", exc)
@@ -230,6 +238,26 @@ def cross_validate(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: 
         folder, summary = write_cv(rows, cfg.paths.runs_dir)
         plot_cv_curves(folder)
         print(f"cross-validation over folds {[r['fold'] for r in rows]} -> {folder}\n{format_summary(summary)}")
+    return 0
+
+
+def self_train(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
+    """``--rounds N`` / ``--resume-loop``: the teacher and N rounds of students, each a run of its own
+    (training/self_training.py); one process (each student may still use every core)."""
+    from training.self_training import run_loop  # noqa: PLC0415
+
+    if ctx.enabled or args.cv or args.stage not in ("all", "train"):
+        raise ConfigError("self-training runs its rounds in one process with --stage all (no --cv, no torchrun)")
+
+    def train_one(run_cfg: Config) -> Path:
+        runs: list[Path] = []
+        code = run(run_cfg, argparse.Namespace(**{**vars(args), "stage": "all"}), ctx, time.perf_counter(), runs)
+        if code:
+            raise RuntimeError(f"self-training: the run {runs[-1] if runs else ''} failed (exit {code})")
+        return runs[-1]
+
+    folder = run_loop(cfg, train_one, args.resume_loop or "")
+    print(f"self-training -> {folder / 'rounds.csv'} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

@@ -166,14 +166,14 @@ def pseudo_label_rows(csv_path: str | Path, audio_dir: str | Path, window_s: flo
     if table.columns[0] != "row_id":
         raise ValueError(f"[data] pseudo_labels = {csv_path}: the first column must be row_id (a predict.py CSV)")
     species = list(table.columns[1:])
-    probs = table[species].to_numpy(dtype=np.float32)
-    keep = probs.max(axis=1) >= min_prob
+    probs = table[species].to_numpy(dtype=np.float32)  # NaN: a class the teacher does not predict (left out)
+    keep = np.nan_to_num(probs, nan=0.0).max(axis=1) >= min_prob
     stems_ends = table["row_id"].str.rsplit("_", n=1)
     by_stem = {p.stem: p for p in audio_files(audio_dir)}  # the soundscape of each row, whatever its format
     rows = pd.DataFrame({
         "path": [str(by_stem.get(stem, Path(audio_dir) / f"{stem}.ogg")) for stem, _ in stems_ends[keep]],
         "start_s": [float(end) - window_s for _, end in stems_ends[keep]],
-        "primary_label": [species[j] for j in probs[keep].argmax(axis=1)],
+        "primary_label": [species[j] for j in np.nan_to_num(probs[keep], nan=-1.0).argmax(axis=1)],
         "soft_targets": [dict(zip(species, p)) for p in probs[keep]],
     })
     rows["filename"] = [Path(p).name for p in rows["path"]]

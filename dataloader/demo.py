@@ -324,17 +324,20 @@ def _recordings(folder: Path, layout: DemoLayout, rng: np.random.Generator, erng
 
 
 def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, workers: int = 0,
-                  edition: str = "2024") -> Path:
+                  edition: str = "2024", unlabeled: int = 0) -> Path:
     """Generate (or reuse, when complete and of the same seed/scale/edition) the demo dataset in ``folder``, in
     the file layout of BirdCLEF ``edition`` (2024, 2025 or 2026; see :mod:`dataloader.demo_layouts`).
 
     ``scale`` multiplies the number of recordings per species (1.0 ≈ 390 recordings, ~1.5 hours of audio).
     ``workers`` processes write the files (0: one per available core); every file has its own seed, so the
-    audio and the tables are the same whatever the number of processes.
+    audio and the tables are the same whatever the number of processes. ``unlabeled``: soundscapes without labels
+    (0: the layout's few; a self-training pool wants more), the first ones the same as the default demo's.
     """
     folder = Path(folder)
     layout = LAYOUTS[edition]
     stamp = {"version": DEMO_VERSION, "seed": seed, "scale": scale, "edition": edition}
+    if unlabeled:  # stamped only when asked: the default demo's stamp (and its reuse) stays as it was
+        stamp["unlabeled"] = unlabeled
     if _is_complete(folder, stamp):
         log.info("demo dataset: reusing the complete %s demo in %s", edition, folder)
         return folder
@@ -349,7 +352,8 @@ def generate_demo(folder: str | Path, seed: int = 2024, scale: float = 1.0, work
     share = min(1.0, scale * 2)
     test_lengths = layout.test_lengths[: max(2, int(round(len(layout.test_lengths) * share)))]
     n_labelled = max(4, int(round(layout.labelled_soundscapes * share))) if layout.labelled_soundscapes else 0
-    unlabeled_lengths = layout.unlabeled_lengths[: max(1, len(test_lengths) // 2)]
+    unlabeled_lengths = (layout.unlabeled_lengths[: max(1, len(test_lengths) // 2)] if not unlabeled else
+                         [layout.unlabeled_lengths[j % len(layout.unlabeled_lengths)] for j in range(unlabeled)])
     names = [soundscape_name(layout.test_soundscape_name, layout.test_first_n + j, erng)
              for j in range(len(test_lengths))]
     test = [(str(folder / "test_soundscapes" / f"{name}.ogg"), length, [seed, 50000 + j], species, boost)

@@ -221,15 +221,16 @@ def fill_rows(path: Path, row_s: float, labels: Sequence[str], columns: Sequence
 def predict_folder(predictor: SoundscapePredictor, audio_dir: str | Path, columns: Sequence[str],
                    fill_value: float = 0.0, limit: Optional[int] = None, decode_threads: int = 1,
                    budget_s: Optional[float] = None, unreadable_s: float = 60.0,
-                   priors: Optional[SiteHourPriors] = None) -> pd.DataFrame:
+                   priors: Optional[SiteHourPriors] = None, files: Optional[Sequence[Path]] = None) -> pd.DataFrame:
     """Submission frame for the audio files of ``audio_dir`` (OGG, WAV, FLAC, MP3, any case; sorted; the first
     ``limit`` when given), read through the batched file pipeline (:func:`inference.file_pipeline.stream_files`:
     ``decode_threads`` threads decode ahead while the models work, consecutive files share model calls; smoothing
     stays within each file). A file that cannot be read gets rows of ``fill_value`` and a warning instead of
     stopping the submission (``unreadable_s``: the competition's file length, for a file whose header cannot be
     read either). With ``budget_s`` a :class:`ClockGuard` keeps the whole folder within that many seconds;
-    ``priors`` (:class:`inference.priors.SiteHourPriors`) scale each file's rows by its site and hour."""
-    files = audio_files(audio_dir)[:limit]
+    ``priors`` (:class:`inference.priors.SiteHourPriors`) scale each file's rows by its site and hour. ``files``:
+    these recordings instead of ``audio_dir``'s."""
+    files = [Path(f) for f in files] if files is not None else audio_files(audio_dir)[:limit]
     frames: list[Optional[pd.DataFrame]] = [None] * len(files)
     ranked: dict[int, np.ndarray] = {}  # blend = rank: each file's members' probabilities, blended at the end
     guard = ClockGuard(budget_s, len(files)) if budget_s else None

@@ -240,6 +240,8 @@ class DataConfig:
                             registry="editions")
     demo_scale: float = opt(1.0, "Size of the demo: recordings per species x this (1.0 = ~390 recordings).",
                             minimum=0.05, maximum=10.0)
+    demo_unlabeled: int = opt(0, "Unlabeled soundscapes of the demo (0 = the layout's few; self-training wants a "
+                              "pool: e.g. 60, written on every core).", minimum=0)
     n_folds: int = opt(5, "Grouped, stratified folds.", minimum=2)
     fold: int = opt(0, "Fold used for validation (0 .. n_folds-1).", minimum=0)
     min_samples_in_class: int = opt(1, "Classes with fewer recordings are left out of training.", minimum=1)
@@ -321,6 +323,29 @@ class AugmentationConfig:
 
 
 @dataclass
+class SelfTrainingConfig:
+    rounds: int = opt(0, "Self-training rounds after the teacher (python train_classifier.py --rounds N): each round "
+                      "pseudo-labels the pool with the previous round's models and trains students on the labels and "
+                      "those soft targets; 0 = off (one ordinary run).", minimum=0)
+    teacher: str = opt("", "Round 0, the first teacher: a checkpoint of this pipeline (.pt / .onnx / .xml, e.g. a head "
+                       "on BirdNET embeddings), or an embedding model whose own classes are mapped onto the run's by "
+                       "eBird code or scientific name (birdnet, perch; [model] pretrained_path for its file); empty = "
+                       "round 0 trains a model on the labels alone.")
+    pool_dir: str = opt("", "The unlabeled pool: a folder of recordings (empty = the source's soundscapes: "
+                        "unlabeled_soundscapes for 2024, train_soundscapes for 2025/2026).")
+    pool_files: int = opt(0, "Pool recordings used (a seeded sample; 0 = all).", minimum=0)
+    folds: int = opt(2, "Out-of-fold pseudo-labels: the pool is split into this many folds by recording, each round "
+                     "trains one student per fold on the others, and a recording's pseudo-labels come only from the "
+                     "student that did not train on it.", minimum=2)
+    power: str = opt("1.0", "Power transform of the soft targets, per round (comma-separated, round 1 first; the last "
+                     "applies to later rounds): target = probability ** power (> 1 pushes uncertain windows towards 0, "
+                     "as the 2025 winner's noisy-student rounds did).")
+    cap: float = opt(1.0, "Highest soft target a pseudo-label may carry (1 = no cap).", minimum=0.0, maximum=1.0)
+    min_prob: float = opt(0.0, "Pool windows whose highest pseudo-label is below this are left out (0 = every window "
+                          "trains: a window where nothing calls teaches negatives).", minimum=0.0, maximum=1.0)
+
+
+@dataclass
 class EvaluationConfig:
     threshold: float = opt(0.5, "binary / multilabel / events: probability above which a class counts as present.",
                            minimum=0.0, maximum=1.0)
@@ -342,6 +367,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "data_process": DataProcessConfig,
     "augmentation": AugmentationConfig,
+    "self_training": SelfTrainingConfig,
     "evaluation": EvaluationConfig,
 }
 
@@ -357,6 +383,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     data_process: DataProcessConfig = field(default_factory=DataProcessConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

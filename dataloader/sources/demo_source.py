@@ -13,6 +13,6 @@ def demo_source(data: DataConfig, paths: PathsConfig) -> SourceData:
     from dataloader.demo import generate_demo  # noqa: PLC0415
 
     folder = generate_demo(paths.demo_dir, seed=data.demo_seed, scale=data.demo_scale,  # on every core
-                           edition=data.demo_edition)
+                           edition=data.demo_edition, unlabeled=data.demo_unlabeled)
     return read_birdclef(folder, data.demo_edition, data.min_rating, name=f"demo-{data.demo_edition}",
                          is_demo=True)

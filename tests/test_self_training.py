@@ -1,0 +1,135 @@
+"""Self-training as one command (issue 25): soft targets, out-of-fold pool folds, rounds on the tiny demo, resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from training.config import ConfigError
+
+
+def test_soft_targets_power_cap_and_classes_no_model_predicts():
+    from training.self_training import powers, round_power, soft_targets
+
+    frame = pd.DataFrame({"row_id": ["a_5", "a_10"], "x": [0.9, 0.25], "y": [0.5, 1.0], "z": [0.3, 0.1]})
+    out = soft_targets(frame, 2.0, 0.95, ["x", "y"])
+    np.testing.assert_allclose(out["x"], [0.81, 0.0625])
+    np.testing.assert_allclose(out["y"], [0.25, 0.95])  # 1.0 ** 2 capped
+    assert out["z"].isna().all()  # no model predicts z: left out of the loss, not taught as absent
+    assert list(out["row_id"]) == ["a_5", "a_10"] and frame["z"].tolist() == [0.3, 0.1]  # the input is kept
+    assert powers("1, 1.5;2") == [1.0, 1.5, 2.0]
+    assert [round_power([1.0, 1.5], r) for r in (1, 2, 3)] == [1.0, 1.5, 1.5]
+    for bad in ("", "0", "x", "-1"):
+        with pytest.raises(ConfigError, match="power"):
+            powers(bad)
+
+
+def test_pool_folds_are_seeded_balanced_and_by_recording():
+    from training.self_training import pool_folds
+
+    files = [Path(f"pool/s{k:02d}.ogg") for k in range(11)]
+    folds = pool_folds(files, 3, seed=5)
+    assert folds == pool_folds(list(reversed(files)), 3, seed=5)  # the listing order does not matter
+    assert sorted(folds) == [f.stem for f in files]
+    assert sorted(np.bincount(list(folds.values()))) == [3, 4, 4]
+    assert folds != pool_folds(files, 3, seed=6)
+
+
+def test_soft_pseudo_labels_enter_the_loss_and_unpredicted_classes_stay_out(tmp_path):
+    """The pseudo-label CSV's probabilities are the rows' targets; a NaN class adds nothing to the loss."""
+    from dataloader.curation import pseudo_label_rows
+    from dataloader.dataset import make_targets
+    from factory.losses import create_loss
+    from training.config import load_config
+
+    audio = tmp_path / "pool"
+    audio.mkdir()
+    (audio / "s1.ogg").write_bytes(b"")
+    pd.DataFrame({"row_id": ["s1_5", "s1_10"], "x": [0.8, 0.1], "y": [np.nan, np.nan]}).to_csv(
+        tmp_path / "p.csv", index=False)
+    rows = pseudo_label_rows(tmp_path / "p.csv", audio, 5.0, min_prob=0.0)
+    assert len(rows) == 2 and list(rows["start_s"]) == [0.0, 5.0]  # a window where nothing calls still teaches
+    y = make_targets(rows, ["x", "y"], load_config(None).data)
+    np.testing.assert_allclose(y[:, 0], [0.8, 0.1])
+    assert np.isnan(y[:, 1]).all()
+    loss = create_loss("bce")
+    logits = torch.zeros(2, 2, requires_grad=True)
+    loss(logits, torch.from_numpy(y)).backward()
+    assert logits.grad[:, 1].abs().sum() == 0 and logits.grad[:, 0].abs().sum() > 0
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.zeros(2), torch.tensor([0.8, 0.1]))
+    assert float(loss(torch.zeros(2, 2), torch.from_numpy(y))) == pytest.approx(float(expected), rel=1e-5)
+    assert len(pseudo_label_rows(tmp_path / "p.csv", audio, 5.0, min_prob=0.5)) == 1  # NaN is not a probability
+
+
+class Stop(Exception):
+    """A loop killed mid-round."""
+
+
+@pytest.fixture(scope="module")
+def pool_demo(tmp_path_factory):
+    from dataloader.demo import generate_demo
+
+    return generate_demo(tmp_path_factory.mktemp("pool-demo") / "demo", seed=7, scale=0.25, unlabeled=6)
+
+
+def test_rounds_on_the_tiny_demo_out_of_fold_then_resumed_at_the_round_where_it_stopped(pool_demo, tmp_path,
+                                                                                        monkeypatch):
+    import train_classifier
+
+    work = tmp_path / "work"
+    overrides = [f"paths.demo_dir={pool_demo}", f"paths.data_dir={work / 'none'}", f"paths.cache_dir={work / 'cache'}",
+                 f"paths.runs_dir={work / 'runs'}", f"paths.submissions_dir={work / 'subs'}", "testing.testing=true",
+                 "testing.data_samples_for_testing=24", "testing.testing_epochs=1", "data.num_workers=1",
+                 "data.demo_seed=7", "data.demo_scale=0.25", "data.demo_unlabeled=6", "model.transfer_learning=false",
+                 "trainer.batch_size=8", "self_training.power=1.0,2.0", "self_training.cap=0.9"]
+    args = ["--set=" + o for o in overrides]
+    real_run, calls = train_classifier.run, []
+
+    def dies_at_the_fourth(cfg, *a, **k):
+        calls.append(cfg.data.pseudo_labels)
+        if len(calls) == 4:  # round 2's first student: the loop is killed
+            raise Stop
+        return real_run(cfg, *a, **k)
+
+    monkeypatch.setattr(train_classifier, "run", dies_at_the_fourth)
+    with pytest.raises(Stop):
+        train_classifier.main([*args, "--rounds", "2"])
+    assert calls[0] == "" and all("round_1" in c for c in calls[1:3]) and "round_2" in calls[3]
+    loop = next((work / "runs").glob("selftrain-*"))
+    state = json.loads((loop / "state.json").read_text())
+    assert state["rounds"][0]["done"] and state["rounds"][1]["done"]
+    assert not any(r["students"] for r in state["rounds"][2:])  # killed before round 2's first student finished
+
+    calls.clear()
+    monkeypatch.setattr(train_classifier, "run", lambda cfg, *a, **k: (calls.append(cfg.data.pseudo_labels),
+                                                                       real_run(cfg, *a, **k))[1])
+    assert train_classifier.main([*args, "--rounds", "2", "--resume-loop", "auto"]) == 0
+    assert len(calls) == 2 and all("round_2" in c for c in calls)  # only what the killed loop had not done
+
+    table = pd.read_csv(loop / "rounds.csv")
+    assert list(table["round"]) == [0, 1, 2] and list(table["models"]) == [1, 2, 2]
+    assert table["val_score"].between(0, 1).all() and table["soundscape_score"].between(0, 1).all()
+    assert list(table["power"].fillna(0)) == [0, 1.0, 2.0] and (loop / "rounds.png").stat().st_size > 5000
+    # out of fold: a student never trains on the pseudo-labels of its own fold, and every pool row is labelled
+    from training.self_training import file_stem, pool_folds
+
+    pool = sorted((pool_demo / "unlabeled_soundscapes").glob("*.ogg"))
+    folds = pool_folds(pool, 2, seed=42)
+    for r in (1, 2):
+        for k in (0, 1):
+            stems = set(file_stem(pd.read_csv(loop / f"round_{r}" / f"train_fold{k}.csv")["row_id"]))
+            assert stems and all(folds[s] != k for s in stems)
+        pseudo = pd.read_csv(loop / f"round_{r}" / "pseudo.csv")
+        assert set(file_stem(pseudo["row_id"])) == {p.stem for p in pool}
+        cap = pd.read_csv(loop / f"round_{r}" / "train_fold0.csv").iloc[:, 1:].to_numpy()
+        assert np.nanmax(cap) <= 0.9 + 1e-6
+    from training.config import load_config
+    from training.self_training import run_loop
+
+    with pytest.raises(ConfigError, match="settings differ"):  # another config does not continue this loop
+        run_loop(load_config(None, [o for o in overrides if "power" not in o] + ["self_training.rounds=2"]),
+                 lambda cfg: loop, resume=str(loop))
