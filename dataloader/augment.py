@@ -1,7 +1,9 @@
-"""Batch-level augmentation on the device, vectorised: random gain, overlay mixing (union of labels), CutMix
-along time (labels by share), background soundscapes overlaid, Gaussian noise, SpecAugment masks."""
+"""Batch-level augmentation on the device, vectorised: random gain, soundscape chunks with labels blended in
+(targets joined, capped), overlay mixing (union of labels), CutMix along time (labels by share), background
+soundscapes overlaid, Gaussian noise, SpecAugment masks."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -29,6 +31,16 @@ class MelOps:
         return torch.maximum(a, b)
 
     @staticmethod
+    def blend(a: torch.Tensor, b: torch.Tensor, weight: float, units: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(1 - weight) a + weight b`` as sounds: each attenuated by its amplitude weight in dB (``units``: the
+        standardised units of one dB per mel bin), then added (the max of the dB mels); a level-free
+        standardisation (``units`` None) mixes the mels linearly."""
+        if units is None:
+            return (1 - weight) * a + weight * b
+        return torch.maximum(a + 20 * math.log10(max(1 - weight, 1e-3)) * units,
+                             b + 20 * math.log10(max(weight, 1e-3)) * units)
+
+    @staticmethod
     def add_noise(x: torch.Tensor, std: float) -> torch.Tensor:
         """Gaussian noise of ``std`` standardised units, in place."""
         return x.add_(torch.randn_like(x), alpha=std)
@@ -54,6 +66,11 @@ class WaveformOps:
         return a + b
 
     @staticmethod
+    def blend(a: torch.Tensor, b: torch.Tensor, weight: float, units: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(1 - weight) a + weight b``: the samples weighted and added."""
+        return (1 - weight) * a + weight * b
+
+    @staticmethod
     def add_noise(x: torch.Tensor, std: float) -> torch.Tensor:
         """Gaussian noise at ``std`` of each example's own level, in place."""
         return x.add_(torch.randn_like(x) * (std * x.std(dim=(1, 2, 3), keepdim=True)))
@@ -74,6 +91,11 @@ class EmbeddingOps:
         return (a + b) / 2
 
     @staticmethod
+    def blend(a: torch.Tensor, b: torch.Tensor, weight: float, units: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(1 - weight) a + weight b`` of the embeddings."""
+        return (1 - weight) * a + weight * b
+
+    @staticmethod
     def add_noise(x: torch.Tensor, std: float) -> torch.Tensor:
         """Gaussian noise at ``std`` of each example's own spread, in place."""
         return WaveformOps.add_noise(x, std)
@@ -88,7 +110,8 @@ class BatchAugment:
     """Applies the ``[augmentation]`` section to a training batch ``x (B, 1, n_mels, frames)``, ``y (B, classes)``."""
 
     def __init__(self, aug: AugmentationConfig, units_per_db: Optional[np.ndarray] = None,
-                 background: Optional[Callable[[int], torch.Tensor]] = None, ops: type = MelOps, time_unit: int = 1):
+                 background: Optional[Callable[[int], torch.Tensor]] = None, ops: type = MelOps, time_unit: int = 1,
+                 chunks: Optional[Callable[[int], tuple[torch.Tensor, torch.Tensor]]] = None):
         """``units_per_db`` (n_mels,): how far one dB moves each mel bin after standardisation
         (1 / std for per_frequency, zeros for per_clip, which is level-invariant); None disables gain.
         ``background(n)``: n standardised background windows (1, n_mels, frames), e.g. from unlabeled
@@ -97,17 +120,19 @@ class BatchAugment:
         (B, 1, 1, samples)): overlays
         add the signals instead of taking the max of dB mels, noise scales with each example's level, masks
         are time-only and silence, and there is no per-bin gain. ``time_unit``: columns per unit of
-        ``time_mask_max`` (1 mel frame; a waveform's 10 ms of samples)."""
+        ``time_mask_max`` (1 mel frame; a waveform's 10 ms of samples). ``chunks(n)``: n soundscape windows with
+        their targets (pseudo-labelled or labelled; :class:`ChunkBank`) for ``augment_soundscape_mix``."""
         self.aug, self.ops, self.time_unit = aug, ops, time_unit
         self.units_per_db = None if units_per_db is None else torch.as_tensor(units_per_db, dtype=torch.float32)
-        self.background = background
+        self.background, self.chunks = background, chunks
 
     @property
     def enabled(self) -> bool:
         a = self.aug
         return bool(a.data_augmentation and (a.augment_add_noise or a.augment_spec_augment or a.augment_mixup
                                              or a.augment_gain or a.augment_cutmix
-                                             or (a.augment_background and self.background is not None)))
+                                             or (a.augment_background and self.background is not None)
+                                             or (a.augment_soundscape_mix and self.chunks is not None)))
 
     def _chosen(self, b: int, prob: float, device: torch.device) -> torch.Tensor:
         """(b, 1, 1, 1) boolean: which examples of the batch get an augmentation. Drawn and used on the device as a
@@ -154,6 +179,26 @@ class BatchAugment:
             bg = bg + db * self._units(x.device)
         return torch.where(chosen, torch.maximum(x, bg), x)
 
+    def mix_soundscape_chunks(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a ``soundscape_mix_prob`` share of the batch, the example and a soundscape chunk with labels blended
+        at ``soundscape_mix_weight`` (the chunk's share); the chunk's targets, scaled so that they add at most
+        ``soundscape_mix_cap`` in sum, join the example's by their max (a masked label stays masked). With
+        distillation targets (labels then teacher), only the labels take the chunk's."""
+        if self.chunks is None:
+            return x, y
+        b = x.shape[0]
+        chosen = self._chosen(b, self.aug.soundscape_mix_prob, x.device)
+        cx, cy = self.chunks(b)
+        cx = cx.to(x.device, dtype=x.dtype, non_blocking=True)
+        cy = torch.nan_to_num(cy.to(y.device, dtype=y.dtype, non_blocking=True))
+        units = self._units(x.device) if self.units_per_db is not None else None
+        mixed_x = self.ops.blend(x, cx, self.aug.soundscape_mix_weight, units)
+        added = cy * (self.aug.soundscape_mix_cap / cy.sum(dim=1, keepdim=True).clamp(min=1e-8)).clamp(max=1.0)
+        labels = y[:, :cy.shape[1]]
+        mixed_labels = torch.where(torch.isnan(labels), labels, torch.maximum(labels, added))
+        mixed_y = torch.cat([mixed_labels, y[:, cy.shape[1]:]], dim=1)
+        return torch.where(chosen, mixed_x, x), torch.where(chosen.view(b, 1), mixed_y, y)
+
     def gain(self, x: torch.Tensor) -> torch.Tensor:
         """Random level change of ±``gain_db`` per example (in place): the absolute-dB front end keeps recording
         level, so without this a model learns the level of its training recordings."""
@@ -198,6 +243,8 @@ class BatchAugment:
             return x, y
         if self.aug.augment_gain:
             x = self.gain(x)
+        if self.aug.augment_soundscape_mix and self.aug.soundscape_mix_prob > 0:
+            x, y = self.mix_soundscape_chunks(x, y)
         if self.aug.augment_mixup and self.aug.mixup_prob > 0:
             x, y = self.mixup(x, y)
         if self.aug.augment_cutmix and self.aug.cutmix_prob > 0:
@@ -223,13 +270,25 @@ class AugmentingCollate:
         return self.augment(x, y)
 
 
-class BackgroundBank:
-    """``bank(n)``: n random standardised windows (n, 1, n_mels, frames) from a dataset of background recordings
-    (e.g. a :class:`dataloader.dataset.WindowDataset` over cached unlabeled soundscapes)."""
+class ChunkBank:
+    """``bank(n)``: n random items (windows (n, 1, n_mels, frames), targets (n, classes)) of a dataset of soundscape
+    windows with labels (a :class:`dataloader.dataset.WindowDataset` at their fixed starts)."""
 
     def __init__(self, dataset: Any):
         self.dataset = dataset
 
-    def __call__(self, n: int) -> torch.Tensor:
-        idx = torch.randint(0, len(self.dataset), (n,))
-        return torch.stack([self.dataset[int(i)][0] for i in idx])
+    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` items drawn with replacement."""
+        items = [self.dataset[int(i)] for i in torch.randint(0, len(self.dataset), (n,))]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+    def __call__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.draw(n)
+
+
+class BackgroundBank(ChunkBank):
+    """``bank(n)``: n random standardised windows (n, 1, n_mels, frames) from a dataset of background recordings
+    (e.g. a :class:`dataloader.dataset.WindowDataset` over cached unlabeled soundscapes)."""
+
+    def __call__(self, n: int) -> torch.Tensor:  # type: ignore[override]
+        return self.draw(n)[0]

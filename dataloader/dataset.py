@@ -23,15 +23,15 @@ def make_targets(table: pd.DataFrame, labels: Sequence[str], data: object) -> np
         extras = table["extra_labels"] if "extra_labels" in table else [[]] * len(table)
         return np.array([[float(labels[0] in (p, *e))] for p, e in zip(table["primary_label"], extras)],
                         dtype=np.float32)
+    index = {label: i for i, label in enumerate(labels)}
     if task.one_label:
-        index = {label: i for i, label in enumerate(labels)}
         y = np.zeros((len(table), len(labels)), dtype=np.float32)
-        y[np.arange(len(table)), [index[p] for p in table["primary_label"]]] = 1.0
-        return y
-    y = multi_hot(table, labels, data.secondary_label_weight, data.secondary_labels)
-    if "soft_targets" in table:  # pseudo-labelled windows: the teacher's probabilities, by species name
-        index = {label: i for i, label in enumerate(labels)}
-        for r, soft in enumerate(table["soft_targets"]):
+        hard = [r for r, p in enumerate(table["primary_label"]) if p in index]
+        y[hard, [index[table["primary_label"].iloc[r]] for r in hard]] = 1.0
+    else:
+        y = multi_hot(table, labels, data.secondary_label_weight, data.secondary_labels)
+    if "soft_targets" in table:  # pseudo-labelled windows: the teacher's probabilities, by species name (NaN: a
+        for r, soft in enumerate(table["soft_targets"]):  # class no teacher predicts, left out of the loss)
             if isinstance(soft, dict):
                 y[r] = 0.0
                 for label, p in soft.items():

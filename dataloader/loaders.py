@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 
-from dataloader.augment import AugmentingCollate, BackgroundBank, BatchAugment
+from dataloader.augment import AugmentingCollate, BackgroundBank, BatchAugment, ChunkBank
 from dataloader.dataset import EventWindowDataset, WindowDataset, make_targets
 from dataloader.features import FrontEnd
 from dataloader.standardize import Standardizer
@@ -114,6 +114,14 @@ def make_eval_loader(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, 
     return DataLoader(ds, batch_size=trainer.batch_size * 2, shuffle=False, sampler=sampler,
                       num_workers=trainer.num_workers, persistent_workers=trainer.num_workers > 0,
                       worker_init_fn=_seed_worker, pin_memory=pin_memory)
+
+
+def chunk_bank(rows: pd.DataFrame, labels: Sequence[str], data: DataConfig, frontend: FrontEnd,
+               standardizer: Standardizer) -> ChunkBank:
+    """Soundscape windows with labels (cache rows with a fixed ``start``: pseudo-labelled and labelled train
+    soundscape windows) and their targets, drawn at random for ``augment_soundscape_mix``."""
+    return ChunkBank(window_dataset(rows.drop(columns=["teacher_targets"], errors="ignore"), labels, data, frontend,
+                                    "first", standardizer))
 
 
 def background_bank(table: pd.DataFrame, data: DataConfig, frontend: FrontEnd, standardizer: Standardizer

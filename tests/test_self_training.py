@@ -133,3 +133,37 @@ def test_rounds_on_the_tiny_demo_out_of_fold_then_resumed_at_the_round_where_it_
     with pytest.raises(ConfigError, match="settings differ"):  # another config does not continue this loop
         run_loop(load_config(None, [o for o in overrides if "power" not in o] + ["self_training.rounds=2"]),
                  lambda cfg: loop, resume=str(loop))
+
+
+def test_soundscape_chunk_mixing_blends_at_the_weight_and_caps_the_labels_it_adds():
+    import dataclasses
+
+    from dataloader.augment import BatchAugment, WaveformOps
+    from training.config import load_config
+
+    aug = dataclasses.replace(load_config(None).augmentation, augment_gain=False, augment_add_noise=False,
+                              augment_spec_augment=False, augment_mixup=False, augment_soundscape_mix=True,
+                              soundscape_mix_prob=1.0, soundscape_mix_weight=0.5, soundscape_mix_cap=1.0)
+    cx = torch.full((2, 1, 3, 4), 2.0)
+    cy = torch.tensor([[0.8, 0.6, 0.0], [0.5, 0.0, float("nan")]])
+    units = np.array([1.0, 0.5, 0.0], dtype=np.float32)
+    augment = BatchAugment(aug, units, chunks=lambda n: (cx[:n], cy[:n]))
+    x = torch.zeros(2, 1, 3, 4)
+    y = torch.tensor([[0.0, 0.2, float("nan")], [1.0, 0.0, 0.0]])
+    mx, my = augment(x.clone(), y.clone())
+    six_db = 20 * np.log10(0.5)  # each half at -6 dB, in each bin's units, then the sounds added (max)
+    np.testing.assert_allclose(mx[0, 0, :, 0], [2 + six_db, 2 + six_db / 2, 2.0], rtol=1e-5)
+    # row 0: the chunk's labels sum to 1.4 > cap 1: scaled by 1 / 1.4, joined by max; a masked label stays masked
+    np.testing.assert_allclose(my[0, :2], [0.8 / 1.4, 0.6 / 1.4], rtol=1e-5)
+    assert torch.isnan(my[0, 2])
+    np.testing.assert_allclose(my[1], [1.0, 0.0, 0.0])  # 0.5 under the cap adds nothing above the example's 1.0
+    distilled = torch.cat([y, torch.tensor([[0.3, 0.3, 0.3], [0.1, 0.1, 0.1]])], dim=1)  # labels, then teacher's
+    _, dy = augment(x.clone(), distilled.clone())
+    np.testing.assert_allclose(dy[:, 3:], distilled[:, 3:])  # the teacher's half is not the chunk's to change
+    capped = BatchAugment(dataclasses.replace(aug, soundscape_mix_cap=0.5), units, chunks=lambda n: (cx[:n], cy[:n]))
+    np.testing.assert_allclose(capped(x.clone(), y.clone())[1][0, :2], [0.8 * 0.5 / 1.4, 0.6 * 0.5 / 1.4], rtol=1e-5)
+    off = BatchAugment(dataclasses.replace(aug, soundscape_mix_prob=0.0), units, chunks=lambda n: (cx[:n], cy[:n]))
+    ox, oy = off(x.clone(), y.clone())
+    assert torch.equal(ox, x) and torch.equal(torch.nan_to_num(oy, nan=-1), torch.nan_to_num(y, nan=-1))
+    wave = WaveformOps.blend(torch.ones(1, 1, 1, 4), torch.full((1, 1, 1, 4), 3.0), 0.25, None)
+    np.testing.assert_allclose(wave.flatten(), [1.5] * 4)  # samples: 0.75 x 1 + 0.25 x 3

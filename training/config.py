@@ -239,8 +239,8 @@ def _check_cross_fields(cfg: Config) -> None:
     if data.pseudo_labels and family.input_kind != "mel":
         raise ConfigError(f"[data] pseudo_labels: soft pseudo-labels train mel models; [model] family = {family.name} "
                           f"takes {family.input_kind} input")
-    if data.pseudo_labels and not task.soundscape_labels:
-        allowed = ", ".join(n for n in list_tasks() if get_task(n).soundscape_labels)
+    if data.pseudo_labels and not task.soft_labels:
+        allowed = ", ".join(n for n in list_tasks() if get_task(n).soft_labels)
         raise ConfigError(f"[data] pseudo_labels = {data.pseudo_labels}: soft pseudo-labels train the {allowed} "
                           f"task (task is {data.task}); allowed: empty")
     if cfg.agent.distill_teacher and not task.distillable:

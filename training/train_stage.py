@@ -88,14 +88,22 @@ def run_loaders(cfg: Config, data: RunData, split: RunSplit, standardizer: Stand
                 ctx: DistContext) -> tuple[DataLoader, DataLoader, dict[str, DataLoader], Optional[BatchAugment]]:
     """(train loader, validation loader, extra validation loaders, the augmentation the trainer applies on the
     device or None when the loader's workers apply it)."""
-    from dataloader.loaders import background_bank, make_eval_loader, make_loaders  # noqa: PLC0415
+    from dataloader.loaders import background_bank, chunk_bank, make_eval_loader, make_loaders  # noqa: PLC0415
 
     frontend = data.frontend
-    bank = None
+    bank, chunks = None, None
     if data.background is not None and len(data.background):
         bank = background_bank(data.background, cfg.data, frontend, standardizer)
+    if cfg.augmentation.data_augmentation and cfg.augmentation.augment_soundscape_mix:
+        rows = [r for r in (data.pseudo, data.windows.get("train")) if r is not None and len(r)]
+        if rows:
+            chunks = chunk_bank(pd.concat(rows, ignore_index=True), split.labels, cfg.data, frontend, standardizer)
+            log.info("soundscape mixing: %d soundscape windows with labels to blend in", len(chunks.dataset))
+        else:
+            log.warning("augment_soundscape_mix: no pseudo-labelled ([data] pseudo_labels) or labelled soundscape "
+                        "windows in this run; no soundscape mixing")
     augment = BatchAugment(cfg.augmentation, frontend.level_units(standardizer), background=bank,
-                           ops=frontend.augment_ops(), time_unit=frontend.mask_time_unit)
+                           ops=frontend.augment_ops(), time_unit=frontend.mask_time_unit, chunks=chunks)
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
     pin = device.type == "cuda"  # page-locked batches: the copies to the GPU overlap compute
     train_loader, val_loader = make_loaders(split.train, split.val, split.labels, cfg.data, cfg.trainer, frontend,

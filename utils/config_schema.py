@@ -318,6 +318,18 @@ class AugmentationConfig:
     background_gain_db: float = opt(10.0, "The background is attenuated by a random 0..this many dB.",
                                     minimum=0.0)
     background_files: int = opt(200, "Unlabeled soundscapes (a seeded sample) cached as backgrounds.", minimum=1)
+    augment_soundscape_mix: bool = opt(False, "Blend training examples with soundscape chunks that carry labels: "
+                                       "the pseudo-labelled windows of [data] pseudo_labels (self-training) and the "
+                                       "labelled train soundscape windows (2026); the chunk's targets join the "
+                                       "example's (the 2025 winner mixed every example 50/50 with a pseudo-labelled "
+                                       "soundscape).")
+    soundscape_mix_prob: float = opt(1.0, "Share of the batch that gets a soundscape chunk.", minimum=0.0,
+                                     maximum=1.0)
+    soundscape_mix_weight: float = opt(0.5, "The chunk's amplitude share of the blend (0.5 = 50/50; on dB mels each "
+                                       "part is attenuated by its share, then the sounds added).", minimum=0.0,
+                                       maximum=1.0)
+    soundscape_mix_cap: float = opt(1.0, "Largest sum of targets a chunk may add (its targets scaled down to it).",
+                                    minimum=0.0)
 
 
 

@@ -22,8 +22,8 @@ class Task:
     ``single_output``: one output, the positive class (thresholded accuracy, precision, recall). ``frame_level``:
     outputs per class and event bin (a SED head, event annotations, validation on fixed chunks, event metrics).
     ``mixup``: ``overlay`` (sounds added, labels united) or ``beta`` (a convex mix of one-hot targets).
-    ``soundscape_labels``: trains on labelled soundscape windows and soft pseudo-labels (multi-label windows).
-    ``distillable``: clip-level outputs a teacher's soft targets can teach."""
+    ``soundscape_labels``: trains on labelled soundscape windows (multi-label windows). ``soft_labels``: trains on
+    soft pseudo-labels (self-training). ``distillable``: clip-level outputs a teacher's soft targets can teach."""
 
     name: str
     help: str
@@ -33,6 +33,7 @@ class Task:
     single_output: bool = False
     frame_level: bool = False
     soundscape_labels: bool = False
+    soft_labels: bool = False
     distillable: bool = False
 
     @property
@@ -72,9 +73,9 @@ def list_tasks() -> list[str]:
 
 
 register_task(Task("multilabel", "sigmoid per class (BirdCLEF): any number of classes per window", mixup="overlay",
-                   soundscape_labels=True, distillable=True))
+                   soundscape_labels=True, soft_labels=True, distillable=True))
 register_task(Task("multiclass", "one class per example (softmax)", mixup="beta", activation="softmax",
-                   one_label=True, distillable=True))
+                   one_label=True, soft_labels=True, distillable=True))
 register_task(Task("binary", "one output, the positive class against everything else", mixup="beta",
                    activation="sigmoid", single_output=True))
 register_task(Task("events", "frame-level events: per class and time bin (SED head)", mixup="overlay",
