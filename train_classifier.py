@@ -72,13 +72,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     from dataloader.sources import DataSourceError  # noqa: PLC0415
     from utils.checkpoints import CheckpointError  # noqa: PLC0415
 
+    from training.multi_run import RunFailed, cross_validate, self_train  # noqa: PLC0415
+
     try:
         if cfg.self_training.rounds or args.resume_loop:
-            return self_train(cfg, args, ctx, t0)
-        return cross_validate(cfg, args, ctx, t0) if args.cv else run(cfg, args, ctx, t0)
+            return self_train(cfg, args, ctx, run)
+        return cross_validate(cfg, args, ctx, t0, run) if args.cv else run(cfg, args, ctx, t0)
     except (DataSourceError, ConfigError, CheckpointError) as exc:  # data, setting or checkpoint that cannot be used
         log.error("%s", exc)
         return 2
+    except RunFailed as exc:  # a fold or a student: its own run said why
+        log.error("%s", exc)
+        return exc.code
     except CacheEnvironmentError as exc:  # the machine stopped the cache: nothing lost, the next run retries
         log.error("%s", exc)
         return 1
@@ -210,54 +215,6 @@ def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext,
     if ctx.is_main:
         print(json.dumps({"run_id": run_dir.name, "model": result.model_name, **bench}), flush=True)
         write_summary(run_dir, {**summary, "benchmark": bench})
-    return 0
-
-
-def cross_validate(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
-    """``--cv``: every fold trained (no submission), then the table of per-fold and mean ± std scores."""
-    from training.cross_validation import (  # noqa: PLC0415
-        fold_config,
-        fold_row,
-        fold_values,
-        format_summary,
-        plot_cv_curves,
-        write_cv,
-    )
-
-    folds = fold_values(cfg)
-    if args.stage == "benchmark":  # one fold timed, every fold projected
-        return run(fold_config(cfg, folds[0]), args, ctx, t0, folds=len(folds))
-    args.stage, rows, runs = "train", [], []
-    for fold in folds:
-        code = run(fold_config(cfg, fold), args, ctx, t0, runs)
-        if code:
-            return code
-        if ctx.is_main:
-            rows.append(fold_row(fold, runs[-1]))
-    if ctx.is_main:
-        folder, summary = write_cv(rows, cfg.paths.runs_dir)
-        plot_cv_curves(folder)
-        print(f"cross-validation over folds {[r['fold'] for r in rows]} -> {folder}\n{format_summary(summary)}")
-    return 0
-
-
-def self_train(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float) -> int:
-    """``--rounds N`` / ``--resume-loop``: the teacher and N rounds of students, each a run of its own
-    (training/self_training.py); one process (each student may still use every core)."""
-    from training.self_training import run_loop  # noqa: PLC0415
-
-    if ctx.enabled or args.cv or args.stage not in ("all", "train"):
-        raise ConfigError("self-training runs its rounds in one process with --stage all (no --cv, no torchrun)")
-
-    def train_one(run_cfg: Config) -> Path:
-        runs: list[Path] = []
-        code = run(run_cfg, argparse.Namespace(**{**vars(args), "stage": "all"}), ctx, time.perf_counter(), runs)
-        if code:
-            raise RuntimeError(f"self-training: the run {runs[-1] if runs else ''} failed (exit {code})")
-        return runs[-1]
-
-    folder = run_loop(cfg, train_one, args.resume_loop or "")
-    print(f"self-training -> {folder / 'rounds.csv'} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

@@ -85,7 +85,8 @@ def test_rounds_on_the_tiny_demo_out_of_fold_then_resumed_at_the_round_where_it_
                  f"paths.runs_dir={work / 'runs'}", f"paths.submissions_dir={work / 'subs'}", "testing.testing=true",
                  "testing.data_samples_for_testing=24", "testing.testing_epochs=1", "data.num_workers=1",
                  "data.demo_seed=7", "data.demo_scale=0.25", "data.demo_unlabeled=6", "model.transfer_learning=false",
-                 "trainer.batch_size=8", "self_training.power=1.0,2.0", "self_training.cap=0.9"]
+                 "trainer.batch_size=8", "self_training.power=1.0,2.0", "self_training.cap=0.9",
+                 "augmentation.augment_soundscape_mix=true"]
     args = ["--set=" + o for o in overrides]
     real_run, calls = train_classifier.run, []
 
@@ -167,3 +168,31 @@ def test_soundscape_chunk_mixing_blends_at_the_weight_and_caps_the_labels_it_add
     assert torch.equal(ox, x) and torch.equal(torch.nan_to_num(oy, nan=-1), torch.nan_to_num(y, nan=-1))
     wave = WaveformOps.blend(torch.ones(1, 1, 1, 4), torch.full((1, 1, 1, 4), 3.0), 0.25, None)
     np.testing.assert_allclose(wave.flatten(), [1.5] * 4)  # samples: 0.75 x 1 + 0.25 x 3
+
+
+def test_the_raw_teacher_and_a_round_are_scored_on_the_same_labelled_validation_windows(edition_demos, tmp_path):
+    """2026: the labelled soundscape windows the runs validate on, as a truth table; an ensemble's score on them over
+    the teacher's classes is the competition metric of its rows there."""
+    from inference.predict import SoundscapePredictor, predict_folder
+    from training.config import load_config
+    from training.self_training import labelled_validation, score_on_windows
+    from dataloader.sources import load_source
+    from utils.metrics import competition_score
+    from test_scoring_run import stand_in
+
+    demo = edition_demos["2026"]
+    cfg = load_config(None, [f"paths.demo_dir={demo}", f"paths.data_dir={tmp_path / 'none'}", "data.source=demo",
+                             "data.demo_edition=2026", "data.demo_seed=7", "data.demo_scale=0.25"])
+    source = load_source(cfg.data, cfg.paths)
+    truth = labelled_validation(cfg, source)
+    val_files = {Path(p).name for p in truth.attrs["paths"]}
+    labelled = source.windows[source.windows["filename"].isin(val_files)]
+    assert len(truth) == labelled.drop_duplicates(["filename", "start_s"]).shape[0] and len(val_files) >= 1
+    assert truth.iloc[:, 1:].to_numpy().sum() > 0 and list(truth.columns[1:]) == source.classes
+    model = stand_in(tmp_path / "m.pt", source.classes)
+    some = source.classes[: len(source.classes) // 2]
+    got = score_on_windows([str(model)], truth, some, source.data_dir, 5.0)
+    frame = predict_folder(SoundscapePredictor([model], row_s=5.0), demo, source.classes,
+                           files=[Path(p) for p in truth.attrs["paths"]])
+    frame = frame[frame["row_id"].isin(set(truth["row_id"]))]
+    assert got == pytest.approx(competition_score(truth[["row_id", *some]], frame[["row_id", *some]], "row_id"))

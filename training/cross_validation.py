@@ -13,7 +13,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -93,6 +93,22 @@ def plot_cv_curves(folder: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def run_folds(cfg: Config, train_one: Callable[[Config], Path], is_main: bool = True) -> Optional[Path]:
+    """Train every fold of :func:`fold_values` with ``train_one`` (one configuration -> its run folder), then write
+    and print the table (rank 0 alone, ``is_main``); returns the cv folder."""
+    rows = []
+    for fold in fold_values(cfg):
+        run_dir = train_one(fold_config(cfg, fold))
+        if is_main:
+            rows.append(fold_row(fold, run_dir))
+    if not is_main:
+        return None
+    folder, summary = write_cv(rows, cfg.paths.runs_dir)
+    plot_cv_curves(folder)
+    print(f"cross-validation over folds {[r['fold'] for r in rows]} -> {folder}\n{format_summary(summary)}")
+    return folder
 
 
 def format_summary(summary: dict[str, dict[str, float]]) -> str:

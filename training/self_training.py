@@ -221,7 +221,10 @@ def student_config(cfg: Config, pseudo_csv: Path, pool_dir: Path, fold: int) -> 
     data = dataclasses.replace(cfg.data, pseudo_labels=str(pseudo_csv), pseudo_audio_dir=str(pool_dir),
                                pseudo_min_prob=st.min_prob)
     trainer = dataclasses.replace(cfg.trainer, seed=cfg.trainer.seed + fold, resume="")
-    return dataclasses.replace(cfg, data=data, trainer=trainer,
+    agent = cfg.agent
+    if st.distill and st.teacher and not agent.distill_teacher:  # the teacher on the labelled recordings too
+        agent = dataclasses.replace(agent, distill_teacher=st.teacher)
+    return dataclasses.replace(cfg, data=data, trainer=trainer, agent=agent,
                                self_training=dataclasses.replace(st, rounds=0))
 
 

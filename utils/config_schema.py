@@ -355,6 +355,9 @@ class SelfTrainingConfig:
     cap: float = opt(1.0, "Highest soft target a pseudo-label may carry (1 = no cap).", minimum=0.0, maximum=1.0)
     min_prob: float = opt(0.0, "Pool windows whose highest pseudo-label is below this are left out (0 = every window "
                           "trains: a window where nothing calls teaches negatives).", minimum=0.0, maximum=1.0)
+    distill: bool = opt(False, "Students also learn the round-0 teacher's soft targets on the labelled recordings "
+                        "([agent] distill_teacher = the teacher, with distill_weight and distill_temperature), not "
+                        "only on the pool; the teacher predicts every training recording once per student.")
 
 
 @dataclass
