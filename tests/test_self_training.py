@@ -196,3 +196,34 @@ def test_the_raw_teacher_and_a_round_are_scored_on_the_same_labelled_validation_
                            files=[Path(p) for p in truth.attrs["paths"]])
     frame = frame[frame["row_id"].isin(set(truth["row_id"]))]
     assert got == pytest.approx(competition_score(truth[["row_id", *some]], frame[["row_id", *some]], "row_id"))
+
+
+def test_mixed_views_for_consistent_teaching(tmp_path):
+    """Views of a few clips: each a crop of its clip blended with another clip at a share in the asked range, the
+    same files whatever the number of workers; folds = 1 is one student on the whole pool, for one round only."""
+    import soundfile as sf
+
+    from dataloader.mixed_views import mix_view, write_views
+
+    clips = []
+    for k, freq in enumerate((500.0, 2000.0, 4000.0)):
+        t = np.arange(int(3.0 * 16000)) / 16000
+        clips.append(tmp_path / f"c{k}.wav")
+        sf.write(clips[-1], (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
+    one = write_views(clips, tmp_path / "v1", per_clip=2, seconds=5.0, sample_rate=16000, seed=3, workers=1)
+    two = write_views(clips, tmp_path / "v2", per_clip=2, seconds=5.0, sample_rate=16000, seed=3, workers=2)
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 6
+    for a, b in zip(one, two):
+        x, sr = sf.read(a)
+        assert sr == 16000 and len(x) == 80000 and np.array_equal(x, sf.read(b)[0])
+    alone = write_views(clips, tmp_path / "v0", per_clip=1, seconds=5.0, sample_rate=16000, mix=(0.0, 0.0), workers=1)
+    spectrum = np.abs(np.fft.rfft(sf.read(alone[1])[0]))  # clip 1 alone (2 kHz): share 0 keeps no other clip
+    assert np.argmax(spectrum) * 16000 / 80000 == pytest.approx(2000, abs=5)
+    loud = mix_view(np.ones(4, np.float32), np.ones(4, np.float32), 0.5, (6.0, 6.0))
+    assert np.abs(loud).max() <= 0.99  # normalised only when it would clip
+
+    from training.config import load_config
+    from training.self_training import run_loop
+
+    with pytest.raises(ConfigError, match="folds = 1"):
+        run_loop(load_config(None, ["self_training.rounds=2", "self_training.folds=1"]), lambda cfg: tmp_path)

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # trains one run of ``cfg`` (its own run folder, summary.json written) and returns the folder
 RunTrainer = Callable[[Config], Path]
 STATE = "state.json"
-SCORES = ("val_score", "soundscape_val_score", "soundscape_score", "test_accuracy")
+SCORES = ("val_score", "soundscape_val_score", "soundscape_score", "val_accuracy", "test_accuracy")
 
 
 def powers(text: str) -> list[float]:
@@ -232,9 +232,10 @@ def run_scores(run_dir: Path) -> dict[str, float]:
     """A run's scores from its ``summary.json`` (missing ones left out)."""
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     out = {k: summary[k] for k in SCORES[:3] if isinstance(summary.get(k), (int, float))}
-    accuracy = (summary.get("test_metrics") or {}).get("accuracy")
-    if isinstance(accuracy, (int, float)):
-        out["test_accuracy"] = accuracy
+    for split in ("val", "test"):  # multiclass and binary runs: accuracy (the test split may be empty)
+        accuracy = (summary.get(f"{split}_metrics") or {}).get("accuracy")
+        if isinstance(accuracy, (int, float)):
+            out[f"{split}_accuracy"] = accuracy
     return out
 
 
@@ -282,6 +283,10 @@ def run_loop(cfg: Config, train_run: RunTrainer, resume: str = "") -> Path:
     st = cfg.self_training
     schedule = powers(st.power)
     teacher_members(cfg)  # a wrong teacher stops before anything is trained
+    single = st.folds == 1  # one student on the whole pool: nothing to pseudo-label out of fold afterwards
+    if single and st.rounds > 1:
+        raise ConfigError(f"[self_training] folds = 1 with rounds = {st.rounds}: a later round needs out-of-fold "
+                          f"pseudo-labels; allowed: folds >= 2, or rounds = 1")
     source = load_source(cfg.data, cfg.paths)
     if resume:
         folder = find_loop(cfg.paths.runs_dir, resume)
@@ -333,7 +338,7 @@ def run_loop(cfg: Config, train_run: RunTrainer, resume: str = "") -> Path:
         stems = file_stem(targets["row_id"])
         frames, windows = [], 0
         for k in range(st.folds):
-            train_rows = targets[stems.map(lambda s: folds.get(s, -1) not in (-1, k))]
+            train_rows = targets if single else targets[stems.map(lambda s, k=k: folds.get(s, -1) not in (-1, k))]
             csv = folder / f"round_{r}" / f"train_fold{k}.csv"
             if str(k) not in this["students"]:
                 csv.parent.mkdir(parents=True, exist_ok=True)
@@ -341,13 +346,15 @@ def run_loop(cfg: Config, train_run: RunTrainer, resume: str = "") -> Path:
                 this["students"][str(k)] = str(train_run(student_config(cfg, csv, pool_dir, k)))
                 state.save()
             windows += len(train_rows)
-            held_out = [f for f in files if folds[f.stem] == k]
-            frame, predicted = predict_pool([checkpoint_of(Path(this["students"][str(k)]))], held_out, classes,
-                                            source.data_dir, cfg.data.window_s)
-            frames.append(frame)
+            if not single:
+                held_out = [f for f in files if folds[f.stem] == k]
+                frame, predicted = predict_pool([checkpoint_of(Path(this["students"][str(k)]))], held_out, classes,
+                                                source.data_dir, cfg.data.window_s)
+                frames.append(frame)
         members = [checkpoint_of(Path(p)) for p in this["students"].values()]
         this["members"] = members
-        write_round(folder, r, pd.concat(frames, ignore_index=True), predicted, this)
+        if frames:
+            write_round(folder, r, pd.concat(frames, ignore_index=True), predicted, this)
         this["row"] = {**round_row(r, [Path(p) for p in this["students"].values()], windows // st.folds),
                        "power": round_power(schedule, r),
                        **teacher_scores(members, zero["members"], truth, teacher_classes, source, cfg)}

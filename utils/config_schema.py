@@ -348,7 +348,8 @@ class SelfTrainingConfig:
     pool_files: int = opt(0, "Pool recordings used (a seeded sample; 0 = all).", minimum=0)
     folds: int = opt(2, "Out-of-fold pseudo-labels: the pool is split into this many folds by recording, each round "
                      "trains one student per fold on the others, and a recording's pseudo-labels come only from the "
-                     "student that did not train on it.", minimum=2)
+                     "student that did not train on it; 1 (one round only) = one student on the whole pool, as in "
+                     "distillation on mixed views.", minimum=1)
     power: str = opt("1.0", "Power transform of the soft targets, per round (comma-separated, round 1 first; the last "
                      "applies to later rounds): target = probability ** power (> 1 pushes uncertain windows towards 0, "
                      "as the 2025 winner's noisy-student rounds did).")
