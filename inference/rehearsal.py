@@ -14,7 +14,8 @@ rehearsal's Python), and a dataset holding the embedding models' files (BirdNET'
 there by name as on Kaggle. Then it runs the notebook's code cells with networking off (every socket refuses to
 connect) and ``pip`` offline (no index, no configured find-links), in a fresh virtual environment holding only
 the packages of Kaggle's image (``--env image``, the default: ``submissions/kaggle_image_requirements.txt``,
-built once per hash of that file under ``~/.cache/birdclef-pipeline/kaggle-image``) or in this Python
+built once per hash of that file under ``~/.cache/birdclef-pipeline/kaggle-image`` and seen through a new, empty
+environment per rehearsal, so that what the notebook installs stays in the rehearsal's folder) or in this Python
 (``--env current``: quick, but it holds the runtimes already), and checks the CSV it
 writes against the exact row ids the scorer expects (12 rows per one-minute file, 48 per 4-minute one, whatever
 the models take) and ``sample_submission.csv``'s columns, in order, numeric, in [0, 1]. Prints one JSON line: the
@@ -77,6 +78,19 @@ def image_python(requirements: Path = IMAGE_REQUIREMENTS, cache: Optional[Path] 
         subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
                         str(requirements)], check=True)
         (env / ".installed").write_text(requirements.read_text())
+    return python
+
+
+def fresh_env(image: Path, folder: Path) -> Path:
+    """A new, empty virtual environment in ``folder`` that sees the Kaggle-image environment's packages (a ``.pth``
+    file naming its site-packages) and installs into its own: every rehearsal starts from the image alone, and what
+    the notebook installs never reaches the cached image. Returns its Python."""
+    query = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    base_site = subprocess.run([str(image), "-c", query], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", query], capture_output=True, text=True, check=True).stdout.strip())
+    (site / "kaggle-image.pth").write_text(base_site + "\n")
     return python
 
 
@@ -213,7 +227,7 @@ def rehearse(models: Sequence[str | Path], competition: str, layout: str, out_di
     needed = runtimes_needed(models, runtimes)
     (model_dir / "models" / RUNTIMES_FILE).write_text(json.dumps({"packages": needed}))
     attach_embedding_models(embedding_files, embedding_dir)
-    python = str(image_python()) if env == "image" else sys.executable
+    python = str(fresh_env(image_python(), out_dir / "env")) if env == "image" else sys.executable
     if env == "image" and needed:  # the wheels a user ships, for the Python the notebook runs on
         download_wheels(model_dir, pinned(needed), [python_version(python)])
     working = out_dir / "working"
