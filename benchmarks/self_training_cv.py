@@ -25,6 +25,7 @@ std over the folds). Real audio, for measurements only (never a test's or a defa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -55,7 +56,8 @@ def train(config: str, overrides: list[str], runs_dir: Path, extra: tuple[str, .
     """One run of ``train_classifier.py`` in-process; returns its folder (the loop folder for ``--rounds``)."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     before = set(runs_dir.iterdir())
-    code = train_classifier.main(["--config", config, *[f"--set={o}" for o in overrides], *extra])
+    with contextlib.redirect_stdout(sys.stderr):  # the runs' summaries: stdout holds the JSON lines alone
+        code = train_classifier.main(["--config", config, *[f"--set={o}" for o in overrides], *extra])
     if code:
         raise RuntimeError(f"train_classifier exited {code} for {overrides}")
     return newest_run(runs_dir, before)
