@@ -13,7 +13,7 @@ from training.config import ConfigError
 
 
 def test_soft_targets_power_cap_and_classes_no_model_predicts():
-    from training.self_training import powers, round_power, soft_targets
+    from training.pseudo_pool import powers, round_power, soft_targets
 
     frame = pd.DataFrame({"row_id": ["a_5", "a_10"], "x": [0.9, 0.25], "y": [0.5, 1.0], "z": [0.3, 0.1]})
     out = soft_targets(frame, 2.0, 0.95, ["x", "y"])
@@ -29,7 +29,7 @@ def test_soft_targets_power_cap_and_classes_no_model_predicts():
 
 
 def test_pool_folds_are_seeded_balanced_and_by_recording():
-    from training.self_training import pool_folds
+    from training.pseudo_pool import pool_folds
 
     files = [Path(f"pool/s{k:02d}.ogg") for k in range(11)]
     folds = pool_folds(files, 3, seed=5)
@@ -116,7 +116,7 @@ def test_rounds_on_the_tiny_demo_out_of_fold_then_resumed_at_the_round_where_it_
     assert table["val_score"].between(0, 1).all() and table["soundscape_score"].between(0, 1).all()
     assert list(table["power"].fillna(0)) == [0, 1.0, 2.0] and (loop / "rounds.png").stat().st_size > 5000
     # out of fold: a student never trains on the pseudo-labels of its own fold, and every pool row is labelled
-    from training.self_training import file_stem, pool_folds
+    from training.pseudo_pool import file_stem, pool_folds
 
     pool = sorted((pool_demo / "unlabeled_soundscapes").glob("*.ogg"))
     folds = pool_folds(pool, 2, seed=42)
@@ -175,7 +175,7 @@ def test_the_raw_teacher_and_a_round_are_scored_on_the_same_labelled_validation_
     the teacher's classes is the competition metric of its rows there."""
     from inference.predict import SoundscapePredictor, predict_folder
     from training.config import load_config
-    from training.self_training import labelled_validation, score_on_windows
+    from training.pseudo_pool import labelled_validation, score_on_windows
     from dataloader.sources import load_source
     from utils.metrics import competition_score
     from test_scoring_run import stand_in
