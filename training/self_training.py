@@ -20,8 +20,10 @@ alone. Each round r >= 1 then:
 The loop folder ``runs/selftrain-<time>/`` holds ``state.json`` (what is done: a rerun with ``--resume-loop``
 skips finished students and rounds), ``round_<r>/pseudo.csv`` (the round's pseudo-labels, before the next round's
 transform), ``rounds.csv`` and ``rounds.png`` (every round's ``val_score``, ``soundscape_val_score``,
-``soundscape_score`` and test accuracy, mean ± std over its students; with labelled soundscape windows, the score
-of the round's ensemble and of the raw teacher on the validation windows over the classes the teacher predicts).
+``soundscape_score`` and accuracy, mean ± std over its students; ``train_seconds`` and ``label_seconds``, what
+training the round's models and pseudo-labelling the pool took (the teacher's cost; a resumed round counts the
+part after the resume); with labelled soundscape windows, the score of the round's ensemble and of the raw
+teacher on the validation windows over the classes the teacher predicts).
 """
 from __future__ import annotations
 
@@ -153,6 +155,32 @@ def plot_rounds(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+@dataclasses.dataclass
+class Loop:
+    """What every round of a loop works with."""
+
+    cfg: Config
+    source: Any  # dataloader.sources.SourceData
+    folder: Path
+    state: LoopState
+    train_run: RunTrainer
+    files: list[Path]  # the pool
+    folds: dict[str, int]  # pool stem -> fold
+    classes: list[str]
+    truth: Optional[pd.DataFrame]  # labelled validation windows (2026), or None
+
+    def predict(self, members: Sequence[str], files: Sequence[Path]) -> tuple[pd.DataFrame, list[str], float]:
+        """(pool predictions of ``members`` for ``files``, the classes they predict, seconds taken)."""
+        t0 = time.perf_counter()
+        frame, predicted = predict_pool(members, files, self.classes, self.source.data_dir, self.cfg.data.window_s)
+        return frame, predicted, time.perf_counter() - t0
+
+    def scores(self, members: Sequence[str]) -> dict[str, float]:
+        """The round's ensemble and the raw teacher on the labelled validation windows (teacher's classes)."""
+        zero = self.state.rounds[0]
+        return teacher_scores(members, zero["members"], self.truth, zero["predicted"], self.source, self.cfg)
+
+
 def run_loop(cfg: Config, train_run: RunTrainer, resume: str = "") -> Path:
     """The teacher and ``[self_training] rounds`` rounds of students (see the module docstring); returns the loop
     folder. ``train_run`` trains one configuration in a run folder of its own; ``resume``: a loop folder or
@@ -160,13 +188,34 @@ def run_loop(cfg: Config, train_run: RunTrainer, resume: str = "") -> Path:
     from dataloader.sources import load_source  # noqa: PLC0415
 
     st = cfg.self_training
-    schedule = powers(st.power)
-    teacher_members(cfg)  # a wrong teacher stops before anything is trained
-    single = st.folds == 1  # one student on the whole pool: nothing to pseudo-label out of fold afterwards
-    if single and st.rounds > 1:
+    powers(st.power)  # a wrong setting stops before anything is trained
+    teacher_members(cfg)
+    if st.folds == 1 and st.rounds > 1:
         raise ConfigError(f"[self_training] folds = 1 with rounds = {st.rounds}: a later round needs out-of-fold "
                           f"pseudo-labels; allowed: folds >= 2, or rounds = 1")
     source = load_source(cfg.data, cfg.paths)
+    state = open_loop(cfg, resume)
+    files = pool_recordings(cfg, source)
+    loop = Loop(cfg, source, state.folder, state, train_run, files, pool_folds(files, st.folds, cfg.trainer.seed),
+                list(source.classes or sorted(set(source.recordings["primary_label"]))),
+                labelled_validation(cfg, source))
+    log.info("self-training in %s: %d rounds after the teacher, a pool of %d recordings in %d folds", state.folder,
+             st.rounds, len(files), st.folds)
+    if not state.round(0)["done"]:
+        teacher_round(loop)
+    for r in range(1, st.rounds + 1):
+        if not state.round(r)["done"]:
+            student_round(loop, r)
+    table = write_table(state)
+    log.info("self-training finished: %s\n%s", state.folder / "rounds.csv", table.to_string(index=False))
+    return state.folder
+
+
+def open_loop(cfg: Config, resume: str) -> LoopState:
+    """The state of the loop to continue (``resume``: a folder or ``auto``; its settings must be this config's), or
+    of a new loop folder with the resolved config in it."""
+    from training.config import to_ini  # noqa: PLC0415
+
     if resume:
         folder = find_loop(cfg.paths.runs_dir, resume)
         state = LoopState.load(folder)
@@ -174,74 +223,68 @@ def run_loop(cfg: Config, train_run: RunTrainer, resume: str = "") -> Path:
             raise ConfigError(f"--resume-loop {folder}: its settings differ from this config's (the loop's are in "
                               f"{folder / 'config.ini'}); start a new loop instead")
         log.info("self-training: resuming %s", folder)
-    else:
-        folder = Path(cfg.paths.runs_dir) / f"selftrain-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder.mkdir(parents=True, exist_ok=False)
-        state = LoopState(folder, loop_settings(cfg))
-        from training.config import to_ini  # noqa: PLC0415
+        return state
+    folder = Path(cfg.paths.runs_dir) / f"selftrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=False)
+    (folder / "config.ini").write_text(to_ini(cfg))
+    state = LoopState(folder, loop_settings(cfg))
+    state.save()
+    return state
 
-        (folder / "config.ini").write_text(to_ini(cfg))
-        state.save()
-    files = pool_recordings(cfg, source)
-    folds = pool_folds(files, st.folds, cfg.trainer.seed)
-    classes = list(source.classes or sorted(set(source.recordings["primary_label"])))
-    pool_dir = Path(st.pool_dir) if st.pool_dir else Path(source.soundscape_dir)
-    truth = labelled_validation(cfg, source)
-    log.info("self-training in %s: %d rounds after the teacher, a pool of %d recordings in %d folds", folder,
-             st.rounds, len(files), st.folds)
 
-    zero = state.round(0)
-    if not zero["done"]:
-        members = teacher_members(cfg)
-        if members:
-            zero["members"] = members
-        else:  # round 0 trains the first teacher on the labels alone
-            run_dir = zero["students"].get("0") or str(train_run(dataclasses.replace(
-                cfg, self_training=dataclasses.replace(st, rounds=0))))
-            zero["students"]["0"] = run_dir
-            zero["members"] = [checkpoint_of(Path(run_dir))]
-        state.save()
-        frame, predicted = predict_pool(zero["members"], files, classes, source.data_dir, cfg.data.window_s)
-        write_round(folder, 0, frame, predicted, zero)
-        zero["row"] = {**round_row(0, [Path(p) for p in zero["students"].values()], 0),
-                       **teacher_scores(zero["members"], zero["members"], truth, predicted, source, cfg)}
-        zero["done"] = True
-        state.save()
-    teacher_classes = zero["predicted"]
-    for r in range(1, st.rounds + 1):
-        this, before = state.round(r), state.rounds[r - 1]
-        if this["done"]:
-            continue
-        previous = pd.read_csv(folder / before["pseudo"], dtype={"row_id": str})
-        targets = soft_targets(previous, round_power(schedule, r), st.cap, before["predicted"])
-        stems = file_stem(targets["row_id"])
-        frames, windows = [], 0
-        for k in range(st.folds):
-            train_rows = targets if single else targets[stems.map(lambda s, k=k: folds.get(s, -1) not in (-1, k))]
-            csv = folder / f"round_{r}" / f"train_fold{k}.csv"
-            if str(k) not in this["students"]:
-                csv.parent.mkdir(parents=True, exist_ok=True)
-                train_rows.to_csv(csv, index=False, float_format="%.6f")
-                this["students"][str(k)] = str(train_run(student_config(cfg, csv, pool_dir, k)))
-                state.save()
-            windows += len(train_rows)
-            if not single:
-                held_out = [f for f in files if folds[f.stem] == k]
-                frame, predicted = predict_pool([checkpoint_of(Path(this["students"][str(k)]))], held_out, classes,
-                                                source.data_dir, cfg.data.window_s)
-                frames.append(frame)
-        members = [checkpoint_of(Path(p)) for p in this["students"].values()]
-        this["members"] = members
-        if frames:
-            write_round(folder, r, pd.concat(frames, ignore_index=True), predicted, this)
-        this["row"] = {**round_row(r, [Path(p) for p in this["students"].values()], windows // st.folds),
-                       "power": round_power(schedule, r),
-                       **teacher_scores(members, zero["members"], truth, teacher_classes, source, cfg)}
-        this["done"] = True
-        state.save()
-    table = write_table(state)
-    log.info("self-training finished: %s\n%s", folder / "rounds.csv", table.to_string(index=False))
-    return folder
+def teacher_round(loop: Loop) -> None:
+    """Round 0: the teacher (given, or trained on the labels alone) pseudo-labels the whole pool."""
+    cfg, zero = loop.cfg, loop.state.round(0)
+    members, t0 = teacher_members(cfg), time.perf_counter()
+    if not members:
+        run_dir = zero["students"].get("0") or str(loop.train_run(dataclasses.replace(
+            cfg, self_training=dataclasses.replace(cfg.self_training, rounds=0))))
+        zero["students"]["0"] = run_dir
+        members = [checkpoint_of(Path(run_dir))]
+    zero["members"], train_s = members, time.perf_counter() - t0
+    loop.state.save()
+    frame, predicted, label_s = loop.predict(members, loop.files)
+    write_round(loop.folder, 0, frame, predicted, zero)
+    zero["row"] = {**round_row(0, [Path(p) for p in zero["students"].values()], 0),
+                   "train_seconds": round(train_s, 1), "label_seconds": round(label_s, 1), **loop.scores(members)}
+    zero["done"] = True
+    loop.state.save()
+
+
+def student_round(loop: Loop, r: int) -> None:
+    """Round ``r``: students trained on the labels and the previous round's soft targets of the other folds, each
+    fold pseudo-labelled by the student that did not train on it (one student on everything with ``folds = 1``)."""
+    cfg, st, this = loop.cfg, loop.cfg.self_training, loop.state.round(r)
+    before, power = loop.state.rounds[r - 1], round_power(powers(st.power), r)
+    targets = soft_targets(pd.read_csv(loop.folder / before["pseudo"], dtype={"row_id": str}), power, st.cap,
+                           before["predicted"])
+    stems, single = file_stem(targets["row_id"]), st.folds == 1
+    pool_dir = Path(st.pool_dir) if st.pool_dir else Path(loop.source.soundscape_dir)
+    frames, predicted, windows, train_s, label_s = [], [], 0, 0.0, 0.0
+    for k in range(st.folds):
+        rows = targets if single else targets[stems.map(lambda s, k=k: loop.folds.get(s, -1) not in (-1, k))]
+        windows += len(rows)
+        if str(k) not in this["students"]:
+            csv = loop.folder / f"round_{r}" / f"train_fold{k}.csv"
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            rows.to_csv(csv, index=False, float_format="%.6f")
+            t0 = time.perf_counter()
+            this["students"][str(k)] = str(loop.train_run(student_config(cfg, csv, pool_dir, k)))
+            train_s += time.perf_counter() - t0
+            loop.state.save()
+        if not single:
+            held_out = [f for f in loop.files if loop.folds[f.stem] == k]
+            frame, predicted, seconds = loop.predict([checkpoint_of(Path(this["students"][str(k)]))], held_out)
+            frames.append(frame)
+            label_s += seconds
+    this["members"] = [checkpoint_of(Path(p)) for p in this["students"].values()]
+    if frames:
+        write_round(loop.folder, r, pd.concat(frames, ignore_index=True), predicted, this)
+    this["row"] = {**round_row(r, [Path(p) for p in this["students"].values()], windows // st.folds),
+                   "power": power, "train_seconds": round(train_s, 1), "label_seconds": round(label_s, 1),
+                   **loop.scores(this["members"])}
+    this["done"] = True
+    loop.state.save()
 
 
 def checkpoint_of(run_dir: Path) -> str:
