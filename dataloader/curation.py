@@ -85,12 +85,13 @@ def cut_chunks(table: pd.DataFrame, window_frames: int) -> pd.DataFrame:
 
 
 def present_labels(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-    """Sorted labels of a table: primary labels, extra (multi-label) labels and event labels."""
+    """Sorted labels of a table: primary labels, extra (multi-label) labels and event labels (rows joined from
+    elsewhere, e.g. pseudo-labelled windows beside a csv source's clips, may lack the lists: NaN)."""
     found = set(table["primary_label"])
     if "extra_labels" in table:
-        found.update(x for values in table["extra_labels"] for x in values)
+        found.update(x for values in table["extra_labels"] if isinstance(values, list) for x in values)
     if "events" in table:
-        found.update(e[2] for events in table["events"] for e in events)
+        found.update(e[2] for events in table["events"] if isinstance(events, list) for e in events)
     return sorted(found - set(exclude))
 
 

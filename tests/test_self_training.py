@@ -227,3 +227,16 @@ def test_mixed_views_for_consistent_teaching(tmp_path):
 
     with pytest.raises(ConfigError, match="folds = 1"):
         run_loop(load_config(None, ["self_training.rounds=2", "self_training.folds=1"]), lambda cfg: tmp_path)
+
+
+def test_labels_of_a_table_joined_from_clips_and_pseudo_labelled_windows():
+    """A csv source's clips carry event lists, pseudo-labelled windows do not (NaN after the join): the labels
+    present are still found, which a student of a csv source needs at the end of its training."""
+    from dataloader.curation import classes_without_examples, present_labels
+
+    clips = pd.DataFrame({"primary_label": ["a"], "extra_labels": [[]], "events": [[(0.0, 1.0, "a")]],
+                          "secondary_labels": [[]]})
+    pseudo = pd.DataFrame({"primary_label": ["b"], "soft_targets": [{"b": 0.9}], "extra_labels": [[]],
+                           "secondary_labels": [[]]})
+    table = pd.concat([clips, pseudo], ignore_index=True)
+    assert present_labels(table) == ["a", "b"] and classes_without_examples(table, ["a", "b", "c"]) == ["c"]
