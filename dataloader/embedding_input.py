@@ -39,6 +39,7 @@ class EmbeddingSettings:
     mode: str = "slice"
     max_length_s: float = 60.0
     kind: str = "embedding"
+    output: str = "embedding"  # "logits": the model's own logits per row instead (a teacher whose head is not linear)
 
 
 @lru_cache(maxsize=4)
@@ -70,11 +71,17 @@ def thread_embedder(name: str, model_path: str) -> Embedder:
 
 
 def embedding_settings(name: str, model_path: str, row_s: float, mode: str = "slice",
-                       max_length_s: float = 60.0) -> EmbeddingSettings:
-    """The settings of model ``name`` (loaded once to read what it takes and its identity)."""
+                       max_length_s: float = 60.0, output: str = "embedding") -> EmbeddingSettings:
+    """The settings of model ``name`` (loaded once to read what it takes and its identity); ``output = "logits"``
+    makes the features the model's own logits (one row per class) rather than its embedding."""
     model = cached_embedder(name, model_path)
-    return EmbeddingSettings(name, model_path, model.identity, model.sample_rate, model.window_s, model.dim, row_s,
-                             mode, max_length_s)
+    if output not in ("embedding", "logits"):
+        raise ValueError(f"embedding front end output {output!r}: embedding or logits")
+    if output == "logits" and not model.labels:
+        raise ValueError(f"{name}: the model declares no labels, so it has no logits to use")
+    dim = model.dim if output == "embedding" else len(model.labels)
+    return EmbeddingSettings(name, model_path, model.identity, model.sample_rate, model.window_s, dim, row_s,
+                             mode, max_length_s, output=output)
 
 
 @INPUT_KINDS.register("embedding", settings=EmbeddingSettings)
@@ -122,7 +129,8 @@ class EmbeddingInput(FrontEnd):
                    logits: Optional[list] = None) -> np.ndarray:
         """(dim, count) float32 embeddings of rows ``first .. first + count`` of ``length`` samples read by
         ``read(start, stop)`` (silence outside the audio); with a ``logits`` list, the model's own logits of the
-        rows ((count, classes), the mean over each row's windows) are appended to it."""
+        rows ((count, classes), the mean over each row's windows) are appended to it. With ``output = "logits"``
+        the features are those logits, (classes, count)."""
         row, starts = self.row_windows()
         win = int(round(self.settings.window_s * self.settings.sample_rate))
         lo = max(0, first * row + min(starts))
@@ -135,16 +143,21 @@ class EmbeddingInput(FrontEnd):
                 seg = audio[max(a, lo) - lo:min(a + win, hi) - lo]
                 pos = max(0, lo - a)
                 windows[r * len(starts) + j, pos:pos + seg.size] = seg
-        out = np.empty((windows.shape[0], self.rows), dtype=np.float32)
+        model = self.model
+        out = np.empty((windows.shape[0], model.dim), dtype=np.float32)
         scores = []
         for i in range(0, len(windows), BATCH_WINDOWS):
-            out[i:i + BATCH_WINDOWS], batch_logits = self.model.embed(windows[i:i + BATCH_WINDOWS])
+            out[i:i + BATCH_WINDOWS], batch_logits = model.embed(windows[i:i + BATCH_WINDOWS])
             scores.append(batch_logits)
-        if logits is not None:
+        if logits is not None or self.settings.output == "logits":
             if any(s is None for s in scores):
                 raise ValueError(f"{self.settings.model}: the model gives no logits")
-            logits.append(np.concatenate(scores).reshape(count, len(starts), -1).mean(axis=1))
-        return out.reshape(count, len(starts), self.rows).mean(axis=1).T
+            per_row = np.concatenate(scores).reshape(count, len(starts), -1).mean(axis=1)
+            if logits is not None:
+                logits.append(per_row)
+            if self.settings.output == "logits":
+                return np.ascontiguousarray(per_row.T, dtype=np.float32)
+        return out.reshape(count, len(starts), model.dim).mean(axis=1).T
 
     def row_logits(self, path: str | Path) -> np.ndarray:
         """(rows, model classes) logits of a whole file (the model's own classes; the mean over each row's

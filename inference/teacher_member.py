@@ -3,7 +3,9 @@
 The member sees the same embedding windows as an embedding head (one decode per file, the embedding front end
 computed once for every member that takes it); its classes are the competition's classes the model maps onto (by
 eBird code, else scientific name through the competition's taxonomy), so the ensemble averages each class only over
-the members that predict it. Needs a model whose logits are a linear map of its embedding (BirdNET).
+the members that predict it. ``teacher:<model>:<path>`` names the model's file (``teacher:perch:/kaggle/input/...``).
+A model whose logits are a linear map of its embedding (BirdNET) shares the embedding front end with the heads and
+recomputes its logits from it; any other (Perch) gets a front end of its own that keeps the model's logits per row.
 """
 from __future__ import annotations
 
@@ -30,12 +32,17 @@ def teacher_member(spec: str | Path, classes: Sequence[str], data_dir: str | Pat
     from dataloader.label_map import map_labels, scientific_names  # noqa: PLC0415
     from dataloader.standardize import Standardizer  # noqa: PLC0415
 
-    name = str(spec)[len(TEACHER_PREFIX):]
-    settings = embedding_settings(name, "", 5.0)
+    from dataloader.embedders import embedder_spec  # noqa: PLC0415
+
+    parsed = embedder_spec(str(spec)[len(TEACHER_PREFIX):])
+    if parsed is None:
+        raise ValueError(f"{spec}: teacher:<embedding model>[:<model path>] (birdnet, perch, ...)")
+    name, model_path = parsed
+    settings = embedding_settings(name, model_path, 5.0)
     model = make_frontend(settings).model
-    if model.logits_from_embeddings(np.zeros((1, model.dim), np.float32)) is None:
-        raise ValueError(f"{spec}: its logits are not a linear map of its embedding; a teacher member needs one that "
-                         f"is (birdnet)")
+    linear = model.logits_from_embeddings(np.zeros((1, model.dim), np.float32)) is not None
+    if not linear:
+        settings = embedding_settings(name, model_path, 5.0, output="logits")
     mapping = map_labels(model.labels, classes, scientific_names(data_dir))
     if not mapping.index:
         raise ValueError(f"{spec}: none of the {len(classes)} classes maps onto {name}'s labels (by eBird code or "
@@ -43,10 +50,10 @@ def teacher_member(spec: str | Path, classes: Sequence[str], data_dir: str | Pat
     mapped = [c for c in classes if c in mapping.index]
     columns = np.array([mapping.index[c] for c in mapped])
     meta = ModelMeta(labels=tuple(mapped), model_name=name, data_process=vars(settings), window_s=5.0,
-                     standardizer=Standardizer.identity(model.dim).to_dict(), input="embedding", pad_mode="repeat",
+                     standardizer=Standardizer.identity(settings.dim).to_dict(), input="embedding", pad_mode="repeat",
                      activation="sigmoid", classes=tuple(mapped))
 
     def run(batch: np.ndarray) -> np.ndarray:
-        embeddings = np.asarray(batch, dtype=np.float32).mean(axis=-1).reshape(len(batch), -1)
-        return model.logits_from_embeddings(embeddings)[:, columns]
+        features = np.asarray(batch, dtype=np.float32).mean(axis=-1).reshape(len(batch), -1)
+        return (model.logits_from_embeddings(features) if linear else features)[:, columns]
     return meta, run

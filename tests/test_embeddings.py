@@ -73,7 +73,7 @@ def test_an_onnx_stand_in_loads_through_the_generic_and_perch_entries(tmp_path):
     (tmp_path / "bare.onnx").write_bytes((tmp_path / "perch.onnx").read_bytes())
     with pytest.raises(EmbedderError, match="must declare sample_rate, window_s, embedding_output"):
         load_embedder("onnx", str(tmp_path / "bare.onnx"))
-    with pytest.raises(EmbedderError, match="the ONNX model not found .*attach"):
+    with pytest.raises(EmbedderError, match="Perch: no model found .*attach Perch v2"):
         load_embedder("perch", "")
     assert train_classifier.main(["--set=model.family=embedding", "--set=model.type=perch", "--stage=preprocess"]) == 2
 

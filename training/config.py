@@ -247,10 +247,10 @@ def _check_cross_fields(cfg: Config) -> None:
         raise ConfigError(f"[agent] distill_teacher: distillation trains clip-level outputs; [data] task = "
                           f"{data.task}; allowed: {', '.join(n for n in list_tasks() if get_task(n).distillable)}")
     if cfg.agent.distill_teacher and not Path(cfg.agent.distill_teacher).is_file() \
-            and cfg.agent.distill_teacher not in registry_choices("embedders"):
+            and cfg.agent.distill_teacher.partition(":")[0] not in registry_choices("embedders"):
         raise ConfigError(f"[agent] distill_teacher = {cfg.agent.distill_teacher}: no such checkpoint, nor an "
                           f"embedding model; allowed: a .pt / .onnx / .xml file, or "
-                          f"{', '.join(registry_choices('embedders'))}")
+                          f"{', '.join(registry_choices('embedders'))} (optionally <model>:<model path>)")
     if data.fold >= data.n_folds:
         raise ConfigError(f"[data] fold = {data.fold}: must be < n_folds ({data.n_folds}); allowed: 0..{data.n_folds - 1}")
     if dp.f_max > dp.sample_rate / 2:

@@ -71,8 +71,8 @@ def pool_recordings(cfg: Config, source: Any) -> list[Path]:
 
 
 def teacher_members(cfg: Config) -> list[str]:
-    """Round 0's ensemble from ``[self_training] teacher``: a model file, or ``teacher:<embedding model>``."""
-    from dataloader.embedders import list_embedders  # noqa: PLC0415
+    """Round 0's ensemble from ``[self_training] teacher``: a model file, or ``teacher:<embedding model>[:<path>]``."""
+    from dataloader.embedders import embedder_spec, list_embedders  # noqa: PLC0415
     from inference.teacher_member import TEACHER_PREFIX  # noqa: PLC0415
 
     teacher = cfg.self_training.teacher
@@ -80,10 +80,11 @@ def teacher_members(cfg: Config) -> list[str]:
         return []
     if Path(teacher).is_file():
         return [teacher]
-    if teacher in list_embedders():
+    if embedder_spec(teacher) is not None:
         return [TEACHER_PREFIX + teacher]
     raise ConfigError(f"[self_training] teacher = {teacher}: no such checkpoint, nor an embedding model; allowed: a "
-                      f".pt / .onnx / .xml file, {', '.join(list_embedders())}, or empty (round 0 trains one)")
+                      f".pt / .onnx / .xml file, {', '.join(list_embedders())} (optionally <model>:<model path>, "
+                      f"e.g. perch:/path/to/perch_v2_cpu/1), or empty (round 0 trains one)")
 
 
 def predict_pool(members: Sequence[str], files: Sequence[Path], classes: Sequence[str], data_dir: str | Path,

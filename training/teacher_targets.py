@@ -45,12 +45,14 @@ def teacher_targets(table: pd.DataFrame, labels: Sequence[str], teacher: str, ro
     """(rows, len(labels)) float32: for a recording, the teacher's highest probability of each class over its 5-s
     rows (the species calls somewhere in it, as its label says); for a window cut at frame ``start`` (chunks,
     soundscape windows), the teacher's row holding that start (``row_frames`` frames per row). ``teacher``: a
-    checkpoint, or an embedding model name (its classes mapped by code / scientific name). Classes the teacher does
+    checkpoint, or an embedding model name, ``<model>:<path>`` for its file (its classes mapped by code / scientific
+    name). Classes the teacher does
     not predict get NaN (left out of the soft term). Each file is predicted once."""
-    from dataloader.embedders import list_embedders  # noqa: PLC0415
+    from dataloader.embedders import embedder_spec  # noqa: PLC0415
 
-    if teacher in list_embedders() and not Path(teacher).is_file():
-        predict_file, columns = embedding_model_teacher(teacher, labels, data_dir, run_dir, model_path)
+    parsed = embedder_spec(teacher)
+    if parsed is not None:
+        predict_file, columns = embedding_model_teacher(parsed[0], labels, data_dir, run_dir, parsed[1] or model_path)
     else:
         predict_file, columns = checkpoint_teacher(teacher, labels)
     missing = [c for c, j in zip(labels, columns) if j < 0]

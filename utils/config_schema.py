@@ -148,7 +148,7 @@ class AgentConfig:
                           maximum=1.0)
     distill_teacher: str = opt("", "Knowledge distillation: a teacher checkpoint of this pipeline (e.g. a head on "
                                "BirdNET or Perch embeddings trained on the same classes), or an embedding model "
-                               "(birdnet, perch, onnx with [model] pretrained_path) whose own classes are mapped onto "
+                               "(birdnet, perch, onnx; <model>:<path> for its file) whose own classes are mapped onto "
                                "the run's by eBird code or scientific name (the map is written to the run folder); "
                                "its probabilities for each training recording (the max over its 5-s rows) join the "
                                "loss as soft targets. Empty = off.")
@@ -341,8 +341,9 @@ class SelfTrainingConfig:
                       "those soft targets; 0 = off (one ordinary run).", minimum=0)
     teacher: str = opt("", "Round 0, the first teacher: a checkpoint of this pipeline (.pt / .onnx / .xml, e.g. a head "
                        "on BirdNET embeddings), or an embedding model whose own classes are mapped onto the run's by "
-                       "eBird code or scientific name (birdnet, perch; [model] pretrained_path for its file); empty = "
-                       "round 0 trains a model on the labels alone.")
+                       "eBird code or scientific name (birdnet, perch; perch:<path> for its file: Kaggle Models' "
+                       "SavedModel folder, a .tflite or an .onnx conversion); empty = round 0 trains a model on "
+                       "the labels alone.")
     pool_dir: str = opt("", "The unlabeled pool: a folder of recordings (empty = the source's soundscapes: "
                         "unlabeled_soundscapes for 2024, train_soundscapes for 2025/2026).")
     pool_files: int = opt(0, "Pool recordings used (a seeded sample; 0 = all).", minimum=0)
