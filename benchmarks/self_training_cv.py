@@ -2,7 +2,8 @@
 std over the folds of a csv source's cross-validation, with the speeds of teacher and student in the same run.
 
     python benchmarks/self_training_cv.py --data-dir ../shared/data/esc50_fold4 [--folds 0 1 2 3]
-        [--student-config configs/distilled_student.ini] [--views-per-clip 10] [--semi] [--rounds 3]
+        [--student-config configs/distilled_student.ini] [--views-per-clip 10] [--semi | --semi-only] [--rounds 3]
+        [--student-set KEY=VALUE ...]
 
 Per fold (``[data] fold``; the csv source's ``labels.csv`` with ``path,label,group``):
 
@@ -125,12 +126,15 @@ def fold_runs(args: argparse.Namespace, fold: int, work: Path) -> list[dict[str,
     out.append({"fold": fold, "variant": "teacher", **held_out_scores(teacher_dir)})
     train_paths = list(pd.read_csv(teacher_dir / "split" / "train.csv")["path"])
     held_out = [Path(p) for p in pd.read_csv(teacher_dir / "split" / "val.csv")["path"]]
+    if args.semi_only:
+        return out + semi_supervised(args, fold, work, common, {str(Path(p).resolve()) for p in train_paths},
+                                     {str(p.resolve()) for p in held_out})
     views = work / f"views_fold{fold}"
     t0 = time.perf_counter()
     write_views(train_paths, views, args.views_per_clip, sample_rate=48000, seed=args.seed + fold)  # BirdNET's rate
     views_s = time.perf_counter() - t0
     loop = train(args.student_config, common + [f"self_training.teacher={teacher}", f"self_training.pool_dir={views}",
-                                                "self_training.folds=1"], runs, ("--rounds", "1"))
+                                                "self_training.folds=1", *args.student_set], runs, ("--rounds", "1"))
     state = json.loads((loop / "state.json").read_text())
     student_dir = Path(state["rounds"][1]["students"]["0"])
     student = json.loads((student_dir / "summary.json").read_text())["checkpoint"]
@@ -152,12 +156,13 @@ def semi_supervised(args: argparse.Namespace, fold: int, work: Path, common: lis
                             work / f"semi{fold}")
     half = [o for o in common if not o.startswith(("data.labels_csv", "data.fold"))] + [
         f"data.labels_csv={table}", "data.fold=0"]
+    half += args.student_set
     out = [{"fold": fold, "variant": "supervised_half", **held_out_scores(train(args.student_config, half, runs))}]
     head_dir = train(args.teacher_config, half + HEAD, runs)
     head = json.loads((head_dir / "summary.json").read_text())["checkpoint"]
     out.append({"fold": fold, "variant": "teacher_half", **held_out_scores(head_dir)})
     loop = train(args.student_config, half + [f"self_training.teacher={head}", f"self_training.pool_dir={pool}",
-                                              f"self_training.power={args.power}"], runs,
+                                              f"self_training.power={args.power}", "self_training.folds=2"], runs,
                  ("--rounds", str(args.rounds)))
     state = json.loads((loop / "state.json").read_text())
     for entry in state["rounds"][1:]:
@@ -176,7 +181,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--teacher-config", default=str(ROOT / "configs" / "small_dataset.ini"),
                    help="the head's config (with model.family = embedding, model.type = birdnet on top)")
     p.add_argument("--views-per-clip", type=int, default=10)
+    p.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override of the student config (repeatable), e.g. self_training.power=0.33")
     p.add_argument("--semi", action="store_true", help="also the half-labelled experiments")
+    p.add_argument("--semi-only", action="store_true", help="the teacher and the half-labelled experiments alone")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--power", default="1.0")
     p.add_argument("--seed", type=int, default=42)
