@@ -107,9 +107,9 @@ class SavedModelRunner(PerchRunner):
         try:
             import tensorflow as tf  # noqa: PLC0415
         except ImportError:
-            raise EmbedderError("Perch's SavedModel needs TensorFlow, which this Python lacks (Kaggle's notebook image "
-                             "has it; elsewhere pip install tensorflow-cpu), or convert it once where TensorFlow is: "
-                             "python -m inference.convert_perch --to tflite") from None
+            raise EmbedderError("Perch's SavedModel needs TensorFlow, which this Python lacks (Kaggle's notebook "
+                                "image has it; elsewhere pip install tensorflow-cpu), or convert it once where "
+                                "TensorFlow is: python -m inference.convert_perch --to tflite") from None
         if threads:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -119,7 +119,7 @@ class SavedModelRunner(PerchRunner):
         self.model = tf.saved_model.load(str(root))
         if "serving_default" not in self.model.signatures:
             raise EmbedderError(f"Perch: {root} has no serving_default signature (signatures: "
-                             f"{list(self.model.signatures)})")
+                                f"{list(self.model.signatures)})")
         self.signature = self.model.signatures["serving_default"]
         _, kwargs = self.signature.structured_input_signature
         if len(kwargs) != 1:
@@ -186,8 +186,8 @@ class OnnxRunner(PerchRunner):
         try:
             import onnxruntime as ort  # noqa: PLC0415
         except ImportError:
-            raise EmbedderError("Perch's ONNX file needs onnxruntime, which this Python lacks: ship its wheel in the "
-                             "model dataset, or install it where there is a network") from None
+            raise EmbedderError("Perch's ONNX file needs onnxruntime, which this Python lacks: ship its wheel in "
+                                "the model dataset, or install it where there is a network") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dataloader.perch import PERCH_RATE, PERCH_WINDOW_S, model_format, model_root, open_runner, read_labels  # noqa: E402
+from dataloader.perch import (PERCH_RATE, PERCH_WINDOW_S, model_format, model_root, open_runner,  # noqa: E402
+                             read_labels)
 
 
 def to_tflite(saved_model: Path, out: Path, quantize: str = "none") -> Path:
