@@ -204,6 +204,19 @@ class BirdNET(Embedder):
         return np.asarray(embeddings, dtype=np.float32) @ self.weight.T + self.bias
 
 
+def onnx_session(path: Path, threads: int, what: str):
+    """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads (0: the runtime's choice); ``what``
+    names the model in the error when onnxruntime is missing."""
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+    except ImportError:
+        raise EmbedderError(f"{what} need onnxruntime, which this Python lacks: ship its wheel in the model dataset, "
+                            f"or install it where there is a network") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 @EMBEDDERS.register("onnx")
 class OnnxEmbedder(Embedder):
     """Any ONNX embedding model; ``<model>.json`` beside it declares sample_rate, window_s, embedding_output and
@@ -223,14 +236,7 @@ class OnnxEmbedder(Embedder):
         if missing:
             raise EmbedderError(f"{path}: {side.name} must declare {', '.join(missing)} (sample_rate, window_s, "
                                 f"embedding_output, optionally logits_output and labels)")
-        try:
-            import onnxruntime as ort  # noqa: PLC0415
-        except ImportError:
-            raise EmbedderError("ONNX embedding models need onnxruntime, which this Python lacks: ship its wheel in the "
-                                "model dataset, or install it where there is a network") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads, "ONNX embedding models")
         self.input_name = self.session.get_inputs()[0].name
         self.sample_rate, self.window_s = int(spec["sample_rate"]), float(spec["window_s"])
         self.outputs = [spec["embedding_output"]] + ([spec["logits_output"]] if spec.get("logits_output") else [])

@@ -20,14 +20,16 @@ from __future__ import annotations
 import abc
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from dataloader.embedders import EMBEDDERS, Embedder, EmbedderError, find_model_file, where_looked
+from dataloader.embedders import EMBEDDERS, Embedder, EmbedderError, find_model_file, onnx_session, where_looked
 
+log = logging.getLogger(__name__)
 PERCH_RATE, PERCH_WINDOW_S = 32000, 5.0
 PERCH_FILES = ("saved_model.pb", "perch_v2.tflite", "perch_v2.onnx")  # looked for among the attached inputs
 LABEL_HEADERS = {"inat2024_fsd50k", "label", "labels", "scientific_name", "ebird2021"}
@@ -113,8 +115,8 @@ class SavedModelRunner(PerchRunner):
         if threads:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
-            except RuntimeError:  # already initialised in this process: keep its setting
-                pass
+            except RuntimeError:  # TensorFlow already ran in this process: its thread pools are fixed
+                log.debug("TensorFlow's threads were already set in this process; %d not applied", threads)
         self.tf = tf
         self.model = tf.saved_model.load(str(root))
         if "serving_default" not in self.model.signatures:
@@ -183,14 +185,7 @@ class OnnxRunner(PerchRunner):
     """An ``.onnx`` conversion, run by ONNX Runtime."""
 
     def __init__(self, path: Path, n_labels: int, threads: int = 0):
-        try:
-            import onnxruntime as ort  # noqa: PLC0415
-        except ImportError:
-            raise EmbedderError("Perch's ONNX file needs onnxruntime, which this Python lacks: ship its wheel in "
-                                "the model dataset, or install it where there is a network") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads, "Perch's ONNX files")
         self.input_name = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()
         shapes = [[d if isinstance(d, int) else -1 for d in o.shape] for o in outputs]
