@@ -46,8 +46,7 @@ def teacher_targets(table: pd.DataFrame, labels: Sequence[str], teacher: str, ro
     rows (the species calls somewhere in it, as its label says); for a window cut at frame ``start`` (chunks,
     soundscape windows), the teacher's row holding that start (``row_frames`` frames per row). ``teacher``: a
     checkpoint, or an embedding model name, ``<model>:<path>`` for its file (its classes mapped by code / scientific
-    name). Classes the teacher does
-    not predict get NaN (left out of the soft term). Each file is predicted once."""
+    name). Classes the teacher does not predict get NaN (left out of the soft term). Each file is predicted once."""
     from dataloader.embedders import embedder_spec  # noqa: PLC0415
 
     parsed = embedder_spec(teacher)
