@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dataloader.embedders import EMBEDDERS, Embedder, EmbedderError, find_model_file, onnx_session, where_looked
+from dataloader.embedder_base import EMBEDDERS, Embedder, EmbedderError, find_model_file, onnx_session, where_looked
 
 log = logging.getLogger(__name__)
 PERCH_RATE, PERCH_WINDOW_S = 32000, 5.0

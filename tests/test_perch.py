@@ -5,6 +5,7 @@ The model is a stand-in the tests make with Perch's signature: ``serving_default
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ def reference(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return embedding, 4.0 * np.tanh(embedding @ cls) + frames[:, :1]
 
 
-def perch_stand_in(folder) -> "Path":  # noqa: F821
+def perch_stand_in(folder: Path) -> Path:
     """A SavedModel with Perch v2's serving signature and label asset."""
     proj, cls = weights()
 
