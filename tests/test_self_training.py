@@ -240,3 +240,97 @@ def test_labels_of_a_table_joined_from_clips_and_pseudo_labelled_windows():
                            "secondary_labels": [[]]})
     table = pd.concat([clips, pseudo], ignore_index=True)
     assert present_labels(table) == ["a", "b"] and classes_without_examples(table, ["a", "b", "c"]) == ["c"]
+
+
+def _windows(recordings: int, rows: int, classes: int, seed: int) -> pd.DataFrame:
+    """A truth table: ``recordings`` x ``rows`` labelled windows, each class present in about a third of them."""
+    rng = np.random.default_rng(seed)
+    truth = pd.DataFrame((rng.random((recordings * rows, classes)) < 0.33).astype(np.int8),
+                         columns=[f"c{j}" for j in range(classes)])
+    truth.insert(0, "row_id", [f"rec{i}_{5 * (k + 1)}" for i in range(recordings) for k in range(rows)])
+    return truth
+
+
+def _noisy(truth: pd.DataFrame, noise: float, seed: int) -> pd.DataFrame:
+    """Probabilities of the truth blurred by Gaussian noise of ``noise`` (0.1: nearly right; 3: nearly random)."""
+    rng = np.random.default_rng(seed)
+    x = truth.iloc[:, 1:].to_numpy(np.float64) + rng.normal(0.0, noise, (len(truth), truth.shape[1] - 1))
+    frame = pd.DataFrame(1 / (1 + np.exp(-4 * (x - 0.5))), columns=truth.columns[1:])
+    frame.insert(0, "row_id", truth["row_id"].to_numpy())
+    return frame.sample(frac=1.0, random_state=seed)  # any row order: frames are matched by row id
+
+
+@pytest.mark.parametrize("kind", ["mean", "rank"])
+def test_the_teacher_blend_leans_on_whichever_side_is_right_and_is_scored_out_of_sample(kind):
+    from training.teacher_blend import blend, blend_score, fit_teacher_blend, stack_members
+
+    truth = _windows(6, 20, 4, seed=0)
+    classes, teacher_classes = list(truth.columns[1:]), ["c0", "c1", "c2"]
+    good, bad = _noisy(truth, 0.15, 1), _noisy(truth, 3.0, 2)
+
+    def alone(frame, known):
+        stacked = stack_members([frame], truth["row_id"], classes, [known])
+        return blend_score(truth, blend(stacked, 1, [1.0], "mean"), classes, teacher_classes)  # teacher's classes
+
+    # a good teacher, poor students: the teacher takes most of the blend, which stays near the teacher's score
+    fit = fit_teacher_blend([bad, _noisy(truth, 3.0, 3)], [classes, classes], good, teacher_classes, truth, kind)
+    assert fit.cross_fitted and fit.weight >= 0.5 and fit.score >= alone(good, teacher_classes) - 0.02
+    assert fit.score > alone(bad, classes) + 0.1
+    weights = fit.member_weights(2)
+    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0) and weights[-1] == fit.weight
+    # good students, a poor teacher: the teacher gets nothing, the blend is the students'
+    fit = fit_teacher_blend([good], [classes], bad, teacher_classes, truth, kind)
+    assert fit.weight == 0.0 and fit.score >= alone(good, classes) - 0.005 and fit.score > alone(bad, classes) + 0.1
+    # one labelled recording: nothing to hold out, and the result says so
+    one = truth[truth["row_id"].str.startswith("rec0_")].reset_index(drop=True)
+    assert not fit_teacher_blend([good], [classes], bad, teacher_classes, one, kind).cross_fitted
+    with pytest.raises(ValueError, match="allowed: mean, rank"):
+        fit_teacher_blend([good], [classes], bad, teacher_classes, truth, "max")
+
+
+def test_the_loop_scores_the_blend_as_predict_computes_it_and_writes_its_command(edition_demos, tmp_path):
+    """2026 demo, two stand-in models as student and teacher (the teacher predicting half the classes): the mean
+    blend scored on the labelled windows equals predict.py's ensemble with the weights blend.json gives it."""
+    from dataloader.sources import load_source
+    from inference.predict import SoundscapePredictor, predict_folder
+    from training.config import load_config
+    from training.pseudo_pool import labelled_validation
+    from training.self_training import LoopState, teacher_scores, write_blend
+    from training.teacher_blend import TeacherBlend, blend, blend_score, stack_members
+    from utils.metrics import competition_score
+    from test_scoring_run import stand_in
+
+    demo = edition_demos["2026"]
+    cfg = load_config(None, [f"paths.demo_dir={demo}", f"paths.data_dir={tmp_path / 'none'}", "data.source=demo",
+                             "data.demo_edition=2026", "data.demo_seed=7", "data.demo_scale=0.25",
+                             "self_training.teacher_blend=mean"])
+    source = load_source(cfg.data, cfg.paths)
+    truth = labelled_validation(cfg, source)
+    half = source.classes[: len(source.classes) // 2]
+    student = stand_in(tmp_path / "student.pt", source.classes, seed=1)
+    teacher = stand_in(tmp_path / "teacher.pt", half, seed=2)
+    scores = teacher_scores([str(student)], [str(teacher)], truth, half, source, cfg)
+    assert {"teacher_classes_soundscape_val", "raw_teacher_soundscape_val", "blend_soundscape_val",
+            "blend_teacher_weight", "blend_cross_fitted"} <= set(scores)
+
+    weights = TeacherBlend(0.3, 0.0, True, "mean").member_weights(1)
+    predictor = SoundscapePredictor([student, teacher], row_s=5.0, blend="mean", weights=weights)
+    frame = predict_folder(predictor, demo, source.classes, files=[Path(p) for p in truth.attrs["paths"]])
+    frame = frame[frame["row_id"].isin(set(truth["row_id"]))]
+    scored = [c for c in half if truth[c].sum() > 0]
+    expected = competition_score(truth[["row_id", *scored]], frame[["row_id", *scored]], "row_id")
+    from training.pseudo_pool import window_predictions
+
+    frames = [window_predictions([m], truth, source.data_dir, 5.0) for m in (str(student), str(teacher))]
+    stacked = stack_members([f for f, _ in frames], truth["row_id"], source.classes, [p for _, p in frames])
+    got = blend_score(truth, blend(stacked, 2, weights, "mean"), source.classes, half)
+    assert got == pytest.approx(expected, abs=1e-4)
+
+    state = LoopState(tmp_path / "loop", {}, [
+        {"round": 0, "students": {}, "done": True, "members": [str(teacher)], "row": {"round": 0}},
+        {"round": 1, "students": {"0": "a"}, "done": True, "members": [str(student)], "row": {"round": 1, **scores}}])
+    state.folder.mkdir()
+    data = json.loads(write_blend(state, "mean").read_text())
+    assert data["members"] == [str(student), str(teacher)] and data["weights"][-1] == scores["blend_teacher_weight"]
+    assert data["predict"].startswith(f"python predict.py --checkpoint {student} {teacher} --blend mean --weights")
+    assert data["blend_soundscape_val"] == scores["blend_soundscape_val"]

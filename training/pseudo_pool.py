@@ -125,13 +125,21 @@ def labelled_validation(cfg: Config, source: Any) -> pd.DataFrame | None:
     return truth.drop_duplicates("row_id").reset_index(drop=True)
 
 
+def window_predictions(members: Sequence[str], truth: pd.DataFrame, data_dir: str | Path,
+                       row_s: float) -> tuple[pd.DataFrame, list[str]]:
+    """(``row_id`` + probabilities of ``members``' ensemble on the labelled windows ``truth``, in its row order;
+    the classes the ensemble predicts)."""
+    paths = [Path(p) for p in truth.attrs["paths"]]
+    frame, predicted = predict_pool(members, paths, list(truth.columns[1:]), data_dir, row_s)
+    frame = frame.set_index("row_id").reindex(list(truth["row_id"])).reset_index()
+    return frame, predicted
+
+
 def score_on_windows(members: Sequence[str], truth: pd.DataFrame, classes: Sequence[str], data_dir: str | Path,
                      row_s: float) -> float:
     """Macro ROC-AUC of ``members`` on the labelled windows ``truth`` over ``classes`` (those with a positive)."""
     from utils.metrics import competition_score  # noqa: PLC0415
 
-    paths = [Path(p) for p in truth.attrs["paths"]]
-    frame, _ = predict_pool(members, paths, list(truth.columns[1:]), data_dir, row_s)
-    frame = frame[frame["row_id"].isin(set(truth["row_id"]))]
+    frame, _ = window_predictions(members, truth, data_dir, row_s)
     keep = ["row_id", *[c for c in classes if c in truth.columns]]
     return competition_score(truth[keep], frame[keep], "row_id")

@@ -23,7 +23,9 @@ transform), ``rounds.csv`` and ``rounds.png`` (every round's ``val_score``, ``so
 ``soundscape_score`` and accuracy, mean ± std over its students; ``train_seconds`` and ``label_seconds``, what
 training the round's models and pseudo-labelling the pool took (the teacher's cost; a resumed round counts the
 part after the resume); with labelled soundscape windows, the score of the round's ensemble and of the raw
-teacher on the validation windows over the classes the teacher predicts).
+teacher on the validation windows over the classes the teacher predicts, and (``[self_training] teacher_blend``)
+of the students blended with the teacher, its share chosen on those windows, cross-fitted; ``blend.json`` then holds
+the last round's blend and the ``predict.py`` command that runs it: :mod:`training.teacher_blend`).
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ import pandas as pd
 
 from training.config import ConfigError
 from training.pseudo_pool import (file_stem, labelled_validation, pool_folds, pool_recordings, powers,
-                                  predict_pool, round_power, score_on_windows, soft_targets, teacher_members)
+                                  predict_pool, round_power, soft_targets, teacher_members, window_predictions)
+from training.teacher_blend import TeacherBlend, blend, blend_score, fit_teacher_blend, stack_members
 from utils.atomic_files import atomic_write_text
 from utils.config_schema import Config
 
@@ -77,9 +80,9 @@ class LoopState:
 
 def loop_settings(cfg: Config) -> dict[str, Any]:
     """What must match for a loop to be resumed: the whole config less the number of rounds (a finished loop can be
-    taken further)."""
+    taken further) and the blend it is scored with (training does not depend on it)."""
     d = cfg.to_dict()
-    d["self_training"] = {k: v for k, v in d["self_training"].items() if k != "rounds"}
+    d["self_training"] = {k: v for k, v in d["self_training"].items() if k not in ("rounds", "teacher_blend")}
     return d
 
 
@@ -140,7 +143,7 @@ def plot_rounds(table: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for key in (*SCORES, "teacher_classes_soundscape_val", "raw_teacher_soundscape_val"):
+    for key in (*SCORES, "teacher_classes_soundscape_val", "raw_teacher_soundscape_val", "blend_soundscape_val"):
         if key in table and table[key].notna().any():
             std = table[f"{key}_std"].fillna(0.0) if f"{key}_std" in table else 0.0
             ax.errorbar(table["round"], table[key], yerr=std, marker="o", capsize=3, label=key)
@@ -207,6 +210,7 @@ def run_loop(cfg: Config, train_run: RunTrainer, resume: str = "") -> Path:
         if not state.round(r)["done"]:
             student_round(loop, r)
     table = write_table(state)
+    write_blend(state, st.teacher_blend)
     log.info("self-training finished: %s\n%s", state.folder / "rounds.csv", table.to_string(index=False))
     return state.folder
 
@@ -305,16 +309,58 @@ def write_round(folder: Path, r: int, frame: pd.DataFrame, predicted: Sequence[s
 
 
 def teacher_scores(members: Sequence[str], teacher: Sequence[str], truth: Optional[pd.DataFrame],
-                   teacher_classes: Sequence[str], source: Any, cfg: Config) -> dict[str, float]:
-    """On the labelled validation windows, over the classes the teacher predicts: the round's ensemble and the
-    raw teacher (empty without labelled soundscape windows)."""
+                   teacher_classes: Sequence[str], source: Any, cfg: Config) -> dict[str, Any]:
+    """On the labelled validation windows, over the classes the teacher predicts: the round's ensemble, the raw
+    teacher and (``[self_training] teacher_blend``) their blend, cross-fitted (:mod:`training.teacher_blend`);
+    empty without labelled soundscape windows."""
     if truth is None or not teacher_classes:
         return {}
-    out = {"teacher_classes_soundscape_val": round(score_on_windows(members, truth, teacher_classes,
-                                                                    source.data_dir, cfg.data.window_s), 6)}
-    out["raw_teacher_soundscape_val"] = round(score_on_windows(teacher, truth, teacher_classes, source.data_dir,
-                                                               cfg.data.window_s), 6)
+    scored = [c for c in teacher_classes if c in truth.columns]
+    per_member = [window_predictions([m], truth, source.data_dir, cfg.data.window_s) for m in members]
+    stacked = stack_members([f for f, _ in per_member], truth["row_id"], truth.columns[1:],
+                            [p for _, p in per_member])
+    ensemble = blend(stacked, len(members), [1.0] * len(members), "mean")  # predict.py's equal-weight ensemble
+    out: dict[str, Any] = {"teacher_classes_soundscape_val": round(blend_score(truth, ensemble, truth.columns[1:],
+                                                                               scored), 6)}
+    if list(members) == list(teacher):
+        out["raw_teacher_soundscape_val"] = out["teacher_classes_soundscape_val"]
+        return out
+    teacher_frame, _ = window_predictions(teacher, truth, source.data_dir, cfg.data.window_s)
+    teacher_stack = stack_members([teacher_frame], truth["row_id"], truth.columns[1:], [teacher_classes])
+    out["raw_teacher_soundscape_val"] = round(blend_score(truth, blend(teacher_stack, 1, [1.0], "mean"),
+                                                          truth.columns[1:], scored), 6)
+    if cfg.self_training.teacher_blend != "off":
+        fit = fit_teacher_blend([f for f, _ in per_member], [p for _, p in per_member], teacher_frame,
+                                teacher_classes, truth, cfg.self_training.teacher_blend, cfg.trainer.seed)
+        out.update(blend_soundscape_val=round(fit.score, 6), blend_teacher_weight=fit.weight,
+                   blend_cross_fitted=fit.cross_fitted)
     return out
+
+
+def write_blend(state: LoopState, kind: str) -> Optional[Path]:
+    """``blend.json``: the last round's students with the teacher at the weight its labelled windows chose, and the
+    ``predict.py`` command that runs that blend (None when the round has no blend: no labelled windows, or off)."""
+    done = [r for r in state.rounds if r.get("done")]
+    last = done[-1] if done else {}
+    row = last.get("row") or {}
+    if last.get("round", 0) < 1 or "blend_teacher_weight" not in row:
+        return None
+    students, teacher = list(last["members"]), list(state.rounds[0]["members"])
+    fit = TeacherBlend(row["blend_teacher_weight"], row["blend_soundscape_val"], row["blend_cross_fitted"], kind)
+    weights = fit.member_weights(len(students))
+    data = {"round": last["round"], "members": [*students, *teacher], "weights": weights, "blend": kind,
+            "blend_soundscape_val": fit.score, "cross_fitted": fit.cross_fitted,
+            "students_soundscape_val": row.get("teacher_classes_soundscape_val"),
+            "raw_teacher_soundscape_val": row.get("raw_teacher_soundscape_val"),
+            "predict": " ".join(["python predict.py --checkpoint", *students, *teacher, "--blend", kind,
+                                 "--weights", *[f"{w:g}" for w in weights]])}
+    path = state.folder / "blend.json"
+    atomic_write_text(path, json.dumps(data, indent=1))
+    log.info("self-training: round %d's students with the teacher at weight %.2f (%s blend): %.4f on the labelled "
+             "windows (students %.4f, teacher %.4f) -> %s", last["round"], fit.weight, kind, fit.score,
+             row.get("teacher_classes_soundscape_val", float("nan")),
+             row.get("raw_teacher_soundscape_val", float("nan")), path)
+    return path
 
 
 def write_table(state: LoopState) -> pd.DataFrame:

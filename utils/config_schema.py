@@ -360,6 +360,11 @@ class SelfTrainingConfig:
     distill: bool = opt(False, "Students also learn the round-0 teacher's soft targets on the labelled recordings "
                         "([agent] distill_teacher = the teacher, with distill_weight and distill_temperature), not "
                         "only on the pool; the teacher predicts every training recording once per student.")
+    teacher_blend: str = opt("rank", "With labelled soundscape windows (2026), each round's students are also scored "
+                             "blended with the raw teacher (predict.py --blend rank|mean --weights), the teacher's "
+                             "share chosen on those windows and the score cross-fitted by recording; the loop writes "
+                             "blend.json with the predict.py command of the last round's blend; off = students only.",
+                             choices=("off", "mean", "rank"))
 
 
 @dataclass
