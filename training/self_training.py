@@ -25,7 +25,8 @@ training the round's models and pseudo-labelling the pool took (the teacher's co
 part after the resume); with labelled soundscape windows, the score of the round's ensemble and of the raw
 teacher on the validation windows over the classes the teacher predicts, and (``[self_training] teacher_blend``)
 of the students blended with the teacher, its share chosen on those windows, cross-fitted; ``blend.json`` then holds
-the last round's blend and the ``predict.py`` command that runs it: :mod:`training.teacher_blend`).
+the last round's blend and the ``predict.py`` command that runs it: :mod:`training.teacher_blend`; ``--resume-loop``
+on a finished loop scores a blend its rounds lack).
 """
 from __future__ import annotations
 
@@ -209,6 +210,8 @@ def run_loop(cfg: Config, train_run: RunTrainer, resume: str = "") -> Path:
     for r in range(1, st.rounds + 1):
         if not state.round(r)["done"]:
             student_round(loop, r)
+        else:
+            rescore_blend(loop, r)
     table = write_table(state)
     write_blend(state, st.teacher_blend)
     log.info("self-training finished: %s\n%s", state.folder / "rounds.csv", table.to_string(index=False))
@@ -291,6 +294,17 @@ def student_round(loop: Loop, r: int) -> None:
     loop.state.save()
 
 
+def rescore_blend(loop: Loop, r: int) -> None:
+    """A finished round scored without the teacher blend this config asks for (a loop made before it, or with
+    another ``teacher_blend``): its scores again, so ``--resume-loop`` on a finished loop fills them in."""
+    kind, this = loop.cfg.self_training.teacher_blend, loop.state.round(r)
+    row = this.get("row") or {}
+    if loop.truth is None or kind == "off" or row.get("teacher_blend") == kind:
+        return
+    this["row"] = {**row, **loop.scores(this["members"])}
+    loop.state.save()
+
+
 def checkpoint_of(run_dir: Path) -> str:
     """The best checkpoint of a finished run."""
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -333,7 +347,7 @@ def teacher_scores(members: Sequence[str], teacher: Sequence[str], truth: Option
         fit = fit_teacher_blend([f for f, _ in per_member], [p for _, p in per_member], teacher_frame,
                                 teacher_classes, truth, cfg.self_training.teacher_blend, cfg.trainer.seed)
         out.update(blend_soundscape_val=round(fit.score, 6), blend_teacher_weight=fit.weight,
-                   blend_cross_fitted=fit.cross_fitted)
+                   blend_cross_fitted=fit.cross_fitted, teacher_blend=fit.kind)
     return out
 
 

@@ -94,7 +94,7 @@ def _best_weight(stacked: np.ndarray, members: int, truth: pd.DataFrame, classes
 
 def fit_teacher_blend(student_frames: Sequence[pd.DataFrame], student_classes: Sequence[Sequence[str]],
                       teacher_frame: pd.DataFrame, teacher_classes: Sequence[str], truth: pd.DataFrame,
-                      kind: str = "rank", seed: int = 0) -> TeacherBlend:
+                      kind: str = "mean", seed: int = 0) -> TeacherBlend:
     """The teacher's weight in a blend with the students (each frame: ``row_id`` + probabilities of the labelled
     windows; ``truth``: ``row_id`` + 0/1 columns), and the blend's cross-fitted score over the teacher's classes."""
     if kind not in BLEND_KINDS[1:]:
