@@ -334,3 +334,33 @@ def test_the_loop_scores_the_blend_as_predict_computes_it_and_writes_its_command
     assert data["members"] == [str(student), str(teacher)] and data["weights"][-1] == scores["blend_teacher_weight"]
     assert data["predict"].startswith(f"python predict.py --checkpoint {student} {teacher} --blend mean --weights")
     assert data["blend_soundscape_val"] == scores["blend_soundscape_val"]
+
+
+def test_a_finished_round_without_the_blend_is_scored_again_on_resume_and_only_then(tmp_path):
+    from training.config import load_config
+    from training.self_training import Loop, LoopState, rescore_blend
+
+    state = LoopState(tmp_path, {}, [{"round": 0, "done": True, "students": {}, "members": ["t.pt"]},
+                                     {"round": 1, "done": True, "students": {}, "members": ["s.pt"],
+                                      "row": {"round": 1, "val_score": 0.9}}])
+    calls = []
+
+    class Scored(Loop):
+        def scores(self, members):
+            calls.append(list(members))
+            return {"blend_soundscape_val": 0.95, "teacher_blend": self.cfg.self_training.teacher_blend}
+
+    def loop(kind, truth=pd.DataFrame({"row_id": ["a_5"], "x": [1]})):
+        cfg = load_config(None, [f"self_training.teacher_blend={kind}"])
+        return Scored(cfg, None, tmp_path, state, lambda c: tmp_path, [], {}, ["x"], truth)
+
+    rescore_blend(loop("mean"), 1)
+    assert calls == [["s.pt"]] and state.rounds[1]["row"] == {"round": 1, "val_score": 0.9,
+                                                             "blend_soundscape_val": 0.95, "teacher_blend": "mean"}
+    assert json.loads((tmp_path / "state.json").read_text())["rounds"][1]["row"]["teacher_blend"] == "mean"
+    rescore_blend(loop("mean"), 1)  # already scored with this blend
+    rescore_blend(loop("off"), 1)  # no blend asked for
+    rescore_blend(loop("rank", truth=None), 1)  # no labelled windows
+    assert len(calls) == 1
+    rescore_blend(loop("rank"), 1)  # another blend: scored again
+    assert len(calls) == 2 and state.rounds[1]["row"]["teacher_blend"] == "rank"
