@@ -175,7 +175,7 @@ def test_the_raw_teacher_and_a_round_are_scored_on_the_same_labelled_validation_
     the teacher's classes is the competition metric of its rows there."""
     from inference.predict import SoundscapePredictor, predict_folder
     from training.config import load_config
-    from training.pseudo_pool import labelled_validation, score_on_windows
+    from training.pseudo_pool import labelled_validation, window_predictions
     from dataloader.sources import load_source
     from utils.metrics import competition_score
     from test_scoring_run import stand_in
@@ -191,11 +191,15 @@ def test_the_raw_teacher_and_a_round_are_scored_on_the_same_labelled_validation_
     assert truth.iloc[:, 1:].to_numpy().sum() > 0 and list(truth.columns[1:]) == source.classes
     model = stand_in(tmp_path / "m.pt", source.classes)
     some = source.classes[: len(source.classes) // 2]
-    got = score_on_windows([str(model)], truth, some, source.data_dir, 5.0)
+    got, predicted = window_predictions([str(model)], truth, source.data_dir, 5.0)
+    assert list(got["row_id"]) == list(truth["row_id"]) and predicted == source.classes
     frame = predict_folder(SoundscapePredictor([model], row_s=5.0), demo, source.classes,
                            files=[Path(p) for p in truth.attrs["paths"]])
     frame = frame[frame["row_id"].isin(set(truth["row_id"]))]
-    assert got == pytest.approx(competition_score(truth[["row_id", *some]], frame[["row_id", *some]], "row_id"))
+    frame = frame.set_index("row_id").loc[truth["row_id"]].reset_index()
+    np.testing.assert_allclose(got[some].to_numpy(), frame[some].to_numpy(), atol=1e-6)
+    assert competition_score(truth[["row_id", *some]], got[["row_id", *some]], "row_id") == pytest.approx(
+        competition_score(truth[["row_id", *some]], frame[["row_id", *some]], "row_id"))
 
 
 def test_mixed_views_for_consistent_teaching(tmp_path):

@@ -134,12 +134,3 @@ def window_predictions(members: Sequence[str], truth: pd.DataFrame, data_dir: st
     frame = frame.set_index("row_id").reindex(list(truth["row_id"])).reset_index()
     return frame, predicted
 
-
-def score_on_windows(members: Sequence[str], truth: pd.DataFrame, classes: Sequence[str], data_dir: str | Path,
-                     row_s: float) -> float:
-    """Macro ROC-AUC of ``members`` on the labelled windows ``truth`` over ``classes`` (those with a positive)."""
-    from utils.metrics import competition_score  # noqa: PLC0415
-
-    frame, _ = window_predictions(members, truth, data_dir, row_s)
-    keep = ["row_id", *[c for c in classes if c in truth.columns]]
-    return competition_score(truth[keep], frame[keep], "row_id")
