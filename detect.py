@@ -39,7 +39,8 @@ if str(ROOT) not in sys.path:
 
 from inference.cli import add_model_arguments, decode_threads, setup_logging  # noqa: E402
 from inference.detection_tables import write_tables  # noqa: E402
-from inference.detections import OutputLayout, audio_tree, load_thresholds, score_folder  # noqa: E402
+from dataloader.audio import audio_tree  # noqa: E402
+from inference.detections import OutputLayout, load_thresholds, score_folder  # noqa: E402
 from inference.predict import SoundscapePredictor  # noqa: E402
 from utils.checkpoints import CheckpointError  # noqa: E402
 

@@ -26,7 +26,8 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score  # noqa: PLC0415
 
     import detect  # noqa: PLC0415
-    from inference.detections import OutputLayout, audio_tree, load_thresholds, score_folder  # noqa: PLC0415
+    from dataloader.audio import audio_tree  # noqa: PLC0415
+    from inference.detections import OutputLayout, load_thresholds, score_folder  # noqa: PLC0415
     from inference.predict import SoundscapePredictor  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

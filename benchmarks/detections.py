@@ -66,7 +66,8 @@ def long_recording(path: Path, hours: float, seed: int = 0) -> Path:
 def scoring_speed(checkpoint: Path, folder: Path, hop_s: float, repeats: int = 2) -> dict[str, float]:
     """Windows/s and real-time factor of scoring every recording of ``folder`` (best of ``repeats`` passes)."""
     from detect import DETECT_BATCH  # noqa: PLC0415
-    from inference.detections import audio_tree, score_folder  # noqa: PLC0415
+    from dataloader.audio import audio_tree  # noqa: PLC0415
+    from inference.detections import score_folder  # noqa: PLC0415
     from inference.predict import SoundscapePredictor  # noqa: PLC0415
 
     predictor = SoundscapePredictor([checkpoint], batch_size=DETECT_BATCH)

@@ -20,6 +20,14 @@ def audio_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
+def audio_tree(folder: str | Path) -> list[Path]:
+    """Every recording under ``folder``, any depth (OGG, WAV, FLAC, MP3, extensions in any case), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
 class AudioError(Exception):
     """A recording that cannot be used; the message is the reason recorded in skipped_files.csv."""
 

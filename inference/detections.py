@@ -20,7 +20,6 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from dataloader.audio import AUDIO_EXTENSIONS
 from inference.file_pipeline import stream_files
 from inference.predict import SoundscapePredictor
 from utils.events import runs_above
@@ -31,14 +30,6 @@ DETECTION_COLUMNS = ["file", "class", "start_s", "end_s", "max_score", "mean_sco
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
                  "Species", "Score"]
 EVENT_OUTPUT = re.compile(r"^(?P<cls>.+)@(?P<bin>\d+)$")
-
-
-def audio_tree(folder: str | Path) -> list[Path]:
-    """Every recording under ``folder``, any depth (OGG, WAV, FLAC, MP3, extensions in any case), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
 @dataclass
