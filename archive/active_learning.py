@@ -10,8 +10,8 @@ one sigmoid per class) is trained on every label in the database now and written
 database's model as its front end, the database's window as its input); ``round_<k>/thresholds.csv`` holds per-class
 thresholds for precision 0.9 from out-of-fold scores of the labelled windows (``detect.py --thresholds``), and
 ``round_<k>/queue.csv`` the next ``--batch`` unlabelled windows: those nearest the decision boundary (``margin``:
-smallest ``|p - 0.5|`` over the classes), the most confident per class in turn (``topk``), or drawn at random
-(``random``, the baseline). ``python -m archive.label_page --db ... --queue round_<k>/queue.csv`` labels them;
+smallest ``|p - 0.5|`` over the classes; ``top2`` for one class per window: smallest gap between its two best
+scores), the most confident per class in turn (``topk``), or drawn at random (``random``, the baseline). ``python -m archive.label_page --db ... --queue round_<k>/queue.csv`` labels them;
 ``python -m archive.score --db ... --checkpoint round_<k>/classifier.pt`` scores the whole archive.
 """
 from __future__ import annotations
@@ -43,6 +43,15 @@ def margin_pick(probs: np.ndarray, count: int, rng: np.random.Generator) -> tupl
     margin = np.abs(probs - 0.5).min(axis=1)
     order = np.lexsort((rng.random(len(margin)), margin))[:count]
     return order, np.abs(probs[order] - 0.5).argmin(axis=1)
+
+
+@STRATEGIES.register("top2")
+def top2_pick(probs: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One class per window (multiclass data): smallest gap between its two highest scores (ties at random)."""
+    ranked = np.sort(probs, axis=1)
+    gap = ranked[:, -1] - ranked[:, -2] if probs.shape[1] > 1 else np.abs(probs[:, 0] - 0.5)
+    order = np.lexsort((rng.random(len(gap)), gap))[:count]
+    return order, probs[order].argmax(axis=1)
 
 
 @STRATEGIES.register("topk")

@@ -59,14 +59,17 @@ class ArchiveSettings:
                 if getattr(self, k) != getattr(other, k)]
 
 
-def usearch_config(dim: int) -> Any:
+def usearch_config(dim: int, expansion_add: Optional[int] = None) -> Any:
     """hoplite's USearch settings for ``dim``-dimensional vectors, with the cosine metric: raw embeddings stay
-    stored as they are (a classifier trains on them), search ranks by angle."""
+    stored as they are (a classifier trains on them), search ranks by angle. ``expansion_add``: the HNSW graph's
+    breadth while adding (hoplite's 256 by default; lower adds faster, for a synthetic million-window index)."""
     from perch_hoplite.db.sqlite_usearch_impl import get_default_usearch_config  # noqa: PLC0415
 
     cfg = get_default_usearch_config(dim)
     cfg.metric_name = "Cos"
     cfg.dtype = VECTOR_DTYPE
+    if expansion_add:
+        cfg.expansion_add = int(expansion_add)
     return cfg
 
 
@@ -91,11 +94,13 @@ def hoplite_metadata(settings: ArchiveSettings) -> dict[str, dict[str, Any]]:
     return out
 
 
-def open_archive(path: str | Path, settings: Optional[ArchiveSettings] = None, readonly: bool = False) -> Any:
+def open_archive(path: str | Path, settings: Optional[ArchiveSettings] = None, readonly: bool = False,
+                 expansion_add: Optional[int] = None) -> Any:
     """The hoplite database (``SQLiteUSearchDB``) in folder ``path``: created with ``settings`` when it does not
     exist; an existing one must hold vectors of the same model, window and hop as ``settings`` (when given). Windows
     whose vectors never reached the index (a build killed between the SQLite commit and the index save) are
-    removed with their recordings, which the next build embeds again."""
+    removed with their recordings, which the next build embeds again. ``expansion_add``: see
+    :func:`usearch_config` (a new database only)."""
     from ml_collections import config_dict  # noqa: PLC0415
     from perch_hoplite.db.sqlite_usearch_impl import SQLiteUSearchDB  # noqa: PLC0415
 
@@ -114,7 +119,7 @@ def open_archive(path: str | Path, settings: Optional[ArchiveSettings] = None, r
         if not readonly:
             repair(db)
         return db
-    db = SQLiteUSearchDB.create(str(path), usearch_cfg=usearch_config(settings.dim))
+    db = SQLiteUSearchDB.create(str(path), usearch_cfg=usearch_config(settings.dim, expansion_add))
     db.insert_metadata(ARCHIVE_KEY, config_dict.ConfigDict(settings.to_metadata()))
     for key, value in hoplite_metadata(settings).items():
         db.insert_metadata(key, config_dict.ConfigDict(value))

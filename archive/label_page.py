@@ -66,7 +66,8 @@ class LabelSession:
         notes = [", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                            if k in ("rank", "score", "query", "reason")) for row in table.to_dict("records")]
         frame = windows_frame(self.db, table["window_id"].tolist())
-        return frame.assign(note=[dict(zip(table["window_id"], notes))[w] for w in frame["window_id"]])
+        note_of = dict(zip(table["window_id"], notes))
+        return frame.assign(note=[note_of[w] for w in frame["window_id"]])
 
     def state(self) -> dict[str, Any]:
         """What the page draws: classes, queue, each window's answers, counts."""

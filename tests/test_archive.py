@@ -249,3 +249,32 @@ def test_a_rounds_classifier_runs_in_detect_py_and_over_the_database(archive, tm
     assert from_db.idxmax() == PLANT
     detections = pd.read_csv(scored / "detections.csv")
     assert PLANT[0] in set(detections["file"]) and (scored / "raven_selections.csv").is_file()
+
+
+def test_a_checkpoints_penultimate_layer_is_an_archive_model(run, tmp_path):
+    """A trained CNN as the archive's embedder: its vectors are what enters its classifier, so its classifier on
+    a stored vector gives predict.py's probability for that window."""
+    from archive.build import build_archive
+    from archive.database import open_archive, settings_of, vectors, windows_frame
+    from factory.families import model_from_checkpoint
+    from inference.predict import SoundscapePredictor
+    from utils.checkpoints import load_checkpoint
+
+    import torch
+
+    checkpoint = run["summary"]["checkpoint"]
+    soundscape = sorted((run["demo"] / "test_soundscapes").glob("*.ogg"))[0]
+    root = tmp_path / "archive"
+    root.mkdir()
+    (root / soundscape.name).symlink_to(soundscape)
+    report = build_archive(root, tmp_path / "db", f"checkpoint:{checkpoint}", workers=1)
+    db = open_archive(tmp_path / "db", readonly=True)
+    settings = settings_of(db)
+    assert settings.model == f"checkpoint:{checkpoint}" and settings.window_s == 5.0 and report.windows > 2
+    frame = windows_frame(db)
+    head = model_from_checkpoint(load_checkpoint(checkpoint)).eval().get_classifier()
+    with torch.inference_mode():
+        probs = torch.sigmoid(head(torch.from_numpy(vectors(db, frame["window_id"].to_numpy())))).numpy()
+    expected = SoundscapePredictor([checkpoint]).predict_file(soundscape)[1]
+    assert probs.shape == expected.shape
+    np.testing.assert_allclose(probs, expected, atol=2e-3)  # float16 vectors in the index

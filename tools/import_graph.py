@@ -18,7 +18,7 @@ from typing import Iterator, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 # The declared order, lowest first: a package imports only itself and the packages before it.
-LAYERS: tuple[str, ...] = ("utils", "dataloader", "factory", "inference", "training", "entry")
+LAYERS: tuple[str, ...] = ("utils", "dataloader", "factory", "inference", "training", "archive", "entry")
 # Top-level scripts and the folders of programs that sit above every package.
 ENTRY_SCRIPTS = ("train_classifier.py", "predict.py", "detect.py")
 ENTRY_FOLDERS = ("benchmarks", "tools")
