@@ -5,9 +5,11 @@
 
 Incremental: files already in the database are not embedded again, so a rerun after new recordings arrive (or after
 a kill) embeds only what is missing. Files are embedded on ``--workers`` processes (each with its own model) and
-written by this process, committed every ``--commit-every`` files: a kill loses at most those. Unreadable files are
-listed in ``<db>/unreadable.csv`` with the reason and tried again on the next run; the others go on. Prints one
-JSON line: files, windows, audio hours, seconds, audio hours per hour, the database's bytes per audio hour.
+written by this process, committed every ``--commit-every`` files, less often once the vector index is large: a
+commit saves the whole index, so commits are spaced to keep saving under a tenth of the time (a kill loses what
+came after the last commit: ten times the last save's seconds at most, beyond ``--commit-every`` files).
+Unreadable files are listed in ``<db>/unreadable.csv`` with the reason and tried again on the next run; the others
+go on. Prints one JSON line: files, windows, audio hours, seconds, audio hours per hour, the database's bytes.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from dataloader.worker_pool import WorkerPool  # noqa: E402
 
 log = logging.getLogger(__name__)
 UNREADABLE_FILE = "unreadable.csv"
+SAVE_SHARE = 0.1  # a commit saves the whole vector index: at most this share of the time goes to saving it
 _WORKER: dict[str, Any] = {}
 
 
@@ -113,7 +116,7 @@ def build_archive(audio_dir: str | Path, db_path: str | Path, model: str = "bird
     todo = [(str(p), n, settings.hop_s) for p, n in zip(files, names) if n not in known]
     report = BuildReport(files=len(files), already=len(files) - len(todo))
     deployments = {d.name: d.id for d in db.get_all_deployments()}
-    pending = 0
+    pending, saved_at, save_s = 0, time.perf_counter(), 0.0
     try:
         with WorkerPool(max(1, workers), _init_worker, (settings.model,)) as pool:
             for res in pool.run(_task_embed, todo, desc=f"embed ({Path(settings.model).name})"):
@@ -134,9 +137,11 @@ def build_archive(audio_dir: str | Path, db_path: str | Path, model: str = "bird
                 report.windows += len(rows)
                 report.audio_s += res["seconds"]
                 pending += 1
-                if pending >= commit_every:
+                if pending >= commit_every and time.perf_counter() - saved_at >= save_s / SAVE_SHARE:
+                    t = time.perf_counter()
                     db.commit()
-                    pending = 0
+                    saved_at = time.perf_counter()
+                    save_s, pending = saved_at - t, 0
     finally:
         db.commit()
         db.db.close()  # folds SQLite's write-ahead log into the file

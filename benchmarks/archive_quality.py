@@ -179,7 +179,8 @@ def active_learning(args: argparse.Namespace, table: pd.DataFrame, x: np.ndarray
                         break
                     rest = np.setdiff1d(pool, labelled)
                     count = min(args.round_size, args.max_labels - len(labelled))
-                    picked, _ = select_windows(head_probs(head, x[rest]), count, strategy, seed=seed * 100 + len(labelled))
+                    picked, _ = select_windows(head_probs(head, x[rest]), count, strategy,
+                                               seed=seed * 100 + len(labelled))
                     labelled += [int(i) for i in rest[picked]]
             print(json.dumps({"part": "active", "fold": fold, "seed": seed,
                               **{s: round(curves[s][max(curves[s])][-1], 3) for s in args.strategies}}), flush=True)

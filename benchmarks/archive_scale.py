@@ -79,7 +79,8 @@ def build_part(minutes: float) -> dict[str, Any]:
 
 def synthetic_vectors(n: int, dim: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
     """``n`` unit vectors around random ``centres`` (as embeddings of recurring sounds cluster)."""
-    x = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    noise = rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    x = centres[rng.integers(0, len(centres), n)] + 0.6 * noise
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -91,7 +92,7 @@ def search_part(windows: int, queries: int, expansion_add: Optional[int], dim: i
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((2000, dim)).astype(np.float32) / np.sqrt(dim)
-    per_recording, chunk = 200, 20000
+    per_recording, chunk = 200, 200_000  # a commit saves the whole index: a few large commits
     with tempfile.TemporaryDirectory() as tmp:
         settings = ArchiveSettings(model="synthetic", identity="synthetic", sample_rate=SR, window_s=3.0, hop_s=3.0,
                                    dim=dim, audio_root=tmp, project="synthetic")
@@ -104,8 +105,8 @@ def search_part(windows: int, queries: int, expansion_add: Optional[int], dim: i
             for r in range(first // per_recording, (first + n - 1) // per_recording + 1):
                 rec = db.insert_recording(filename=f"rec_{r:06d}.wav", deployment_id=deployment)
                 lo, hi = max(first, r * per_recording), min(first + n, (r + 1) * per_recording)
-                rows += [{"recording_id": rec, "offsets": [3.0 * (w - r * per_recording), 3.0 * (w - r * per_recording) + 3]}
-                         for w in range(lo, hi)]
+                starts = [3.0 * (w - r * per_recording) for w in range(lo, hi)]
+                rows += [{"recording_id": rec, "offsets": [s, s + 3.0]} for s in starts]
             db.insert_windows_batch(rows, synthetic_vectors(n, dim, rng, centres), handle_duplicates="allow")
             db.commit()
         build_s = time.perf_counter() - t0

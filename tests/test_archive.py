@@ -4,7 +4,6 @@ export, margin sampling, a round's classifier in detect.py and over the database
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -210,6 +209,16 @@ def test_margin_sampling_picks_the_windows_nearest_the_boundary():
     assert top.tolist() == [0, 3] and top_why.tolist() == [0, 1]
     rand, _ = select_windows(probs, 6, "random", seed=1)
     assert sorted(rand.tolist()) == list(range(6))
+    gap, gap_why = select_windows(probs, 2, "top2")
+    assert gap.tolist() == [3, 4] and gap_why.tolist() == [0, 0]  # gaps 0.05 (0.95 vs 0.90), then 0.25
+
+
+def test_auto_strategy_follows_the_labels():
+    from archive.active_learning import auto_strategy
+
+    assert auto_strategy(np.eye(3, dtype=np.float32)) == "top2"  # one class per window
+    assert auto_strategy(np.array([[1, 1, 0], [0, 0, 1]], dtype=np.float32)) == "margin"  # overlapping classes
+    assert auto_strategy(np.array([[1], [0]], dtype=np.float32)) == "margin"  # one detector
 
 
 def test_a_rounds_classifier_runs_in_detect_py_and_over_the_database(archive, tmp_path):

@@ -13,12 +13,14 @@ import pytest
 
 from tests.archive_audio import make_archive
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SCREENSHOT = os.environ.get("LABEL_PAGE_SCREENSHOT")  # where to keep the page's picture (docs/label_page.png)
 
 # CI installs them (.ci/run) and must run this test; elsewhere a machine without them skips it
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(DRIVER).exists()) and not os.environ.get("CI"),
-                                reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(DRIVER).exists()) and not os.environ.get("CI"),
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
 
 
 @pytest.fixture(scope="module")
