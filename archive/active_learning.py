@@ -12,7 +12,8 @@ thresholds for precision 0.9 from out-of-fold scores of the labelled windows (``
 ``round_<k>/queue.csv`` the next ``--batch`` unlabelled windows (``--strategy auto``: ``top2`` when every
 labelled window has one class, else ``margin``): those nearest the decision boundary (``margin``:
 smallest ``|p - 0.5|`` over the classes; ``top2`` for one class per window: smallest gap between its two best
-scores), the most confident per class in turn (``topk``), or drawn at random (``random``, the baseline).
+scores; ``top2_spread``: the same, one window per predicted class in a round first), the most confident per class
+in turn (``topk``), or drawn at random (``random``, the baseline).
 ``python -m archive.label_page --db ... --queue round_<k>/queue.csv`` labels them;
 ``python -m archive.score --db ... --checkpoint round_<k>/classifier.pt`` scores the whole archive.
 """
@@ -54,6 +55,26 @@ def top2_pick(probs: np.ndarray, count: int, rng: np.random.Generator) -> tuple[
     gap = ranked[:, -1] - ranked[:, -2] if probs.shape[1] > 1 else np.abs(probs[:, 0] - 0.5)
     order = np.lexsort((rng.random(len(gap)), gap))[:count]
     return order, probs[order].argmax(axis=1)
+
+
+@STRATEGIES.register("top2_spread")
+def top2_spread_pick(probs: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``top2``, at most one window per predicted class in a round while other classes still have candidates."""
+    ranked = np.sort(probs, axis=1)
+    gap = ranked[:, -1] - ranked[:, -2] if probs.shape[1] > 1 else np.abs(probs[:, 0] - 0.5)
+    order = np.lexsort((rng.random(len(gap)), gap))
+    best = probs.argmax(axis=1)
+    chosen, used = [], set()
+    for i in order:
+        if best[i] not in used:
+            chosen.append(i)
+            used.add(best[i])
+        if len(chosen) == count:
+            break
+    taken = set(chosen)
+    rest = [i for i in order if i not in taken][:count - len(chosen)]
+    picked = np.array(chosen + rest, dtype=np.int64)
+    return picked, best[picked]
 
 
 @STRATEGIES.register("topk")

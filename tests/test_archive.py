@@ -211,6 +211,9 @@ def test_margin_sampling_picks_the_windows_nearest_the_boundary():
     assert sorted(rand.tolist()) == list(range(6))
     gap, gap_why = select_windows(probs, 2, "top2")
     assert gap.tolist() == [3, 4] and gap_why.tolist() == [0, 0]  # gaps 0.05 (0.95 vs 0.90), then 0.25
+    spread, spread_why = select_windows(probs, 3, "top2_spread")
+    # 3 (class 0) first; 4 is class 0 again, so 2 (class 1, gap 0.37) comes before it, then 4 fills the round
+    assert spread.tolist() == [3, 2, 4] and spread_why.tolist() == [0, 1, 0]
 
 
 def test_auto_strategy_follows_the_labels():
