@@ -48,11 +48,18 @@ def margin_pick(probs: np.ndarray, count: int, rng: np.random.Generator) -> tupl
     return order, np.abs(probs[order] - 0.5).argmin(axis=1)
 
 
+def top2_gap(probs: np.ndarray) -> np.ndarray:
+    """Per window, the gap between its two highest scores (one class: its distance from 0.5)."""
+    if probs.shape[1] < 2:
+        return np.abs(probs[:, 0] - 0.5)
+    ranked = np.sort(probs, axis=1)
+    return ranked[:, -1] - ranked[:, -2]
+
+
 @STRATEGIES.register("top2")
 def top2_pick(probs: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One class per window (multiclass data): smallest gap between its two highest scores (ties at random)."""
-    ranked = np.sort(probs, axis=1)
-    gap = ranked[:, -1] - ranked[:, -2] if probs.shape[1] > 1 else np.abs(probs[:, 0] - 0.5)
+    gap = top2_gap(probs)
     order = np.lexsort((rng.random(len(gap)), gap))[:count]
     return order, probs[order].argmax(axis=1)
 
@@ -60,8 +67,7 @@ def top2_pick(probs: np.ndarray, count: int, rng: np.random.Generator) -> tuple[
 @STRATEGIES.register("top2_spread")
 def top2_spread_pick(probs: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``top2``, at most one window per predicted class in a round while other classes still have candidates."""
-    ranked = np.sort(probs, axis=1)
-    gap = ranked[:, -1] - ranked[:, -2] if probs.shape[1] > 1 else np.abs(probs[:, 0] - 0.5)
+    gap = top2_gap(probs)
     order = np.lexsort((rng.random(len(gap)), gap))
     best = probs.argmax(axis=1)
     chosen, used = [], set()
