@@ -111,7 +111,8 @@ class BatchAugment:
 
     def __init__(self, aug: AugmentationConfig, units_per_db: Optional[np.ndarray] = None,
                  background: Optional[Callable[[int], torch.Tensor]] = None, ops: type = MelOps, time_unit: int = 1,
-                 chunks: Optional[Callable[[int], tuple[torch.Tensor, torch.Tensor]]] = None):
+                 chunks: Optional[Callable[[int], tuple[torch.Tensor, torch.Tensor]]] = None,
+                 embedding_columns: int = 0):
         """``units_per_db`` (n_mels,): how far one dB moves each mel bin after standardisation
         (1 / std for per_frequency, zeros for per_clip, which is level-invariant); None disables gain.
         ``background(n)``: n standardised background windows (1, n_mels, frames), e.g. from unlabeled
@@ -121,8 +122,11 @@ class BatchAugment:
         add the signals instead of taking the max of dB mels, noise scales with each example's level, masks
         are time-only and silence, and there is no per-bin gain. ``time_unit``: columns per unit of
         ``time_mask_max`` (1 mel frame; a waveform's 10 ms of samples). ``chunks(n)``: n soundscape windows with
-        their targets (pseudo-labelled or labelled; :class:`ChunkBank`) for ``augment_soundscape_mix``."""
+        their targets (pseudo-labelled or labelled; :class:`ChunkBank`) for ``augment_soundscape_mix``.
+        ``embedding_columns``: the targets end with a teacher's embedding of each input (embedding distillation);
+        an input mixed with another loses it (NaN), having no embedding of its own."""
         self.aug, self.ops, self.time_unit = aug, ops, time_unit
+        self.embedding_columns = embedding_columns
         self.units_per_db = None if units_per_db is None else torch.as_tensor(units_per_db, dtype=torch.float32)
         self.background, self.chunks = background, chunks
 
@@ -139,6 +143,14 @@ class BatchAugment:
         mask (``torch.where``), never turned into indices: ``nonzero`` or a count would make the host wait for the
         device at every step."""
         return (torch.rand(b, device=device) < prob).view(b, 1, 1, 1)
+
+    def _forget_embedding(self, y: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """``y`` with the teacher-embedding columns of the ``chosen`` (mixed) rows set to NaN."""
+        d = self.embedding_columns
+        if not d:
+            return y
+        tail = torch.where(chosen.view(-1, 1), torch.full_like(y[:, -d:], float("nan")), y[:, -d:])
+        return torch.cat([y[:, :-d], tail], dim=1)
 
     def _units(self, device: torch.device) -> torch.Tensor:
         """``units_per_db`` as (1, 1, n_mels, 1) on ``device``, copied there once."""
@@ -161,7 +173,7 @@ class BatchAugment:
         x = torch.where(chosen & span.view(b, 1, 1, frames), x[partner], x)
         share = (width.float() / frames).view(-1, 1)
         mixed = (1 - share) * torch.nan_to_num(y) + share * torch.nan_to_num(y[partner])
-        return x, torch.where(chosen.view(b, 1), mixed, y)
+        return x, self._forget_embedding(torch.where(chosen.view(b, 1), mixed, y), chosen)
 
     def overlay_background(self, x: torch.Tensor) -> torch.Tensor:
         """For a ``background_prob`` share of the batch, overlay (element-wise max, i.e. the sounds added) a
@@ -197,7 +209,8 @@ class BatchAugment:
         labels = y[:, :cy.shape[1]]
         mixed_labels = torch.where(torch.isnan(labels), labels, torch.maximum(labels, added))
         mixed_y = torch.cat([mixed_labels, y[:, cy.shape[1]:]], dim=1)
-        return torch.where(chosen, mixed_x, x), torch.where(chosen.view(b, 1), mixed_y, y)
+        return torch.where(chosen, mixed_x, x), self._forget_embedding(torch.where(chosen.view(b, 1), mixed_y, y),
+                                                                        chosen)
 
     def gain(self, x: torch.Tensor) -> torch.Tensor:
         """Random level change of ±``gain_db`` per example (in place): the absolute-dB front end keeps recording
@@ -234,7 +247,8 @@ class BatchAugment:
         else:
             mixed_x = self.ops.overlay(x, x[partner])
             mixed_y = torch.fmax(y, y[partner])  # fmax: a masked (NaN) label takes the partner's value
-        return torch.where(chosen, mixed_x, x), torch.where(chosen.view(b, 1), mixed_y, y)
+        return torch.where(chosen, mixed_x, x), self._forget_embedding(torch.where(chosen.view(b, 1), mixed_y, y),
+                                                                        chosen)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented ``(x, y)``; ``x`` (a fresh batch) may be modified in place. Nothing here waits for the device

@@ -67,6 +67,8 @@ def window_dataset(df: pd.DataFrame, labels: Sequence[str], data: DataConfig, fr
     targets = make_targets(df, labels, data)
     if "teacher_targets" in df:  # distillation: the teacher's soft targets beside the labels
         targets = np.hstack([targets, np.stack(df["teacher_targets"].to_list()).astype(np.float32)])
+    if "teacher_embedding" in df:  # embedding distillation: the teacher's standardised embedding, last
+        targets = np.hstack([targets, np.stack(df["teacher_embedding"].to_list()).astype(np.float32)])
     return WindowDataset(df["entry"], targets, frontend, frames, crop, data.pad_mode, standardizer, _clip_stats(df),
                          starts)
 
@@ -120,7 +122,7 @@ def chunk_bank(rows: pd.DataFrame, labels: Sequence[str], data: DataConfig, fron
                standardizer: Standardizer) -> ChunkBank:
     """Soundscape windows with labels (cache rows with a fixed ``start``: pseudo-labelled and labelled train
     soundscape windows) and their targets, drawn at random for ``augment_soundscape_mix``."""
-    return ChunkBank(window_dataset(rows.drop(columns=["teacher_targets"], errors="ignore"), labels, data, frontend,
+    return ChunkBank(window_dataset(rows.drop(columns=["teacher_targets", "teacher_embedding"], errors="ignore"), labels, data, frontend,
                                     "first", standardizer))
 
 

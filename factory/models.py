@@ -62,6 +62,12 @@ class RepeatChannels(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.model.head_module() if hasattr(self.model, "head_module") else self.model.get_classifier()
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x.expand(-1, self.channels, -1, -1))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.model.forward_head(x, pre_logits=pre_logits)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.expand(-1, self.channels, -1, -1))
 

@@ -44,8 +44,13 @@ class TinyDSCNN(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm's convention: pooled features (``pre_logits``) or logits of a ``forward_features`` map."""
+        x = torch.flatten(self.pool(x), 1)
+        return x if pre_logits else self.classifier(self.drop(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.drop(torch.flatten(self.pool(self.features(x)), 1)))
+        return self.forward_head(self.features(x))
 
     def fuse_for_quantization(self) -> "TinyDSCNN":
         """Fuse every Conv-BN-ReLU in place (call in eval mode for post-training, train mode for QAT)."""

@@ -251,6 +251,8 @@ def _check_cross_fields(cfg: Config) -> None:
         raise ConfigError(f"[agent] distill_teacher = {cfg.agent.distill_teacher}: no such checkpoint, nor an "
                           f"embedding model; allowed: a .pt / .onnx / .xml file, or "
                           f"{', '.join(registry_choices('embedders'))} (optionally <model>:<model path>)")
+    if cfg.agent.distill_embedding:
+        check_embedding_distillation(cfg, family, task)
     if data.fold >= data.n_folds:
         raise ConfigError(f"[data] fold = {data.fold}: must be < n_folds ({data.n_folds}); allowed: 0..{data.n_folds - 1}")
     if dp.f_max > dp.sample_rate / 2:
@@ -272,6 +274,22 @@ def _check_cross_fields(cfg: Config) -> None:
             "async", "sync"):
         raise ConfigError("[callbacks] neptune_project = '': required when neptune_logger = true and neptune_mode "
                           "is async or sync; allowed: 'workspace/project'")
+
+
+def check_embedding_distillation(cfg: Config, family: Any, task: Any) -> None:
+    """``[agent] distill_embedding``: an embedding model, a clip-level task, a mel CNN with a linear head."""
+    from dataloader.embedders import embedder_spec  # noqa: PLC0415
+
+    setting = f"[agent] distill_embedding = {cfg.agent.distill_embedding}"
+    if embedder_spec(cfg.agent.distill_embedding) is None:
+        raise ConfigError(f"{setting}: not an embedding model; allowed: {', '.join(registry_choices('embedders'))} "
+                          f"(optionally <model>:<model path>), or empty")
+    if not task.distillable:
+        raise ConfigError(f"{setting}: distillation trains clip-level outputs; [data] task = {cfg.data.task}; "
+                          f"allowed: {', '.join(n for n in list_tasks() if get_task(n).distillable)}")
+    if family.input_kind != "mel" or cfg.model.head != "linear":
+        raise ConfigError(f"{setting}: the projection reads a CNN's pooled features; [model] family = {family.name}, "
+                          f"head = {cfg.model.head}; allowed: a mel family (cnn, tiny) with head = linear")
 
 
 def _format_value(value: Any) -> str:

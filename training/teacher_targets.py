@@ -70,3 +70,41 @@ def teacher_targets(table: pd.DataFrame, labels: Sequence[str], teacher: str, ro
     log.info("distillation: soft targets of %s for %d training rows of %d files", Path(teacher).name, len(table),
              len(per_file))
     return out
+
+
+def teacher_embeddings(table: pd.DataFrame, teacher: str, row_s: float, row_frames: int, cache_dir: str | Path,
+                       workers: int = 1) -> np.ndarray:
+    """(rows, dim) float32: the embedding model ``teacher``'s (``<model>`` or ``<model>:<path>``) embedding of each
+    training row, standardised per dimension over the rows: for a recording the mean over its ``row_s`` rows, for a
+    window cut at frame ``start`` (chunks, soundscape windows) the row holding that start (``row_frames`` frames per
+    row), as :func:`teacher_targets` reads probabilities. The embeddings are the embedding front end's cache (the
+    same files an embedding head trains on: parallel, resumable, each file embedded once); a file the model cannot
+    read is reported and its rows get NaN, which the regression leaves out."""
+    from dataloader.embedders import embedder_spec  # noqa: PLC0415
+    from dataloader.embedding_input import embedding_settings  # noqa: PLC0415
+    from dataloader.features import make_frontend  # noqa: PLC0415
+    from dataloader.preprocess import build_cache  # noqa: PLC0415
+
+    parsed = embedder_spec(teacher)
+    if parsed is None:
+        raise ValueError(f"embedding distillation: {teacher!r} is not an embedding model (birdnet, perch, onnx; "
+                         f"<model>:<path> for its file)")
+    frontend = make_frontend(embedding_settings(parsed[0], parsed[1] or "", row_s))
+    cache = build_cache(pd.DataFrame({"path": sorted(set(table["path"]))}), frontend, cache_dir, workers)
+    entries = dict(zip(cache.table["path"], cache.table["entry"]))
+    for path, reason in zip(cache.skipped["path"], cache.skipped["reason"]):
+        log.warning("embedding distillation: %s gives no embedding (%s); its rows learn no embedding", path, reason)
+    starts = table["start"].fillna(-1).astype(int) if "start" in table else [-1] * len(table)
+    out = np.full((len(table), frontend.rows), np.nan, dtype=np.float32)
+    for r, (path, start) in enumerate(zip(table["path"], starts)):
+        if path in entries:
+            rows = np.load(entries[path], mmap_mode="r")  # (dim, rows) float16
+            out[r] = rows.mean(axis=1) if start < 0 else rows[:, min(start // row_frames, rows.shape[1] - 1)]
+    known = ~np.isnan(out).any(axis=1)
+    if known.any():
+        mean, std = out[known].mean(axis=0), out[known].std(axis=0)
+        out = (out - mean) / np.where(std > 0, std, 1.0)
+    log.info("embedding distillation: %s embeddings (%d dimensions, standardised) for %d training rows of %d files "
+             "(%d embedded now, %d from the cache %s)", teacher, frontend.rows, len(table), len(entries),
+             cache.decoded, cache.reused, cache.folder)
+    return out.astype(np.float32)

@@ -46,6 +46,11 @@ class RunSplit:
     dropped: pd.DataFrame  # duration outliers (path, reason)
 
     @property
+    def embedding_dim(self) -> int:
+        """Columns of the teacher's embedding at the end of the training targets (embedding distillation), or 0."""
+        return len(self.train["teacher_embedding"].iloc[0]) if "teacher_embedding" in self.train else 0
+
+    @property
     def outputs(self) -> list[str]:
         """The model's output names: the labels, or ``class@bin`` (class-major) for events."""
         return output_names(self.labels, self.event_bins)
@@ -79,6 +84,13 @@ def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSp
                                data.frontend.frames_for(cfg.data.window_s), cfg.paths.data_dir,
                                run_dir if is_main else None, cfg.model.pretrained_path)
         train_df = train_df.assign(teacher_targets=list(soft))
+    if cfg.agent.distill_embedding:
+        from training.teacher_targets import teacher_embeddings  # noqa: PLC0415
+
+        embedding = teacher_embeddings(train_df, cfg.agent.distill_embedding, cfg.data.window_s,
+                                       data.frontend.frames_for(cfg.data.window_s), cfg.paths.cache_dir,
+                                       cfg.data.num_workers)
+        train_df = train_df.assign(teacher_embedding=list(embedding))
     return RunSplit(train_df, selection.parts["val"], selection.parts["test"], data.windows.get("val"),
                     selection.recordings, selection.labels, get_task(cfg.data.task).event_bins(cfg.data.event_bins),
                     selection.dropped)
@@ -103,7 +115,8 @@ def run_loaders(cfg: Config, data: RunData, split: RunSplit, standardizer: Stand
             log.warning("augment_soundscape_mix: no pseudo-labelled ([data] pseudo_labels) or labelled soundscape "
                         "windows in this run; no soundscape mixing")
     augment = BatchAugment(cfg.augmentation, frontend.level_units(standardizer), background=bank,
-                           ops=frontend.augment_ops(), time_unit=frontend.mask_time_unit, chunks=chunks)
+                           ops=frontend.augment_ops(), time_unit=frontend.mask_time_unit, chunks=chunks,
+                           embedding_columns=split.embedding_dim)
     in_workers = device.type == "cpu" and cfg.trainer.num_workers > 0  # on a GPU it runs on the GPU
     pin = device.type == "cuda"  # page-locked batches: the copies to the GPU overlap compute
     train_loader, val_loader = make_loaders(split.train, split.val, split.labels, cfg.data, cfg.trainer, frontend,
@@ -138,6 +151,11 @@ def run_loss(cfg: Config, split: RunSplit) -> torch.nn.Module:
         from factory.distillation import DistillationLoss  # noqa: PLC0415
 
         loss = DistillationLoss(loss, cfg.agent.distill_weight, cfg.agent.distill_temperature)
+    if split.embedding_dim:
+        from factory.distillation import EmbeddingRegressionLoss  # noqa: PLC0415
+
+        loss = EmbeddingRegressionLoss(loss, len(split.outputs), split.embedding_dim,
+                                       cfg.agent.distill_embedding_weight)
     return loss
 
 
@@ -157,6 +175,10 @@ def build_trainer(cfg: Config, data: RunData, split: RunSplit, standardizer: Sta
     from training.callbacks import build_callbacks  # noqa: PLC0415
 
     model, model_kwargs, model_name = build_model(cfg, len(split.labels), split.event_bins)
+    if split.embedding_dim:  # a projection onto the teacher's embedding, trained beside the network, not exported
+        from factory.distillation import EmbeddingStudent  # noqa: PLC0415
+
+        model = EmbeddingStudent(model, split.embedding_dim)
     optimizer = create_optimizer(model=model, fused=device.type == "cuda", **optimizer_kwargs(cfg.agent))
     steps_per_epoch = -(-len(train_loader) // cfg.trainer.accumulate_steps)  # optimizer steps
     scheduler = create_scheduler(optimizer=optimizer, **scheduler_kwargs(cfg.agent, steps_per_epoch, run_epochs(cfg)))

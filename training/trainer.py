@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from factory.distillation import inference_network
 from factory.schedulers import steps_per_epoch_end
 from training.callbacks import Callback
 from training.distributed import DistContext, all_gather, broadcast
@@ -116,8 +117,9 @@ class Trainer:
 
     @property
     def eval_model(self) -> nn.Module:
-        """The weights that validate, are saved for inference and predict: the EMA's when on, else the model's."""
-        return self.ema.module if self.ema is not None else self.model
+        """The weights that validate, are saved for inference and predict: the EMA's when on, else the model's;
+        of a model with training-only parts (embedding distillation's projection) its inference network."""
+        return inference_network(self.ema.module if self.ema is not None else self.model)
 
     @torch.no_grad()
     def precise_bn(self, loader: DataLoader, batches: int) -> None:
@@ -289,8 +291,9 @@ class Trainer:
         bn_generator = getattr(self.bn_loader, "generator", None)  # so a resumed run's precise BN draws the same
         return {
             "model": {k: v.detach().cpu() for k, v in self.eval_model.state_dict().items()},  # what inference loads
-            **({"model_train": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "ema_n_averaged": self.ema.n_averaged.detach().cpu()} if self.ema is not None else {}),
+            **({"model_train": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
+               if self.eval_model is not self.model else {}),
+            **({"ema_n_averaged": self.ema.n_averaged.detach().cpu()} if self.ema is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
@@ -311,7 +314,7 @@ class Trainer:
             raise ValueError("the checkpoint was trained on other labels; resume needs the same data and fold")
         self.model.load_state_dict(payload.get("model_train", payload["model"]))
         if self.ema is not None:
-            self.ema.module.load_state_dict(payload["model"])
+            inference_network(self.ema.module).load_state_dict(payload["model"])
             if "ema_n_averaged" in payload:
                 self.ema.n_averaged.copy_(payload["ema_n_averaged"])
                 self.ema.sync_count()

@@ -156,6 +156,14 @@ class AgentConfig:
                                 minimum=0.0, maximum=1.0)
     distill_temperature: float = opt(2.0, "Temperature of the distillation (logits / T; the soft term is scaled by "
                                      "T²).", minimum=0.1)
+    distill_embedding: str = opt("", "Embedding distillation: a foundation model (birdnet, perch, onnx; <model>:<path> "
+                                 "for its file) whose embedding of each training row (cached like mels, standardised "
+                                 "per dimension) the student regresses from its pooled features through a linear "
+                                 "projection used in training only (the exported model is unchanged); a mixed input "
+                                 "(mixup, cutmix, soundscape mixing) has no embedding to learn and is left out of "
+                                 "this term. Needs a timm CNN with a linear head. Empty = off.")
+    distill_embedding_weight: float = opt(1.0, "Weight of the embedding regression (mean squared error of the "
+                                          "standardised embedding) added to the loss.", minimum=0.0)
 
 
 @dataclass
