@@ -21,6 +21,15 @@ Written to ``--out-dir``:
   score; ``unreadable.csv``: the recordings that could not be read and why (the others go on);
 - with ``--review N``: ``review/<class>.png``, the class's top N detections as mel spectrograms on one page.
 
+The tables are written as recordings finish: a rerun into the same ``--out-dir`` with the same settings skips the
+recordings already done (a stopped run loses only what was in flight); other settings are refused.
+
+Larger than one machine: ``--ray auto`` (or ``--ray host:port``) runs the same pipeline on a Ray cluster
+(:mod:`inference.ray_engine`: decoding and front end on CPU tasks, the models in a pool of actors, one per
+``--ray-gpus-per-actor`` GPU share when set), the same rows as here; ``--shard i/N`` takes one deterministic N-th
+of the recordings (a SLURM job array runs N of them) and ``python -m inference.merge_detections`` joins the shards'
+folders.
+
 For a Kaggle submission use ``predict.py``. Imports nothing from training.
 """
 from __future__ import annotations
@@ -37,10 +46,11 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inference.cli import add_model_arguments, decode_threads, setup_logging  # noqa: E402
-from inference.detection_tables import write_tables  # noqa: E402
+from inference.cli import add_model_arguments, add_scale_arguments, decode_threads, scale_files, setup_logging  # noqa: E402
+from inference.detection_tables import start_tables, write_tables  # noqa: E402
 from dataloader.audio import audio_tree  # noqa: E402
-from inference.detections import OutputLayout, load_thresholds, score_folder  # noqa: E402
+from inference.detections import OutputLayout, check_one_front_end, file_scores, load_thresholds  # noqa: E402
+from inference.file_pipeline import stream_files  # noqa: E402
 from inference.predict import SoundscapePredictor  # noqa: E402
 from utils.checkpoints import CheckpointError  # noqa: E402
 
@@ -62,6 +72,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--thresholds", help="class,threshold CSV (default: the training run's thresholds.csv, if any)")
     p.add_argument("--threshold", type=float, default=0.5, help="the threshold of classes --thresholds does not list")
     p.add_argument("--review", type=int, default=0, metavar="N", help="review sheets: each class's top N detections")
+    add_scale_arguments(p)
     return p.parse_args(argv)
 
 
@@ -87,6 +98,22 @@ def peak_rss_mb() -> Optional[float]:
     return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+def run_settings(args: argparse.Namespace, thresholds) -> dict:
+    """What the tables depend on (``run.json``): a rerun with other settings does not append to them."""
+    return {"checkpoints": [str(Path(c).resolve()) for c in args.checkpoint], "hop_s": args.hop_s,
+            "min_score": args.min_score, "thresholds": [round(float(t), 6) for t in thresholds],
+            "audio_dir": str(Path(args.audio_dir).resolve()), "shard": args.shard or "", "limit": args.limit}
+
+
+def engine_spec(args: argparse.Namespace, predictor: SoundscapePredictor):
+    """The ensemble the cluster's workers build: this command's models and backend, one thread per task."""
+    from inference.ray_engine import EnsembleSpec  # noqa: PLC0415
+
+    return EnsembleSpec(tuple(str(c) for c in args.checkpoint), batch_size=args.batch_size, backend=args.backend,
+                        threads=1, precision=args.precision, openvino_mode=args.openvino_mode,
+                        row_s=predictor.window_s)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging()
@@ -94,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("--hop-s %s: must be positive", args.hop_s)
         return 2
     try:
-        files = audio_tree(args.audio_dir)[:args.limit]
+        files = scale_files(args, audio_tree(args.audio_dir)[:args.limit])
         predictor = SoundscapePredictor(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
                                         threads=args.threads, precision=args.precision,
                                         openvino_mode=args.openvino_mode)
@@ -111,14 +138,36 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     frontend = predictor.frontend
     settings = frontend.settings_dict()
+    root = Path(args.audio_dir)
+    try:
+        check_one_front_end(predictor)
+        done = start_tables(args.out_dir, run_settings(args, thresholds))
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    todo = [f for f in files if str(f.relative_to(root)) not in done]
+    if done:
+        log.info("%s: %d recordings already done, %d to go", args.out_dir, len(files) - len(todo), len(todo))
     t0 = time.perf_counter()
-    scores = score_folder(predictor, files, args.hop_s,
-                          decode_threads=decode_threads(args),
-                          root=Path(args.audio_dir))
+    if args.ray:
+        from inference import ray_engine  # noqa: PLC0415 - Ray only when a cluster is asked for
+
+        ray_engine.connect(args.ray)
+        try:
+            rows = ray_engine.stream_files(engine_spec(args, predictor), todo, args.hop_s, actors=args.ray_actors,
+                                           gpus_per_actor=args.ray_gpus_per_actor, progress="detect")
+        except ValueError as exc:
+            log.error("%s", exc)
+            return 2
+    else:
+        rows = stream_files(predictor, todo, args.hop_s, decode_threads(args), progress="detect")
+    scores = file_scores(rows, layout, predictor.window_s, root)
     run = write_tables(scores, layout.classes, thresholds, args.min_score, args.out_dir,
-                       float(settings.get("f_min", 0.0)), float(settings.get("f_max", frontend.sample_rate / 2)))
+                       float(settings.get("f_min", 0.0)), float(settings.get("f_max", frontend.sample_rate / 2)),
+                       resume=bool(done))
     seconds = time.perf_counter() - t0
-    summary = {"recordings": run.files, "unreadable": run.unreadable, "audio_hours": round(run.audio_s / 3600, 3),
+    summary = {"recordings": run.files, "skipped_done": len(files) - len(todo), "unreadable": run.unreadable,
+               "audio_hours": round(run.audio_s / 3600, 3),
                "windows": run.windows, "windows_per_s": round(run.windows / max(seconds, 1e-9), 1),
                "realtime_factor": round(run.audio_s / max(seconds, 1e-9), 1), "detections": run.detections,
                "score_rows": run.score_rows, "seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb(),

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -26,6 +27,25 @@ def audio_tree(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard i/N`` -> (i, N), 0 <= i < N."""
+    index, _, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text}: i/N with 0 <= i < N (e.g. 0/4 ... 3/4; a SLURM array passes "
+                         f"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    return i, n
+
+
+def shard_files(files: Sequence[Path], root: str | Path, index: int, count: int) -> list[Path]:
+    """The recordings of shard ``index`` of ``count``: by a hash of each one's path relative to ``root``, so every
+    file lands in exactly one shard whatever the machine, the listing order or files added later."""
+    return [f for f in files if zlib.crc32(Path(f).relative_to(root).as_posix().encode()) % count == index]
 
 
 class AudioError(Exception):

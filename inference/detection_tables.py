@@ -3,6 +3,7 @@ Raven selection tables (one per recording, and all of them in one CSV), a per-fi
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -54,31 +55,81 @@ def file_summary(scores: FileScores, detections: pd.DataFrame) -> dict:
             "classes": "; ".join(f"{c} x{int(r['size'])} (max {r['max']:.3f})" for c, r in per_class.iterrows())}
 
 
+TABLES = ("scores", "detections", "raven_selections", "file_summary", "unreadable")
+HEADERS = {"scores": SCORE_COLUMNS, "detections": DETECTION_COLUMNS, "raven_selections": ["File", *RAVEN_COLUMNS],
+           "file_summary": SUMMARY_COLUMNS, "unreadable": ["file", "reason"]}
+SETTINGS = "run.json"  # what the tables were computed with: a rerun with other settings is refused
+
+
+def finished_files(out_dir: str | Path) -> set[str]:
+    """The recordings an earlier run into ``out_dir`` finished (its ``file_summary.csv`` line, the last thing written
+    for a recording, or its ``unreadable.csv`` line)."""
+    done: set[str] = set()
+    for name in ("file_summary", "unreadable"):
+        path = Path(out_dir) / f"{name}.csv"
+        if path.is_file():
+            with open(path, newline="") as handle:
+                done.update(row[0] for row in list(csv.reader(handle))[1:] if row)
+    return done
+
+
+def start_tables(out_dir: str | Path, settings: dict) -> set[str]:
+    """Prepare ``out_dir`` for a run with ``settings``: a fresh folder gets them in ``run.json``; a folder an earlier
+    run with the same settings wrote is resumed (returns its finished recordings; rows of a recording that was in
+    flight are dropped from every table, so none is written twice). Other settings raise ``ValueError``."""
+    out = Path(out_dir)
+    path = out / SETTINGS
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=1, sort_keys=True))
+        for name in TABLES:
+            (out / f"{name}.csv").unlink(missing_ok=True)
+        return set()
+    earlier = json.loads(path.read_text())
+    if earlier != json.loads(json.dumps(settings)):
+        changed = sorted(k for k in set(earlier) | set(settings) if earlier.get(k) != settings.get(k))
+        raise ValueError(f"{out} holds a detection run with other settings ({', '.join(changed)}); use another "
+                         f"--out-dir, or delete {path} to start over")
+    done = finished_files(out)
+    for name, column in (("scores", 0), ("detections", 0), ("raven_selections", 0)):
+        table = out / f"{name}.csv"
+        if table.is_file():  # streamed: the tables of a large archive are never read whole
+            kept = table.with_suffix(".csv.tmp")
+            with open(table, newline="") as src, open(kept, "w", newline="") as dst:
+                reader, writer = csv.reader(src), csv.writer(dst)
+                writer.writerow(next(reader, HEADERS[name]))
+                writer.writerows(row for row in reader if row and row[column] in done)
+            kept.replace(table)
+    return done
+
+
 def write_tables(results: Iterable[FileScores], classes: Sequence[str], thresholds: np.ndarray, min_score: float,
-                 out_dir: str | Path, low_hz: float, high_hz: float) -> DetectionRun:
+                 out_dir: str | Path, low_hz: float, high_hz: float, resume: bool = False) -> DetectionRun:
     """Write every table under ``out_dir`` as the recordings' scores arrive (one recording in memory at a time):
     ``scores.csv`` (file, start_s, end_s, class, score ≥ ``min_score``), ``detections.csv``, ``raven/<file>...
     selections.txt`` (tab-separated, what Raven Pro opens; ``low_hz``-``high_hz``: the model's band),
     ``raven_selections.csv`` (all recordings, a ``File`` column first), ``file_summary.csv`` and, when some
-    recordings could not be read, ``unreadable.csv`` (file, reason)."""
+    recordings could not be read, ``unreadable.csv`` (file, reason). Each recording's rows are flushed before its
+    ``file_summary.csv`` line, so a stopped run leaves every finished recording whole; ``resume`` appends to the
+    tables :func:`start_tables` prepared (the counts are this run's)."""
     out = Path(out_dir)
     (out / "raven").mkdir(parents=True, exist_ok=True)
     run = DetectionRun(out)
-    paths = {name: out / f"{name}.csv" for name in ("scores", "detections", "raven_selections", "file_summary",
-                                                     "unreadable")}
-    headers = {"scores": SCORE_COLUMNS, "detections": DETECTION_COLUMNS,
-               "raven_selections": ["File", *RAVEN_COLUMNS], "file_summary": SUMMARY_COLUMNS,
-               "unreadable": ["file", "reason"]}
-    handles = {name: open(path, "w", newline="") for name, path in paths.items()}
+    paths = {name: out / f"{name}.csv" for name in TABLES}
+    handles = {}
     try:
-        for name, handle in handles.items():
-            csv.writer(handle).writerow(headers[name])
+        for name, path in paths.items():
+            fresh = not (resume and path.is_file())
+            handles[name] = open(path, "w" if fresh else "a", newline="")
+            if fresh:
+                csv.writer(handles[name]).writerow(HEADERS[name])
         for scores in results:
             run.files += 1
             if scores.error:
                 run.unreadable += 1
                 log.warning("%s: %s -- listed in unreadable.csv, the others go on", scores.file, scores.error)
                 csv.writer(handles["unreadable"]).writerow([scores.file, scores.error])
+                handles["unreadable"].flush()
                 continue
             run.audio_s += scores.duration_s
             run.windows += scores.windows
@@ -92,11 +143,14 @@ def write_tables(results: Iterable[FileScores], classes: Sequence[str], threshol
             raven.to_csv(out / "raven" / raven_name(scores.file), sep="\t", index=False)
             raven.insert(0, "File", scores.file)
             raven.to_csv(handles["raven_selections"], header=False, index=False)
+            for name in ("scores", "detections", "raven_selections"):  # the recording's rows, then its summary line
+                handles[name].flush()
             pd.DataFrame([file_summary(scores, detections)], columns=SUMMARY_COLUMNS).to_csv(
                 handles["file_summary"], header=False, index=False)
+            handles["file_summary"].flush()
     finally:
         for handle in handles.values():
             handle.close()
-    if not run.unreadable:
+    if paths["unreadable"].stat().st_size <= len(",".join(HEADERS["unreadable"])) + 2:  # the header alone
         paths["unreadable"].unlink()
     return run

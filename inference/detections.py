@@ -15,12 +15,12 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from inference.file_pipeline import stream_files
+from inference.file_pipeline import FileRows, stream_files
 from inference.predict import SoundscapePredictor
 from utils.events import runs_above
 
@@ -150,14 +150,27 @@ def score_folder(predictor: SoundscapePredictor, files: Sequence[Path], hop_s: O
     the mel's blocks pass, decoded ahead by ``decode_threads`` threads, windows of consecutive files sharing model
     calls of ``predictor.batch_size``). A file that cannot be read yields its reason (``error``) and the rest go
     on. File names are relative to ``root`` when given."""
+    check_one_front_end(predictor)
+    yield from file_scores(stream_files(predictor, files, hop_s, decode_threads,
+                                        progress="detect" if progress else None),
+                           OutputLayout.of(predictor.labels), predictor.window_s, root)
+
+
+def check_one_front_end(predictor: SoundscapePredictor) -> None:
+    """Detections need one front end for every member (one window grid)."""
     if len(predictor.groups) != 1:
         raise ValueError(f"detections need ensemble members that share one front end; this ensemble has "
                          f"{len(predictor.groups)}")
-    layout = OutputLayout.of(predictor.labels)
-    for rows in stream_files(predictor, files, hop_s, decode_threads, progress="detect" if progress else None):
+
+
+def file_scores(files: Iterable[FileRows], layout: OutputLayout, window_s: float, root: Optional[Path] = None
+                ) -> Iterator[FileScores]:
+    """:class:`FileScores` of each recording's rows (from :func:`inference.file_pipeline.stream_files`, or the
+    cluster's :func:`inference.ray_engine.stream_files`); file names relative to ``root`` when given."""
+    for rows in files:
         name = str(rows.path.relative_to(root)) if root else str(rows.path)
         if rows.probs is None:
             yield FileScores(name, rows.duration_s, 0, np.zeros(0), np.zeros(0),
                              np.zeros((0, len(layout.classes)), np.float32), rows.error)
         else:
-            yield slot_scores(name, rows.duration_s, rows.starts, predictor.window_s, rows.probs, layout)
+            yield slot_scores(name, rows.duration_s, rows.starts, window_s, rows.probs, layout)

@@ -121,6 +121,23 @@ def _chunks(ensemble: Ensemble, reader: MonoReader | MemoryReader, starts: np.nd
         yield starts[a:a + chunk], [w[a:a + chunk] for w in per_group]
 
 
+def failure_reason(exc: Exception) -> str:
+    """Why a file could not be read, as ``unreadable.csv`` says it: an audio or OS error's own message, else the
+    exception's type and message."""
+    reason = str(exc) if isinstance(exc, (AudioError, OSError)) else f"{type(exc).__name__}: {exc}"
+    return reason or type(exc).__name__
+
+
+def file_rows(around: RowWindows, index: int, path: Path, duration_s: float, starts: Sequence[np.ndarray],
+              probs: Sequence[np.ndarray], error: str = "") -> FileRows:
+    """One recording's :class:`FileRows` from its scored chunks (window starts and probabilities, in order): each
+    row the weighted mean of its ``around`` windows; an ``error`` makes it a file that could not be read."""
+    if error:
+        return FileRows(index, path, duration_s, np.zeros(0), None, error)
+    row_starts = np.concatenate(starts).reshape(-1, around.count)[:, 0] - around.offsets[0]
+    return FileRows(index, path, duration_s, np.round(row_starts, 6), around.combine(np.concatenate(probs)))
+
+
 def stream_files(ensemble: Ensemble, files: Sequence[Path], hop_s: Optional[float] = None, decode_threads: int = 1,
                  progress: Optional[str] = None) -> Iterator[FileRows]:
     """:class:`FileRows` of every file, in order, as soon as each is complete (see the module docstring).
@@ -153,8 +170,7 @@ def stream_files(ensemble: Ensemble, files: Sequence[Path], hop_s: Optional[floa
                         return
                 put(_Chunk(i, np.zeros(0), None, last=True, duration_s=duration))
             except Exception as exc:  # noqa: BLE001 - any failure is this file's; the consumer must hear of it
-                reason = str(exc) if isinstance(exc, (AudioError, OSError)) else f"{type(exc).__name__}: {exc}"
-                put(_Chunk(i, np.zeros(0), None, last=True, error=reason or type(exc).__name__))
+                put(_Chunk(i, np.zeros(0), None, last=True, error=failure_reason(exc)))
 
     workers = [threading.Thread(target=produce, daemon=True) for _ in range(max(1, decode_threads))]
     for w in workers:
@@ -185,13 +201,8 @@ def stream_files(ensemble: Ensemble, files: Sequence[Path], hop_s: Optional[floa
         nonlocal emitted
         while emitted in pending and pending[emitted].finished and pending[emitted].waiting == 0:
             entry = pending.pop(emitted)
-            if entry.error:
-                yield FileRows(emitted, files[emitted], entry.duration_s, np.zeros(0), None, entry.error)
-            else:
-                around = ensemble.row_windows  # each row: the weighted mean of its windows
-                starts = np.concatenate(entry.starts).reshape(-1, around.count)[:, 0] - around.offsets[0]
-                yield FileRows(emitted, files[emitted], entry.duration_s, np.round(starts, 6),
-                               around.combine(np.concatenate(entry.probs)))
+            yield file_rows(ensemble.row_windows, emitted, files[emitted], entry.duration_s, entry.starts,
+                            entry.probs, entry.error)
             emitted += 1
 
     try:
