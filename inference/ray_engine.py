@@ -35,6 +35,9 @@ CHUNK_WINDOWS = 64  # windows per chunk between the framing tasks and the model 
 # side, as the single-machine path runs one decode thread beside the model (each process uses one thread)
 ACTOR_CPUS = 0.5
 FRAME_CPUS = 0.5
+# a task re-run / an actor restarted after its worker or node died; bounded, so that a recording that crashes its
+# decoder (a segfault is a worker's death, not an exception) cannot be retried forever
+RETRIES = 20
 
 
 @dataclass(frozen=True)
@@ -185,9 +188,10 @@ def stream_files(spec: EnsembleSpec, files: Sequence[Path], hop_s: Optional[floa
     items = [{"index": i, "path": str(p)} for i, p in enumerate(files)]
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(1, int(4 * cpus))))
     ds = ds.map_batches(frame_files, fn_kwargs={"spec": spec, "hop_s": hop_s, "chunk_windows": chunk_windows},
-                        batch_size=1, num_cpus=FRAME_CPUS, max_retries=-1)
+                        batch_size=1, num_cpus=FRAME_CPUS, max_retries=RETRIES)
     ds = ds.map_batches(ModelActor, fn_constructor_kwargs={"spec": spec}, batch_size=1, concurrency=actors,
-                        num_cpus=ACTOR_CPUS, num_gpus=gpus_per_actor, max_restarts=-1, max_task_retries=-1)
+                        num_cpus=ACTOR_CPUS, num_gpus=gpus_per_actor, max_restarts=RETRIES,
+                        max_task_retries=RETRIES)
     return _assembled(ds, files, around, tqdm(total=len(files), desc=progress or "", unit="file",
                                               disable=progress is None))
 
