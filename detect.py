@@ -46,11 +46,12 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inference.cli import add_model_arguments, add_scale_arguments, decode_threads, scale_files, setup_logging  # noqa: E402
+from inference.cli import add_model_arguments, decode_threads, setup_logging  # noqa: E402
 from inference.detection_tables import start_tables, write_tables  # noqa: E402
 from dataloader.audio import audio_tree  # noqa: E402
 from inference.detections import OutputLayout, check_one_front_end, file_scores, load_thresholds  # noqa: E402
 from inference.file_pipeline import stream_files  # noqa: E402
+from dataloader.scale_out import add_scale_arguments, scale_files  # noqa: E402
 from inference.predict import SoundscapePredictor  # noqa: E402
 from utils.checkpoints import CheckpointError  # noqa: E402
 
@@ -72,7 +73,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--thresholds", help="class,threshold CSV (default: the training run's thresholds.csv, if any)")
     p.add_argument("--threshold", type=float, default=0.5, help="the threshold of classes --thresholds does not list")
     p.add_argument("--review", type=int, default=0, metavar="N", help="review sheets: each class's top N detections")
-    add_scale_arguments(p)
+    add_scale_arguments(p, "python -m inference.merge_detections")
     return p.parse_args(argv)
 
 

@@ -14,6 +14,7 @@ go on. Prints one JSON line: files, windows, audio hours, seconds, audio hours p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -30,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from archive.database import ArchiveSettings, open_archive, recording_ids  # noqa: E402
-from dataloader.audio import AudioError, MonoReader, audio_tree  # noqa: E402
+from dataloader.audio import AudioError, audio_tree, shard_files  # noqa: E402
 from dataloader.worker_pool import WorkerPool  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -73,17 +74,69 @@ def _init_worker(spec: str, limit_threads: bool = True) -> None:
 
 def _task_embed(path: str, name: str, hop_s: float) -> dict[str, Any]:
     """One recording's window starts and vectors, or its error."""
+    from archive.window_embedders import embed_frames  # noqa: PLC0415
+
+    embedder = _WORKER["embedder"]
     try:
-        starts, vecs = _WORKER["embedder"].embed_file(path, hop_s)
+        seconds, frames = embedder.file_frames(path, hop_s)
+        starts, vecs = embed_frames(embedder, frames)
     except (AudioError, OSError, RuntimeError, ValueError) as exc:
         return {"source": path, "name": name, "error": f"{type(exc).__name__}: {exc}"}
+    return embedded(path, name, starts, vecs, seconds)
+
+
+def embedded(path: str, name: str, starts: np.ndarray, vecs: np.ndarray, seconds: float) -> dict[str, Any]:
+    """A recording's result for the database, or its error when it has no window or a non-finite vector."""
     if not len(starts):
         return {"source": path, "name": name, "error": "no audio"}
     if not np.isfinite(vecs).all():
         return {"source": path, "name": name, "error": "the model gave non-finite embeddings"}
-    with MonoReader(path) as reader:
-        seconds = reader.length() / reader.samplerate
     return {"source": path, "name": name, "starts": starts, "vectors": vecs, "seconds": seconds}
+
+
+@dataclass(frozen=True)
+class ArchiveWork:
+    """The build's work on a Ray cluster (:func:`inference.ray_engine.run_files`): windows decoded and framed on
+    CPU tasks, embedded by the model actors."""
+
+    model: str
+    hop_s: float
+
+    def build(self) -> "EmbedderWork":
+        from archive.window_embedders import load_window_embedder  # noqa: PLC0415
+
+        return EmbedderWork(load_window_embedder(self.model, threads=1), self.hop_s)
+
+
+class EmbedderWork:
+    """:class:`inference.ray_engine.FileWork` of a window embedder."""
+
+    def __init__(self, embedder: Any, hop_s: float):
+        self.embedder, self.hop_s = embedder, hop_s
+
+    def frames(self, path: Path) -> tuple[float, Iterator[tuple[np.ndarray, list[np.ndarray]]]]:
+        seconds, chunks = self.embedder.file_frames(path, self.hop_s)
+        return seconds, ((starts, [inputs]) for starts, inputs in chunks)
+
+    def score(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.embedder.embed_inputs(inputs[0])]
+
+
+def ray_results(settings: ArchiveSettings, todo: list[tuple[str, str, float]], ray: str, actors: int,
+                gpus_per_actor: float) -> Iterator[dict[str, Any]]:
+    """:func:`_task_embed`'s results of ``todo`` computed on the Ray cluster ``ray`` (completion order)."""
+    from inference import ray_engine  # noqa: PLC0415 - Ray only when a cluster is asked for
+
+    ray_engine.connect(ray)
+    names = {path: name for path, name, _ in todo}
+    work = ArchiveWork(settings.model, settings.hop_s)
+    for res in ray_engine.run_files(work, [Path(p) for p, _, _ in todo], actors, gpus_per_actor,
+                                    progress=f"embed ({Path(settings.model).name}, ray)"):
+        path = str(res.path)
+        if res.error:
+            yield {"source": path, "name": names[path], "error": res.error}
+        else:
+            yield embedded(path, names[path], np.concatenate(res.starts), res.output(0), res.duration_s)
 
 
 def archive_settings(spec: str, audio_dir: Path, hop_s: Optional[float]) -> ArchiveSettings:
@@ -103,23 +156,34 @@ def deployment_of(name: str) -> str:
 
 
 def build_archive(audio_dir: str | Path, db_path: str | Path, model: str = "birdnet", hop_s: Optional[float] = None,
-                  workers: int = 1, commit_every: int = 32, limit: Optional[int] = None) -> BuildReport:
+                  workers: int = 1, commit_every: int = 32, limit: Optional[int] = None,
+                  shard: Optional[tuple[int, int]] = None, ray: Optional[str] = None, ray_actors: int = 0,
+                  ray_gpus_per_actor: float = 0.0) -> BuildReport:
     """Embed every audio file under ``audio_dir`` not yet in the database at ``db_path`` (created on first use
-    with ``model`` and ``hop_s``, default the model's window: no overlap); see the module docstring."""
+    with ``model`` and ``hop_s``, default the model's window: no overlap); see the module docstring. ``shard``:
+    (i, N), only shard i of N of the files (:func:`dataloader.audio.shard_files`); ``ray``: the files embedded on
+    that Ray cluster (``auto`` or host:port) instead of ``workers`` processes."""
     t0 = time.perf_counter()
     audio_dir, db_path = Path(audio_dir).resolve(), Path(db_path)
     settings = archive_settings(model, audio_dir, hop_s)
     db = open_archive(db_path, settings)
     known = recording_ids(db)
     files = audio_tree(audio_dir)[:limit]
+    if shard is not None:
+        files = shard_files(files, audio_dir, *shard)
     names = [p.relative_to(audio_dir).as_posix() for p in files]
     todo = [(str(p), n, settings.hop_s) for p, n in zip(files, names) if n not in known]
     report = BuildReport(files=len(files), already=len(files) - len(todo))
     deployments = {d.name: d.id for d in db.get_all_deployments()}
     pending, saved_at, save_s = 0, time.perf_counter(), 0.0
     try:
-        with WorkerPool(max(1, workers), _init_worker, (settings.model,)) as pool:
-            for res in pool.run(_task_embed, todo, desc=f"embed ({Path(settings.model).name})"):
+        with contextlib.ExitStack() as stack:
+            if ray:
+                results = ray_results(settings, todo, ray, ray_actors, ray_gpus_per_actor)
+            else:
+                pool = stack.enter_context(WorkerPool(max(1, workers), _init_worker, (settings.model,)))
+                results = pool.run(_task_embed, todo, desc=f"embed ({Path(settings.model).name})")
+            for res in results:
                 if "error" in res:
                     report.unreadable.append((res.get("name", res["source"]), res["error"]))
                     log.warning("%s: %s -- listed in %s, the others go on", res["source"], res["error"],
@@ -164,6 +228,7 @@ def write_unreadable(db_path: Path, unreadable: list[tuple[str, str]]) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     from utils.runtime import available_cores  # noqa: PLC0415
+    from dataloader.scale_out import add_scale_arguments, shard_of  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--audio-dir", required=True, help="the archive: a folder tree of recordings")
@@ -174,11 +239,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=0, help="processes (default: every core)")
     p.add_argument("--commit-every", type=int, default=32, help="files per commit (what a kill can lose)")
     p.add_argument("--limit", type=int, default=None, help="only the first N files (a quick look)")
+    add_scale_arguments(p, "python -m archive.merge")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     report = build_archive(args.audio_dir, args.db, args.model, args.hop_s, args.workers or available_cores(),
-                           args.commit_every, args.limit)
+                           args.commit_every, args.limit, shard_of(args), args.ray, args.ray_actors,
+                           args.ray_gpus_per_actor)
     print(json.dumps(report.summary(Path(args.db))))
     return 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class WindowEmbedder:
         self.dim = int(self.model.dim)
         self.identity = self.model.identity
 
-    def embed_windows(self, windows: np.ndarray) -> np.ndarray:
+    def embed_inputs(self, windows: np.ndarray) -> np.ndarray:
         """(n, window samples) audio -> (n, dim) float32."""
         return np.asarray(self.model.embed(windows)[0], dtype=np.float32)
 
@@ -39,20 +39,24 @@ class WindowEmbedder:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """(window start seconds, (windows, dim) vectors) of ``path`` (or of ``start_s .. end_s`` of it): a window
         every ``hop_s`` seconds while one still starts inside the audio; the last one padded with silence."""
-        starts, parts = [], []
-        for first, windows in self.file_windows(path, hop_s, start_s, end_s):
-            starts.append(first)
-            parts.append(self.embed_windows(windows))
-        if not parts:
-            return np.zeros(0), np.zeros((0, self.dim), dtype=np.float32)
-        return np.concatenate(starts), np.concatenate(parts)
+        return embed_frames(self, self.file_frames(path, hop_s, start_s, end_s)[1])
 
-    def file_windows(self, path: str | Path, hop_s: float, start_s: float = 0.0, end_s: Optional[float] = None
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Chunks of (start seconds, (n, window samples)) windows, decoded and resampled forward as they go."""
-        sr, win = self.sample_rate, int(round(self.window_s * self.sample_rate))
-        with MonoReader(path) as reader:
+    def file_frames(self, path: str | Path, hop_s: float, start_s: float = 0.0, end_s: Optional[float] = None
+                    ) -> tuple[float, Iterator[tuple[np.ndarray, np.ndarray]]]:
+        """(the file's duration in seconds, chunks of (start seconds, (n, window samples) windows)), decoded and
+        resampled forward as the chunks are taken."""
+        reader = MonoReader(path)
+        try:
             total = reader.length()
+        except BaseException:
+            reader.close()
+            raise
+        return total / reader.samplerate, self._windows(reader, total, hop_s, start_s, end_s)
+
+    def _windows(self, reader: MonoReader, total: int, hop_s: float, start_s: float, end_s: Optional[float]
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        sr, win = self.sample_rate, int(round(self.window_s * self.sample_rate))
+        with reader:
             rr = ResampledReader(reader, total, sr)
             length = rr.length
             lo = int(round(start_s * sr))
@@ -114,16 +118,45 @@ class CheckpointEmbedder:
     def embed_file(self, path: str | Path, hop_s: float, start_s: float = 0.0, end_s: Optional[float] = None
                    ) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`WindowEmbedder.embed_file`."""
+        return embed_frames(self, self.file_frames(path, hop_s, start_s, end_s)[1])
+
+    def file_frames(self, path: str | Path, hop_s: float, start_s: float = 0.0, end_s: Optional[float] = None
+                    ) -> tuple[float, Iterator[tuple[np.ndarray, np.ndarray]]]:
+        """As :meth:`WindowEmbedder.file_frames`: chunks of (start seconds, (n, 1, rows, frames) model inputs)."""
+        reader = MonoReader(path)
+        try:
+            length, rate = reader.length(), reader.samplerate
+        except BaseException:
+            reader.close()
+            raise
+        return length / rate, self._inputs(reader, length, rate, hop_s, start_s, end_s)
+
+    def _inputs(self, reader: MonoReader, length: int, rate: int, hop_s: float, start_s: float,
+                end_s: Optional[float]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         from inference.windows import cut_windows, window_starts  # noqa: PLC0415
 
-        with MonoReader(path) as reader:
-            duration = resampled_length(reader.length(), reader.samplerate, self.sample_rate) / self.sample_rate
+        with reader:
+            duration = resampled_length(length, rate, self.sample_rate) / self.sample_rate
             stop = duration if end_s is None else min(duration, end_s)
             if stop <= start_s:
-                return np.zeros(0), np.zeros((0, self.dim), dtype=np.float32)
+                return
             starts = start_s + window_starts(stop - start_s, self.window_s, hop_s)
-            parts = [self.embed_inputs(w) for w in cut_windows(self.group, reader, starts, CHUNK_WINDOWS)]
-        return np.round(starts, 6), np.concatenate(parts)
+            at = 0
+            for inputs in cut_windows(self.group, reader, starts, CHUNK_WINDOWS):
+                yield np.round(starts[at:at + len(inputs)], 6), inputs
+                at += len(inputs)
+
+
+def embed_frames(embedder: "WindowEmbedder | CheckpointEmbedder", frames: Iterable[tuple[np.ndarray, np.ndarray]]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, (windows, dim) vectors) of an embedder's ``file_frames`` chunks, embedded here."""
+    starts, parts = [], []
+    for first, inputs in frames:
+        starts.append(first)
+        parts.append(embedder.embed_inputs(inputs))
+    if not parts:
+        return np.zeros(0), np.zeros((0, embedder.dim), dtype=np.float32)
+    return np.concatenate(starts), np.concatenate(parts)
 
 
 def load_window_embedder(spec: str, threads: int = 1) -> WindowEmbedder | CheckpointEmbedder:

@@ -131,18 +131,29 @@ class EmbeddingInput(FrontEnd):
         ``read(start, stop)`` (silence outside the audio); with a ``logits`` list, the model's own logits of the
         rows ((count, classes), the mean over each row's windows) are appended to it. With ``output = "logits"``
         the features are those logits, (classes, count)."""
+        return self.embed_row_audio(self.row_audio(read, length, first, count), logits)
+
+    def row_audio(self, read: Callable[[int, int], np.ndarray], length: int, first: int, count: int) -> np.ndarray:
+        """(count, windows per row, window samples) float32: the model's windows of rows ``first .. first +
+        count`` (see :meth:`embed_rows`), read but not embedded."""
         row, starts = self.row_windows()
         win = int(round(self.settings.window_s * self.settings.sample_rate))
         lo = max(0, first * row + min(starts))
         hi = min(length, (first + count - 1) * row + max(starts) + win)
         audio = read(lo, hi) if hi > lo else np.zeros(0, np.float32)
-        windows = np.zeros((count * len(starts), win), dtype=np.float32)
+        windows = np.zeros((count, len(starts), win), dtype=np.float32)
         for r in range(count):
             for j, offset in enumerate(starts):
                 a = (first + r) * row + offset
                 seg = audio[max(a, lo) - lo:min(a + win, hi) - lo]
                 pos = max(0, lo - a)
-                windows[r * len(starts) + j, pos:pos + seg.size] = seg
+                windows[r, j, pos:pos + seg.size] = seg
+        return windows
+
+    def embed_row_audio(self, row_audio: np.ndarray, logits: Optional[list] = None) -> np.ndarray:
+        """:meth:`embed_rows` of the windows :meth:`row_audio` read."""
+        count, per_row = row_audio.shape[:2]
+        windows = row_audio.reshape(count * per_row, -1)
         model = self.model
         out = np.empty((windows.shape[0], model.dim), dtype=np.float32)
         scores = []
@@ -152,12 +163,12 @@ class EmbeddingInput(FrontEnd):
         if logits is not None or self.settings.output == "logits":
             if any(s is None for s in scores):
                 raise ValueError(f"{self.settings.model}: the model gives no logits")
-            per_row = np.concatenate(scores).reshape(count, len(starts), -1).mean(axis=1)
+            per_row_logits = np.concatenate(scores).reshape(count, per_row, -1).mean(axis=1)
             if logits is not None:
-                logits.append(per_row)
+                logits.append(per_row_logits)
             if self.settings.output == "logits":
-                return np.ascontiguousarray(per_row.T, dtype=np.float32)
-        return out.reshape(count, len(starts), model.dim).mean(axis=1).T
+                return np.ascontiguousarray(per_row_logits.T, dtype=np.float32)
+        return out.reshape(count, per_row, model.dim).mean(axis=1).T
 
     def row_logits(self, path: str | Path) -> np.ndarray:
         """(rows, model classes) logits of a whole file (the model's own classes; the mean over each row's

@@ -260,21 +260,35 @@ def remove_cache(cache_dir: str | Path, frontend: FrontEnd | Any) -> Optional[Pa
 
 
 def build_cache(recordings: pd.DataFrame, frontend: FrontEnd | Any, cache_dir: str | Path, workers: int = 1,
-                prune_under: Optional[str | Path] = None) -> CacheResult:
+                prune_under: Optional[str | Path] = None, ray: str = "") -> CacheResult:
     """Make sure every recording in ``recordings`` (column ``path``) has a cache entry; decode only what is missing.
 
     Unusable files are skipped with a reason (``skipped_files.csv``); nothing already cached is lost.
     With ``prune_under`` (the dataset folder, when ``recordings`` is its full listing), records of files under
     it that are no longer listed, or changed, are dropped from the manifest with their mel files. Concurrent runs
     on one cache take turns (:func:`cache_lock`): the second finds the first's entries and decodes only the rest.
+    With ``ray`` (``auto`` or host:port) the files are decoded by tasks of that Ray cluster
+    (:class:`dataloader.ray_cluster.RayPool`; every node writes the cache folder at the same path) instead of
+    ``workers`` processes; this process still writes the manifest and statistics, so the cache is the same.
     """
     cache = MelCache(cache_dir, frontend)
     with cache_lock(cache.folder):
-        return _build_cache_locked(cache, recordings, workers, prune_under)
+        return _build_cache_locked(cache, recordings, workers, prune_under, ray)
+
+
+def _pool(cache: "MelCache", workers: int, ray: str) -> Any:
+    """The processes that decode: a :class:`WorkerPool` here, or a Ray cluster's tasks."""
+    initargs = (cache.frontend.settings_dict(), str(cache.mels_dir))
+    if not ray:
+        return WorkerPool(workers, _init_worker, initargs)
+    from dataloader import ray_cluster  # noqa: PLC0415 - Ray only when a cluster is asked for
+
+    ray_cluster.connect(ray)
+    return ray_cluster.RayPool(_init_worker, initargs)
 
 
 def _build_cache_locked(cache: "MelCache", recordings: pd.DataFrame, workers: int,
-                        prune_under: Optional[str | Path]) -> CacheResult:
+                        prune_under: Optional[str | Path], ray: str = "") -> CacheResult:
     cache.mels_dir.mkdir(parents=True, exist_ok=True)
     settings = cache.folder / "settings.json"
     if not settings.is_file():
@@ -301,8 +315,8 @@ def _build_cache_locked(cache: "MelCache", recordings: pd.DataFrame, workers: in
             todo.append((path, _entry_name(path, *ident)))
     todo.sort(key=lambda pe: -idents[pe[0]][0])  # longest first: no straggler at the end
     reused = len(done) + sum(1 for p in skipped if p in idents)
-    with WorkerPool(workers, _init_worker, (cache.frontend.settings_dict(), str(cache.mels_dir))) as pool, \
-            open(cache.manifest_path, "a") as manifest_file, cache.sums.append() as sums_file:
+    with _pool(cache, workers, ray) as pool, open(cache.manifest_path, "a") as manifest_file, \
+            cache.sums.append() as sums_file:
         for res in pool.run(_task_write, todo, "preprocessing"):
             path = res["source"]
             if "fatal" in res:  # the machine's failure: record nothing about the file, stop, retry next run

@@ -71,7 +71,7 @@ def _cache_soundscapes(paths: list[str], cfg: Config, frontend: FrontEnd) -> pd.
     from dataloader.preprocess import build_cache  # noqa: PLC0415
 
     return build_cache(pd.DataFrame({"path": sorted(set(paths))}), frontend, cfg.paths.cache_dir,
-                       cfg.data.num_workers).table
+                       cfg.data.num_workers, ray=cfg.data.ray).table
 
 
 def prepare_data(cfg: Config, frontend: FrontEnd) -> RunData:
@@ -87,7 +87,8 @@ def prepare_data(cfg: Config, frontend: FrontEnd) -> RunData:
         recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
     prune = None if cfg.testing.testing else source.audio_root  # a testing subset prunes nothing
-    cache = build_cache(recordings, frontend, cfg.paths.cache_dir, cfg.data.num_workers, prune_under=prune)
+    cache = build_cache(recordings, frontend, cfg.paths.cache_dir, cfg.data.num_workers, prune_under=prune,
+                        ray=cfg.data.ray)
     data = RunData(source, frontend, cache, merged, skipped=[cache.skipped, merged])
     data.background = background_windows(cfg, source, frontend)
     if cfg.data.pseudo_labels:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
 from inference.backends import OPENVINO_MODES
@@ -32,27 +31,6 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_help: str, a
     parser.add_argument("--decode-threads", type=int, default=0, help="threads decoding and computing mels ahead of "
                         "the models (0 = half the cores, at least 1)")
     parser.add_argument("--limit", type=int, help=limit_help)
-
-
-def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
-    """Archives larger than one machine: a Ray cluster (:mod:`inference.ray_engine`), or one shard of a job array."""
-    parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: auto (RAY_ADDRESS, a cluster started "
-                        "on this machine, else a local one) or host:port")
-    parser.add_argument("--ray-actors", type=int, default=0, help="model actors (0 = one per CPU of the cluster; each "
-                        "holds half a CPU slot, decoding tasks the other half)")
-    parser.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPU share of each model actor")
-    parser.add_argument("--shard", metavar="I/N", help="only shard I of N of the recordings (by a hash of each "
-                        "path): one task of a job array; python -m inference.merge_detections joins the shards")
-
-
-def scale_files(args: argparse.Namespace, files: list[Path]) -> list[Path]:
-    """The recordings this command processes: all, or its ``--shard``'s."""
-    from dataloader.audio import parse_shard, shard_files  # noqa: PLC0415
-
-    if not args.shard:
-        return files
-    index, count = parse_shard(args.shard)
-    return shard_files(files, args.audio_dir, index, count)
 
 
 def add_trick_arguments(parser: argparse.ArgumentParser) -> None:

@@ -255,6 +255,9 @@ class DataConfig:
     min_samples_in_class: int = opt(1, "Classes with fewer recordings are left out of training.", minimum=1)
     shuffle: bool = opt(True, "Shuffle the training set every epoch.")
     num_workers: int = opt(2, "Processes used for preprocessing.", minimum=1)
+    ray: str = opt("", "Preprocess on a Ray cluster instead (every node sees the audio and the cache at the same "
+                   "paths): auto = RAY_ADDRESS, a cluster started on this machine, else a local one; or host:port. "
+                   "Empty = num_workers processes here.")
     window_s: float = opt(5.0, "Window length in seconds (training crops and submission rows).", minimum=0.5)
     crop: str = opt("random", "Training window: random crop, the first window (calls cluster near the start "
                     "of xeno-canto recordings), or chunks = every recording cut into consecutive window_s "
