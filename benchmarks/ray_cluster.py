@@ -15,7 +15,11 @@ not depend on the weights). Recordings are generated (noise with chirps, ``--sec
    (target >= 0.9);
 3. ``memory``: the peak RSS of the driver, and the peak PSS of every Ray process together (sampled every 0.2 s; PSS
    counts pages the workers share once), for 100 and 1,000 short recordings: flat with the archive's size;
-4. ``projection``: hours for a 10,000-hour archive on a node like this one, from row 2's real-time factor.
+4. ``projection``: hours for a 10,000-hour archive on a node like this one, from row 2's real-time factor;
+5. ``embeddings`` (``--embed-files`` of the recordings, BirdNET V2.4): ``python -m archive.build`` (processes on
+   every core) and ``python -m inference.embed`` (one process) against the same commands with ``--ray auto`` on a
+   local cluster: audio hours per hour, and whether the outputs are the same (database windows and vectors; table
+   rows and values).
 """
 from __future__ import annotations
 
@@ -155,12 +159,75 @@ def part_cluster(model: Path, audio: Path, work: Path, single: Path, files: int)
         subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], env=ENV, capture_output=True)
 
 
+def command_json(cmd: list[str]) -> dict[str, Any]:
+    """A project command in a child process: its last JSON line and its wall time."""
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", *cmd], env=ENV, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def part_embeddings(audio: Path, work: Path, files: int) -> None:
+    """Row 5: the embedding database and the embedding table, one machine against a local Ray cluster."""
+    from archive.database import open_archive, vectors, windows_frame  # noqa: PLC0415
+
+    subset = work / "embed_audio"
+    subset.mkdir(exist_ok=True)
+    for path in sorted(audio.iterdir())[:files]:
+        link = subset / path.name
+        if not link.exists():
+            link.symlink_to(path)
+    hours = sum(sf_seconds(p) for p in subset.iterdir()) / 3600
+
+    def database(folder: Path) -> tuple[pd.DataFrame, np.ndarray]:
+        db = open_archive(folder, readonly=True)
+        frame = windows_frame(db).sort_values(["file", "start_s"]).reset_index(drop=True)
+        vecs = vectors(db, frame["window_id"].to_numpy())
+        db.db.close()
+        return frame[["file", "start_s", "end_s"]], vecs
+
+    runs = {}
+    for how, extra in (("one machine", []), ("ray auto (local cluster)", ["--ray", "auto"])):
+        key = "ray" if extra else "single"
+        shutil.rmtree(work / f"db_{key}", ignore_errors=True)
+        runs[("archive.build", key)] = command_json(["archive.build", "--audio-dir", str(subset), "--db",
+                                                      str(work / f"db_{key}"), *extra])
+        for leftover in (work / f"emb_{key}.parquet", work / f"emb_{key}.parquet.parts"):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        runs[("inference.embed", key)] = command_json(["inference.embed", "--audio-dir", str(subset), "--out",
+                                                        str(work / f"emb_{key}.parquet"), *extra])
+    (fa, va), (fb, vb) = database(work / "db_single"), database(work / "db_ray")
+    ta, tb = (pd.read_parquet(work / f"emb_{k}.parquet").sort_values(["file", "start_s"]).reset_index(drop=True)
+              for k in ("single", "ray"))
+    values = [c for c in ta.columns if c.startswith("e")]
+    same = {"archive.build": {"same_windows": bool(fa.equals(fb)),
+                              "max_vector_diff": float(np.abs(va - vb).max()) if fa.equals(fb) else None},
+            "inference.embed": {"same_rows": bool(ta[["file", "start_s"]].equals(tb[["file", "start_s"]])),
+                                "max_value_diff": float(np.abs(ta[values].to_numpy() - tb[values].to_numpy()).max())
+                                if len(ta) == len(tb) else None}}
+    for command in ("archive.build", "inference.embed"):
+        single, ray = runs[(command, "single")], runs[(command, "ray")]
+        emit({"part": "embeddings", "command": command, "files": files, "audio_hours": round(hours, 3),
+              "single_wall_s": single["wall_s"], "ray_wall_s": ray["wall_s"],
+              "single_audio_hours_per_hour": round(hours * 3600 / single["wall_s"], 1),
+              "ray_audio_hours_per_hour": round(hours * 3600 / ray["wall_s"], 1),
+              "ratio": round(single["wall_s"] / ray["wall_s"], 3), **same[command]})
+
+
+def sf_seconds(path: Path) -> float:
+    import soundfile as sf  # noqa: PLC0415
+
+    return sf.info(str(path)).duration
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--parts", nargs="+", default=["cluster", "overhead", "memory"])
+    p.add_argument("--parts", nargs="+", default=["cluster", "overhead", "memory", "embeddings"])
     p.add_argument("--files", type=int, default=200)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--checkpoint")
+    p.add_argument("--embed-files", type=int, default=40, help="recordings of the embeddings part")
     p.add_argument("--work", help="keep the generated audio and outputs here (default: a temporary folder)")
     args = p.parse_args()
     from benchmarks.inference import stand_in_checkpoint  # noqa: PLC0415
@@ -172,6 +239,9 @@ def main() -> None:
         audio = work / "audio"
         if not audio.is_dir():
             recordings(audio, args.files, args.seconds)
+        if args.parts == ["embeddings"]:
+            part_embeddings(audio, work, args.embed_files)
+            return
         single = detect(model, audio, work / "single")
         emit({"part": "single_machine", "files": args.files, "seconds_each": args.seconds, **single})
         if "cluster" in args.parts:
@@ -204,6 +274,8 @@ def main() -> None:
                     row = detect(model, folder, work / f"memory_{count}_{engine}", extra)
                     emit({"part": "memory", "files": count, "engine": engine, "peak_rss_mb": row["peak_rss_mb"],
                           "ray_pss_mb": row["ray_pss_mb"], "windows_per_s": row["windows_per_s"]})
+        if "embeddings" in args.parts:
+            part_embeddings(audio, work, args.embed_files)
 
 
 if __name__ == "__main__":
