@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from training.config import Config, ConfigError, load_config, to_ini
+from training.config import Config, ConfigError, demo_overrides, load_config, to_ini
 from training.distributed import DistContext, barrier, broadcast, init_from_env, shutdown
 from training.run_folder import create_run_dir, make_run_id, print_summary, seed_everything, setup_logging, write_summary
 from utils.runtime import available_cores, configure_cpu, training_device
@@ -58,6 +58,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     overrides = args.overrides + ([f"self_training.rounds={args.rounds}"] if args.rounds is not None else [])
     try:
         cfg = load_config(args.config, overrides)
+        demo = demo_overrides(cfg, overrides)
+        if demo:  # the demo's own settings, under the user's --set (start_run says so in the run's log)
+            cfg = load_config(args.config, [*demo, *overrides])
+        args.demo_settings = demo
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return 2
@@ -108,6 +112,9 @@ def start_run(cfg: Config, args: argparse.Namespace, ctx: DistContext) -> Path:
     run_dir = Path(broadcast(ctx, str(run_dir) if run_dir else None))
     log.info("run %s: stage %s, folder %s%s", run_dir.name, args.stage, run_dir,
              f" (rank {ctx.rank} of {ctx.world_size})" if ctx.enabled else "")
+    if getattr(args, "demo_settings", None):
+        log.info("embedded demo: its own settings %s (config.ini's defaults are for Kaggle data; --set any of them "
+                 "to override)", " ".join(args.demo_settings))
     return run_dir
 
 
@@ -152,7 +159,7 @@ def train_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext, sum
 
 
 def submit_stage(cfg: Config, data: Optional[RunData], checkpoints: Optional[list[str]], run_dir: Path,
-                 summary: dict[str, Any]) -> int:
+                 summary: dict[str, Any], out_csv: Optional[Path] = None) -> int:
     """The submission for the source's test soundscapes (a dry run when there are none), written and scored."""
     from dataloader.sources import load_source  # noqa: PLC0415
     from inference.competition import submit  # noqa: PLC0415
@@ -167,8 +174,8 @@ def submit_stage(cfg: Config, data: Optional[RunData], checkpoints: Optional[lis
     device = training_device(cfg.trainer.device)  # a GPU that trained predicts too, in its own batch size
     t = cfg.trainer
     batch = 2 * ((t.batch_size_cuda or t.batch_size) if device == "cuda" else t.batch_size)
-    summary.update(submit(checkpoints, source, Path(cfg.paths.submissions_dir) / f"{run_dir.name}.csv",
-                          run_dir / "submission.csv", device, batch))
+    out_csv = out_csv or Path(cfg.paths.submissions_dir) / f"{run_dir.name}.csv"
+    summary.update(submit(checkpoints, source, out_csv, run_dir / "submission.csv", device, batch))
     return 0
 
 
@@ -183,7 +190,7 @@ def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float, runs
                                "testing": cfg.testing.testing}
     data = preprocess_stage(cfg, ctx, run_dir, summary) if args.stage != "predict" else None
     if args.stage == "benchmark":
-        return benchmark_stage(cfg, data, run_dir, ctx, summary, args.benchmark_steps, folds)
+        return benchmark_stage(cfg, data, run_dir, ctx, summary, args.benchmark_steps, folds, t0)
     checkpoints = args.checkpoint
     if args.stage in ("train", "all"):
         checkpoints = train_stage(cfg, data, run_dir, ctx, summary)
@@ -203,13 +210,22 @@ def run(cfg: Config, args: argparse.Namespace, ctx: DistContext, t0: float, runs
 
 
 def benchmark_stage(cfg: Config, data: RunData, run_dir: Path, ctx: DistContext, summary: dict[str, Any],
-                    steps: int, folds: int = 1) -> int:
+                    steps: int, folds: int = 1, t0: Optional[float] = None) -> int:
     """``--stage benchmark``: time ``steps`` training steps, project the epoch and run times (and, under ``--cv``,
-    the ``folds`` runs), print them."""
+    the ``folds`` runs) and, for a run that submits, the whole pipeline's (from ``t0``, the run's start: what the
+    run spent before training counts), print them."""
+    t0 = time.perf_counter() if t0 is None else t0
     from training.train_stage import train  # noqa: PLC0415
 
+    before_training = time.perf_counter() - t0
     result = train(cfg, data, run_dir, ctx, benchmark_steps=steps)
     bench = result.benchmark
+    if data.submits and ctx.is_main:  # the prediction timed for real, with the benchmark's (untrained) model
+        from training.preflight import project_pipeline  # noqa: PLC0415
+
+        t1 = time.perf_counter()
+        submit_stage(cfg, data, [result.checkpoint], run_dir, {}, out_csv=run_dir / "benchmark_submission.csv")
+        bench.update(project_pipeline(bench, before_training, time.perf_counter() - t1))
     if folds > 1:
         bench.update(folds=folds, minutes_for_cv=round(bench["minutes_for_run"] * folds, 2))
     if ctx.is_main:

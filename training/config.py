@@ -10,7 +10,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import math
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -205,6 +205,27 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
         cfg.paths.data_dir = f"data/{cfg.data.competition}"
     _check_cross_fields(cfg)
     return cfg
+
+
+def demo_overrides(cfg: Config, overrides: Iterable[str] = ()) -> list[str]:
+    """The embedded demo's own settings (:data:`dataloader.sources.demo_source.DEMO_SETTINGS`) that a run of
+    ``cfg`` takes: none unless it trains on the demo; of those, the keys neither in ``overrides`` (``--set``) nor
+    set by the config file to something other than their default. Give them to :func:`load_config` before the
+    user's overrides."""
+    from dataloader.sources.auto import uses_demo  # noqa: PLC0415
+    from dataloader.sources.demo_source import DEMO_SETTINGS  # noqa: PLC0415
+
+    if not uses_demo(cfg.data, cfg.paths):
+        return []
+    chosen = {".".join(parse_override(text)[:2]) for text in overrides}
+    out = []
+    for key, value in DEMO_SETTINGS.items():
+        section, name = key.split(".", 1)
+        default = next(f for f in fields(SECTIONS[section]) if f.name == name)
+        default_value = default.default if default.default is not MISSING else default.default_factory()
+        if key not in chosen and getattr(getattr(cfg, section), name) == default_value:
+            out.append(f"{key}={value}")
+    return out
 
 
 def _check_cross_fields(cfg: Config) -> None:

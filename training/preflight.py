@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import TYPE_CHECKING, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import nn
@@ -71,7 +72,8 @@ def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: Da
         trainer.precise_bn(trainer.bn_loader, bn_batches)
         precise_bn = time.perf_counter() - t0
     val_sets = {"val": val_loader, **(extra_val or {})}
-    validation = sum(time_batches(trainer, loader) * len(loader) for loader in val_sets.values())
+    per_batch = {name: time_batches(trainer, loader) for name, loader in val_sets.items()}
+    validation = sum(per_batch[name] * len(loader) for name, loader in val_sets.items())
     epoch = per_step * len(train_loader) + precise_bn + validation
     result = {"timed_steps": steps, "seconds_warmup": round(warmup, 3), "seconds_per_step": round(per_step, 4),
               "examples_per_s": round(train_loader.batch_size / per_step, 1),
@@ -80,7 +82,36 @@ def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: Da
               "seconds_validation_per_epoch": round(validation, 4),
               "seconds_precise_bn_per_epoch": round(precise_bn, 4),
               "seconds_per_epoch": round(epoch, 4), "epochs": n_epochs,
+              "seconds_per_eval_window": round(per_batch["val"] / max(1, val_loader.batch_size or 1), 6),
               "seconds_for_run": round(epoch * n_epochs, 3), "minutes_for_run": round(epoch * n_epochs / 60, 2)}
     log.info("benchmark: %.3f s per step, ~%.0f s per epoch (validation %.1f s, precise BN %.1f s), ~%.1f min for "
              "%d epochs", per_step, epoch, validation, precise_bn, result["minutes_for_run"], n_epochs)
     return result
+
+
+def time_checkpoints(trainer: Trainer, path: Path, bench: dict[str, Any]) -> dict[str, Any]:
+    """Save the model's checkpoint to ``path`` (timed) and add what a run saves each epoch (``last.pt``, and
+    ``best.pt`` while it improves: two saves) to ``bench``'s epoch and run times; returns the updated keys."""
+    from utils.checkpoints import save_checkpoint  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    save_checkpoint(path, trainer.checkpoint_payload(0, {}))
+    save = time.perf_counter() - t0
+    epoch = bench["seconds_per_epoch"] + 2 * save
+    return {"seconds_checkpoint_save": round(save, 4), "seconds_per_epoch": round(epoch, 4),
+            "seconds_for_run": round(epoch * bench["epochs"], 3),
+            "minutes_for_run": round(epoch * bench["epochs"] / 60, 2)}
+
+
+def project_pipeline(bench: dict[str, Any], before_training_s: float, prediction_s: float) -> dict[str, float]:
+    """The whole run's time from a training benchmark (:func:`estimate_run_time`): what came before training in
+    this run (start-up, and the demo's generation and the cache when they were made now), the first steps' warm-up
+(a compiled model's compilation), the epochs, one more
+    validation pass (the best checkpoint's evaluation), and the prediction (``prediction_s``: timed with the
+    benchmark's model). ``minutes_for_pipeline`` is this run's projection; a run after it finds the demo and the
+    cache made (``seconds_before_training`` mostly gone)."""
+    total = (before_training_s + bench["seconds_warmup"] + bench["seconds_for_run"]
+             + bench["seconds_validation_per_epoch"] + prediction_s)
+    return {"seconds_before_training": round(before_training_s, 1), "seconds_prediction": round(prediction_s, 1),
+            "seconds_for_pipeline": round(total, 1), "minutes_for_pipeline": round(total / 60, 2)}

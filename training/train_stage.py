@@ -311,10 +311,12 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
     trainer, checkpoint, model_name = build_trainer(cfg, data, split, standardizer, train_loader, device, ctx,
                                                     run_dir, augment)
     if benchmark_steps:
-        from training.preflight import estimate_run_time  # noqa: PLC0415
+        from training.preflight import estimate_run_time, time_checkpoints  # noqa: PLC0415
 
-        return TrainingResult(model_name, benchmark=estimate_run_time(trainer, train_loader, val_loader,
-                                                                       run_epochs(cfg), benchmark_steps, extra_val))
+        bench = estimate_run_time(trainer, train_loader, val_loader, run_epochs(cfg), benchmark_steps, extra_val)
+        saved = run_dir / "checkpoints" / "benchmark.pt"  # what the prediction's timing then loads
+        bench.update(time_checkpoints(trainer, saved, bench))
+        return TrainingResult(model_name, benchmark=bench, checkpoint=str(saved))
     start_epoch = resume_run(cfg, trainer, train_loader, run_dir, ctx.is_main, model_name)
     history = trainer.fit(train_loader, val_loader, run_epochs(cfg), start_epoch, extra_val=extra_val)
     evaluation = evaluate_run(cfg, data, split, trainer, checkpoint, run_dir, standardizer) if ctx.is_main else {}
