@@ -10,7 +10,7 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from dataloader.audio import MonoReader, ResampledReader, resampled_length
+from dataloader.audio import MonoReader, ResampledReader, open_with_length, resampled_length
 from dataloader.embedder_base import file_identity
 from dataloader.embedders import embedder_spec, load_embedder
 
@@ -45,12 +45,7 @@ class WindowEmbedder:
                     ) -> tuple[float, Iterator[tuple[np.ndarray, np.ndarray]]]:
         """(the file's duration in seconds, chunks of (start seconds, (n, window samples) windows)), decoded and
         resampled forward as the chunks are taken."""
-        reader = MonoReader(path)
-        try:
-            total = reader.length()
-        except BaseException:
-            reader.close()
-            raise
+        reader, total = open_with_length(path)
         return total / reader.samplerate, self._windows(reader, total, hop_s, start_s, end_s)
 
     def _windows(self, reader: MonoReader, total: int, hop_s: float, start_s: float, end_s: Optional[float]
@@ -123,13 +118,8 @@ class CheckpointEmbedder:
     def file_frames(self, path: str | Path, hop_s: float, start_s: float = 0.0, end_s: Optional[float] = None
                     ) -> tuple[float, Iterator[tuple[np.ndarray, np.ndarray]]]:
         """As :meth:`WindowEmbedder.file_frames`: chunks of (start seconds, (n, 1, rows, frames) model inputs)."""
-        reader = MonoReader(path)
-        try:
-            length, rate = reader.length(), reader.samplerate
-        except BaseException:
-            reader.close()
-            raise
-        return length / rate, self._inputs(reader, length, rate, hop_s, start_s, end_s)
+        reader, length = open_with_length(path)
+        return length / reader.samplerate, self._inputs(reader, length, reader.samplerate, hop_s, start_s, end_s)
 
     def _inputs(self, reader: MonoReader, length: int, rate: int, hop_s: float, start_s: float,
                 end_s: Optional[float]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -184,6 +184,17 @@ def resampled_length(samples: int, native_rate: int, sample_rate: int) -> int:
     return (2 * samples * sample_rate + native_rate) // (2 * native_rate)
 
 
+def open_with_length(path: str | Path) -> tuple["MonoReader", int]:
+    """An open :class:`MonoReader` of ``path`` and its length in samples (closed again when the length cannot be
+    read): for a generator that reads the file later and closes it when done."""
+    reader = MonoReader(path)
+    try:
+        return reader, reader.length()
+    except BaseException:
+        reader.close()
+        raise
+
+
 class ResampledReader:
     """Forward-only ``read(start, stop)`` of a :class:`MonoReader`'s first ``total`` samples resampled to
     ``sample_rate`` through a streaming soxr resampler: bit-identical to resampling the whole file at once,

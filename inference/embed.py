@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dataloader.audio import MonoReader, ResampledReader, audio_tree  # noqa: E402
+from dataloader.audio import MonoReader, ResampledReader, audio_tree, open_with_length  # noqa: E402
 from dataloader.embedding_input import embedding_settings  # noqa: E402
 from dataloader.features import make_frontend  # noqa: E402
 from dataloader.frontend import n_windows  # noqa: E402
@@ -78,12 +78,7 @@ class RowEmbeddingWork:
 
     def frames(self, path: Path) -> tuple[float, Iterator[tuple[np.ndarray, list[np.ndarray]]]]:
         """(duration, chunks of (row start seconds, [(rows, windows per row, samples) audio]))."""
-        reader = MonoReader(path)
-        try:
-            total = reader.length()
-        except BaseException:
-            reader.close()
-            raise
+        reader, total = open_with_length(path)
         return total / reader.samplerate, self._rows(reader, total)
 
     def _rows(self, reader: MonoReader, total: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
