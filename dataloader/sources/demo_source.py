@@ -13,7 +13,8 @@ from utils.config_schema import DataConfig, PathsConfig
 # Screened on the 2024 demo (AMD EPYC Zen 4, one core per run; val_score / soundscape_score): efficientnet_b0 x 12
 # epochs 0.927 / 0.790, the same at 64 mel bands 0.876 / 0.716, at batch 16 0.934 / 0.805; mobilenetv3_large_100
 # (1.6x efficientnet_b0's training step) x 15 epochs 0.989 / 0.834, x 20 0.976 / 0.846, at batch 16 x 15
-# 0.998 / 0.782 and x 20 1.000 / 0.903: twice the optimizer steps of batch 32 for the ~316 training clips.
+# 0.998 / 0.782 and x 20 1.000 / 0.903 (seed 1: 1.000 / 0.908): twice the optimizer steps of batch 32 for the ~316
+# training clips. (x 15 at batch 32 with [augmentation] augment_background: 0.992 / 0.860.)
 DEMO_SETTINGS: dict[str, str] = {
     "model.type": "mobilenetv3_large_100",
     "trainer.batch_size": "16",
