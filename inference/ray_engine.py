@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -125,10 +126,11 @@ class EnsembleWork:
 @lru_cache(maxsize=4)
 def worker_work(spec: Any) -> Any:
     """``spec.build()``, once per worker process (Ray reuses its worker processes), on one thread per task."""
-    import torch  # noqa: PLC0415
-
-    torch.set_num_threads(max(1, getattr(spec, "threads", 1)))  # one task per CPU slot: no oversubscription
-    return spec.build()
+    work = spec.build()
+    torch = sys.modules.get("torch")  # a work without torch (a TFLite embedder) does not pay its import
+    if torch is not None:
+        torch.set_num_threads(max(1, getattr(spec, "threads", 1)))  # one task per CPU slot: no oversubscription
+    return work
 
 
 def frame_files(batch: dict[str, np.ndarray], spec: WorkSpec, chunk_windows: int) -> Iterator[dict[str, np.ndarray]]:

@@ -199,15 +199,18 @@ def test_the_embedding_table_on_ray_sharded_and_resumed_equals_one_run(recording
     from inference import embed
 
     root = str(recordings_tree["root"])
-    base = ["--model", "birdnet", "--audio-dir", root, "--logits"]
+    base = ["--model", "birdnet", "--audio-dir", root]
+    logits = [*base, "--logits"]  # two outputs per chunk through the actors
+    assert embed.main([*logits, "--out", str(tmp_path / "logits.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "logits.parquet").shape == (8, 4 + 1024 + 6522)
+    assert embed.main([*logits, "--out", str(tmp_path / "ray.parquet"), "--ray", "auto", "--ray-actors", "2"]) == 0
+    pd.testing.assert_frame_equal(embedding_table(tmp_path / "ray.parquet"),
+                                  embedding_table(tmp_path / "logits.parquet"), check_exact=False, rtol=1e-4, atol=1e-5)
     assert embed.main([*base, "--out", str(tmp_path / "one.parquet")]) == 0
     one = pd.read_parquet(tmp_path / "one.parquet")
     assert list(one["file"].unique()) == ["site_a/dawn_01.wav", "site_a/dawn_02.wav", "site_b/night_01.wav",
                                           "site_b/night_02.wav"]  # the files' order; the unreadable one skipped
-    assert one.shape == (8, 4 + 1024 + 6522) and not (tmp_path / "one.parquet.parts").exists()
-    assert embed.main([*base, "--out", str(tmp_path / "ray.parquet"), "--ray", "auto", "--ray-actors", "2"]) == 0
-    pd.testing.assert_frame_equal(embedding_table(tmp_path / "ray.parquet"), embedding_table(tmp_path / "one.parquet"),
-                                  check_exact=False, rtol=1e-4, atol=1e-5)
+    assert one.shape == (8, 4 + 1024) and not (tmp_path / "one.parquet.parts").exists()
 
     shards = [tmp_path / f"shard{i}.parquet" for i in range(3)]
     for i, shard in enumerate(shards):
@@ -233,7 +236,7 @@ def test_the_embedding_table_on_ray_sharded_and_resumed_equals_one_run(recording
         embed.main([*base, "--out", str(out), "--flush-every", "1"])
     monkeypatch.undo()
     assert len(pd.read_csv(tmp_path / "stopped.parquet.parts" / "done.csv")) == 2
-    assert embed.main([*base[:-1], "--out", str(out)]) == 2  # other settings (no logits) refused
+    assert embed.main([*logits, "--out", str(out)]) == 2  # other settings (logits) refused
     assert embed.main([*base, "--out", str(out)]) == 0
     pd.testing.assert_frame_equal(embedding_table(out), embedding_table(tmp_path / "one.parquet"))
 
