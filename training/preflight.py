@@ -72,8 +72,7 @@ def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: Da
         trainer.precise_bn(trainer.bn_loader, bn_batches)
         precise_bn = time.perf_counter() - t0
     val_sets = {"val": val_loader, **(extra_val or {})}
-    per_batch = {name: time_batches(trainer, loader) for name, loader in val_sets.items()}
-    validation = sum(per_batch[name] * len(loader) for name, loader in val_sets.items())
+    validation = sum(time_batches(trainer, loader) * len(loader) for loader in val_sets.values())
     epoch = per_step * len(train_loader) + precise_bn + validation
     result = {"timed_steps": steps, "seconds_warmup": round(warmup, 3), "seconds_per_step": round(per_step, 4),
               "examples_per_s": round(train_loader.batch_size / per_step, 1),
@@ -82,7 +81,6 @@ def estimate_run_time(trainer: Trainer, train_loader: DataLoader, val_loader: Da
               "seconds_validation_per_epoch": round(validation, 4),
               "seconds_precise_bn_per_epoch": round(precise_bn, 4),
               "seconds_per_epoch": round(epoch, 4), "epochs": n_epochs,
-              "seconds_per_eval_window": round(per_batch["val"] / max(1, val_loader.batch_size or 1), 6),
               "seconds_for_run": round(epoch * n_epochs, 3), "minutes_for_run": round(epoch * n_epochs / 60, 2)}
     log.info("benchmark: %.3f s per step, ~%.0f s per epoch (validation %.1f s, precise BN %.1f s), ~%.1f min for "
              "%d epochs", per_step, epoch, validation, precise_bn, result["minutes_for_run"], n_epochs)
