@@ -12,12 +12,14 @@ from factory.wav2vec2 import create_wav2vec2  # noqa: E402
 
 
 def save_tiny_wav2vec2(folder):
-    """A tiny Wav2Vec2 saved the way a Kaggle dataset ships one (save_pretrained folder)."""
+    """A tiny Wav2Vec2 saved the way a Kaggle dataset ships one (save_pretrained folder); its feature encoder
+    downsamples 320x as the real models' does (50 frames per second at 16 kHz: attention over 250 frames per 5-s
+    window, not 4,000)."""
     from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
     cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
-                         num_feat_extract_layers=3, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                         conv_dim=(16, 16, 16, 16), conv_kernel=(10, 4, 4, 4),
+                         conv_stride=(5, 4, 4, 4), num_feat_extract_layers=4, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
                          num_labels=7, classifier_proj_size=16)
     torch.manual_seed(0)
     Wav2Vec2ForSequenceClassification(cfg).save_pretrained(folder)
