@@ -58,10 +58,11 @@ def assert_same_tables(a: Path, b: Path, exact: bool = True) -> None:
 
 @pytest.fixture(scope="module")
 def local_cluster():
+    """One local 2-CPU cluster for the module; yields its address, which a driver in a subprocess joins."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield context.address_info["gcs_address"]
     ray.shutdown()
 
 
@@ -95,9 +96,9 @@ def test_shards_cover_every_recording_once_and_merge_into_the_unsharded_run(arch
     assert merge_detections.main([str(folders[0]), str(folders[0]), "--out", str(tmp_path / "twice")]) == 2
 
 
-def test_a_rerun_after_a_stopped_ray_run_skips_finished_recordings(archive, tmp_path):
-    out = tmp_path / "stopped"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+def test_a_rerun_after_a_stopped_ray_run_skips_finished_recordings(archive, local_cluster, tmp_path):
+    out = tmp_path / "stopped"  # the drivers join the module's cluster (RAY_ADDRESS), as on a shared cluster
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": local_cluster}
     cmd = [sys.executable, str(ROOT / "detect.py"), *archive["base"], "--out-dir", str(out), "--ray", "auto",
            "--ray-actors", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=open(tmp_path / "stopped.log", "w"),

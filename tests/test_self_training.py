@@ -73,7 +73,7 @@ class Stop(Exception):
 def pool_demo(tmp_path_factory):
     from dataloader.demo import generate_demo
 
-    return generate_demo(tmp_path_factory.mktemp("pool-demo") / "demo", seed=7, scale=0.25, unlabeled=6)
+    return generate_demo(tmp_path_factory.mktemp("pool-demo") / "demo", seed=7, scale=0.1, unlabeled=6)
 
 
 def test_rounds_on_the_tiny_demo_out_of_fold_then_resumed_at_the_round_where_it_stopped(pool_demo, tmp_path,
@@ -84,7 +84,7 @@ def test_rounds_on_the_tiny_demo_out_of_fold_then_resumed_at_the_round_where_it_
     overrides = [f"paths.demo_dir={pool_demo}", f"paths.data_dir={work / 'none'}", f"paths.cache_dir={work / 'cache'}",
                  f"paths.runs_dir={work / 'runs'}", f"paths.submissions_dir={work / 'subs'}", "testing.testing=true",
                  "testing.data_samples_for_testing=24", "testing.testing_epochs=1", "data.num_workers=1",
-                 "data.demo_seed=7", "data.demo_scale=0.25", "data.demo_unlabeled=6", "model.transfer_learning=false",
+                 "data.demo_seed=7", "data.demo_scale=0.1", "data.demo_unlabeled=6", "model.transfer_learning=false",
                  "trainer.batch_size=8", "self_training.power=1.0,2.0", "self_training.cap=0.9",
                  "augmentation.augment_soundscape_mix=true"]
     args = ["--set=" + o for o in overrides]
