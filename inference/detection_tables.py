@@ -118,11 +118,12 @@ def write_tables(results: Iterable[FileScores], classes: Sequence[str], threshol
     paths = {name: out / f"{name}.csv" for name in TABLES}
     handles = {}
     try:
-        for name, path in paths.items():
-            fresh = not (resume and path.is_file())
+        for name, path in paths.items():  # a table a stopped run created but never wrote to starts afresh
+            fresh = not (resume and path.is_file() and path.stat().st_size)
             handles[name] = open(path, "w" if fresh else "a", newline="")
-            if fresh:
+            if fresh:  # the header on disk at once: a run killed before the table's first row leaves a valid table
                 csv.writer(handles[name]).writerow(HEADERS[name])
+                handles[name].flush()
         for scores in results:
             run.files += 1
             if scores.error:

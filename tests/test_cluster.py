@@ -96,7 +96,8 @@ def test_shards_cover_every_recording_once_and_merge_into_the_unsharded_run(arch
     assert merge_detections.main([str(folders[0]), str(folders[0]), "--out", str(tmp_path / "twice")]) == 2
 
 
-def test_a_rerun_after_a_stopped_ray_run_skips_finished_recordings(archive, local_cluster, tmp_path):
+def test_a_rerun_after_a_stopped_ray_run_skips_finished_recordings(archive, local_cluster, tmp_path, capsys,
+                                                                  caplog):
     out = tmp_path / "stopped"  # the drivers join the module's cluster (RAY_ADDRESS), as on a shared cluster
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": local_cluster}
     cmd = [sys.executable, str(ROOT / "detect.py"), *archive["base"], "--out-dir", str(out), "--ray", "auto",
@@ -114,19 +115,20 @@ def test_a_rerun_after_a_stopped_ray_run_skips_finished_recordings(archive, loca
     assert summary.is_file(), (tmp_path / "stopped.log").read_text()[-3000:]
     done = len(summary.read_text().splitlines()) - 1
     assert 0 < done < 14, "the run was stopped mid-way"
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rerun = json.loads(result.stdout.strip().splitlines()[-1])
+    capsys.readouterr()
+    assert detect.main(cmd[2:]) == 0  # the rerun, in this process, on the same cluster
+    rerun_out = capsys.readouterr()
+    rerun = json.loads(rerun_out.out.strip().splitlines()[-1])
     assert rerun["skipped_done"] >= done and rerun["recordings"] == 15 - rerun["skipped_done"]
     try:
         assert_same_tables(archive["single"], out, exact=False)  # every recording once, none lost or doubled
     except AssertionError as exc:  # what the two runs left, to tell a lost line from a doubled one
         left = {p.name: p.read_text()[-600:] for p in out.glob("*.csv") if p.name in ("unreadable.csv",
                                                                                        "file_summary.csv")}
-        raise AssertionError(f"{exc}\n{left}\n{result.stderr[-3000:]}") from None
-    changed = subprocess.run([*cmd[:-4], "--hop-s", "5", "--out-dir", str(out)], env=env, capture_output=True,
-                             text=True, timeout=120)
-    assert changed.returncode == 2 and "other settings (hop_s)" in changed.stderr
+        raise AssertionError(f"{exc}\n{left}\n{rerun_out.err[-3000:]}") from None
+    with caplog.at_level("ERROR", logger="detect"):
+        assert detect.main([*cmd[2:-4], "--hop-s", "5", "--out-dir", str(out)]) == 2
+    assert "other settings (hop_s)" in caplog.text
 
 
 # ---- the embedding database, the embedding table and the cache on the cluster --------------------------------

@@ -215,3 +215,31 @@ def test_labelled_soundscape_windows_set_the_thresholds_of_the_classes_they_have
     assert table["class"].tolist() == ["a", "b", "c"]
     assert table["source"].tolist() == ["soundscape_validation", "validation", "validation"]
     assert table.loc[0, "positives"] == 10 and table.loc[0, "precision"] >= 0.9
+
+
+def test_a_run_stopped_before_a_tables_first_row_leaves_a_table_a_rerun_appends_to(tmp_path):
+    """Every table's header is on disk from the start: a run killed before its first unreadable recording left an
+    empty ``unreadable.csv`` (the header still in a buffer), and the rerun appended a row without a header."""
+    from inference.detection_tables import HEADERS, start_tables, write_tables
+    from inference.detections import FileScores
+
+    out = tmp_path / "tables"
+    good = FileScores("a.wav", 5.0, 1, np.array([0.0]), np.array([5.0]), np.array([[0.9, 0.1]]))
+    broken = FileScores("b.wav", 0.0, 0, np.zeros(0), np.zeros(0), np.zeros((0, 2)), error="unreadable: not audio")
+
+    def stopped():
+        yield good
+        on_disk = {name: (out / f"{name}.csv").read_text().splitlines() for name in HEADERS}
+        assert all(lines and lines[0] == ",".join(HEADERS[name]) for name, lines in on_disk.items()), on_disk
+        raise KeyboardInterrupt
+
+    settings = {"hop_s": 5.0}
+    assert start_tables(out, settings) == set()
+    with pytest.raises(KeyboardInterrupt):
+        write_tables(stopped(), ["x", "y"], np.array([0.5, 0.5]), 0.0, out, 0, 16000)
+    (out / "unreadable.csv").write_text("")  # as the earlier code left it when killed
+    assert start_tables(out, settings) == {"a.wav"}
+    write_tables(iter([broken]), ["x", "y"], np.array([0.5, 0.5]), 0.0, out, 0, 16000, resume=True)
+    assert pd.read_csv(out / "unreadable.csv").to_dict("records") == [{"file": "b.wav",
+                                                                       "reason": "unreadable: not audio"}]
+    assert list(pd.read_csv(out / "file_summary.csv")["file"]) == ["a.wav"]
