@@ -26,7 +26,7 @@ def edition_demos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from dataloader.demo import generate_demo
 
     root = tmp_path_factory.mktemp("edition-demos")
-    return {edition: generate_demo(root / edition, seed=7, scale=0.25, edition=edition)
+    return {edition: generate_demo(root / edition, seed=7, scale=0.15, edition=edition)
             for edition in ("2025", "2026")}
 
 

@@ -18,7 +18,7 @@ def run_edition(demo, work, edition, *extra):
                  f"paths.cache_dir={work / 'cache'}", f"paths.runs_dir={work / 'runs'}",
                  f"paths.submissions_dir={work / 'submissions'}", "testing.testing=true",
                  "testing.data_samples_for_testing=24", "testing.testing_epochs=1", "data.num_workers=1",
-                 "data.demo_seed=7", "data.demo_scale=0.25", f"data.demo_edition={edition}",
+                 "data.demo_seed=7", "data.demo_scale=0.15", f"data.demo_edition={edition}",
                  "model.transfer_learning=false", "trainer.batch_size=8", *extra]
     code = train_classifier.main(["--set=" + o for o in overrides])
     runs = sorted((work / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -36,7 +36,8 @@ def test_a_testing_run_per_edition_submits_that_editions_columns(edition_demos, 
     validate_submission(submission, columns)
     assert summary["data_source"] == f"demo-{edition}" and summary["classes"] == len(columns)
     assert 0.0 <= summary["val_score"] <= 1.0 and 0.0 <= summary["soundscape_score"] <= 1.0
-    assert summary["unknown_secondary_labels"] == {"grekis1": 4}, "counted, never silently dropped"
+    outside = int(pd.read_csv(demo / "train.csv")["secondary_labels"].str.contains("grekis1").sum())
+    assert outside and summary["unknown_secondary_labels"] == {"grekis1": outside}, "counted, never silently dropped"
     if edition == "2026":
         assert summary["soundscape_windows_train"] > 0 and summary["n_soundscape_val"] > 0
         assert 0.0 <= summary["soundscape_val_score"] <= 1.0

@@ -182,7 +182,7 @@ def test_the_raw_teacher_and_a_round_are_scored_on_the_same_labelled_validation_
 
     demo = edition_demos["2026"]
     cfg = load_config(None, [f"paths.demo_dir={demo}", f"paths.data_dir={tmp_path / 'none'}", "data.source=demo",
-                             "data.demo_edition=2026", "data.demo_seed=7", "data.demo_scale=0.25"])
+                             "data.demo_edition=2026", "data.demo_seed=7", "data.demo_scale=0.15"])
     source = load_source(cfg.data, cfg.paths)
     truth = labelled_validation(cfg, source)
     val_files = {Path(p).name for p in truth.attrs["paths"]}
@@ -306,7 +306,7 @@ def test_the_loop_scores_the_blend_as_predict_computes_it_and_writes_its_command
 
     demo = edition_demos["2026"]
     cfg = load_config(None, [f"paths.demo_dir={demo}", f"paths.data_dir={tmp_path / 'none'}", "data.source=demo",
-                             "data.demo_edition=2026", "data.demo_seed=7", "data.demo_scale=0.25",
+                             "data.demo_edition=2026", "data.demo_seed=7", "data.demo_scale=0.15",
                              "self_training.teacher_blend=mean"])
     source = load_source(cfg.data, cfg.paths)
     truth = labelled_validation(cfg, source)
