@@ -66,15 +66,6 @@ def local_cluster():
     ray.shutdown()
 
 
-def test_ray_on_a_local_cluster_gives_the_single_machine_rows(archive, local_cluster, tmp_path, capsys):
-    out = tmp_path / "ray"
-    assert detect.main(archive["base"] + ["--out-dir", str(out), "--ray", "auto", "--ray-actors", "2"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["recordings"] == 15 and summary["unreadable"] == 1
-    assert_same_tables(archive["single"], out, exact=False)
-    assert (out / "raven" / "site_a__rec01.Table.1.selections.txt").is_file()
-
-
 def test_shards_cover_every_recording_once_and_merge_into_the_unsharded_run(archive, tmp_path):
     files = audio_tree(archive["audio"])
     shards = [shard_files(files, archive["audio"], i, 3) for i in range(3)]
@@ -96,14 +87,16 @@ def test_shards_cover_every_recording_once_and_merge_into_the_unsharded_run(arch
     assert merge_detections.main([str(folders[0]), str(folders[0]), "--out", str(tmp_path / "twice")]) == 2
 
 
-def test_a_rerun_after_a_stopped_ray_run_skips_finished_recordings(archive, local_cluster, tmp_path, capsys,
-                                                                  caplog):
-    out = tmp_path / "stopped"  # the drivers join the module's cluster (RAY_ADDRESS), as on a shared cluster
+def test_a_ray_run_killed_mid_way_then_rerun_gives_the_single_machine_rows(archive, local_cluster, tmp_path, capsys,
+                                                                           caplog):
+    """A driver on the cluster (a subprocess joined to the module's cluster through RAY_ADDRESS, one model actor) is
+    killed after some recordings; the rerun (this process, two model actors) skips them, and the tables are the
+    single machine's: every recording once, none lost or doubled."""
+    out = tmp_path / "stopped"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": local_cluster}
-    cmd = [sys.executable, str(ROOT / "detect.py"), *archive["base"], "--out-dir", str(out), "--ray", "auto",
-           "--ray-actors", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=open(tmp_path / "stopped.log", "w"),
-                            start_new_session=True)
+    args = [*archive["base"], "--out-dir", str(out), "--ray", "auto", "--ray-actors"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "detect.py"), *args, "1"], env=env, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "stopped.log", "w"), start_new_session=True)
     summary = out / "file_summary.csv"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -116,18 +109,19 @@ def test_a_rerun_after_a_stopped_ray_run_skips_finished_recordings(archive, loca
     done = len(summary.read_text().splitlines()) - 1
     assert 0 < done < 14, "the run was stopped mid-way"
     capsys.readouterr()
-    assert detect.main(cmd[2:]) == 0  # the rerun, in this process, on the same cluster
+    assert detect.main([*args, "2"]) == 0
     rerun_out = capsys.readouterr()
     rerun = json.loads(rerun_out.out.strip().splitlines()[-1])
     assert rerun["skipped_done"] >= done and rerun["recordings"] == 15 - rerun["skipped_done"]
     try:
-        assert_same_tables(archive["single"], out, exact=False)  # every recording once, none lost or doubled
+        assert_same_tables(archive["single"], out, exact=False)
     except AssertionError as exc:  # what the two runs left, to tell a lost line from a doubled one
         left = {p.name: p.read_text()[-600:] for p in out.glob("*.csv") if p.name in ("unreadable.csv",
                                                                                        "file_summary.csv")}
         raise AssertionError(f"{exc}\n{left}\n{rerun_out.err[-3000:]}") from None
+    assert (out / "raven" / "site_a__rec01.Table.1.selections.txt").is_file()
     with caplog.at_level("ERROR", logger="detect"):
-        assert detect.main([*cmd[2:-4], "--hop-s", "5", "--out-dir", str(out)]) == 2
+        assert detect.main([*archive["base"], "--hop-s", "5", "--out-dir", str(out)]) == 2
     assert "other settings (hop_s)" in caplog.text
 
 
