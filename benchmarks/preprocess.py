@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataloader.audio import load_audio  # noqa: E402
-from dataloader.demo import write_ogg  # noqa: E402
+from dataloader.demo_sounds import write_ogg  # noqa: E402
 from dataloader.mel import MelTransform  # noqa: E402
 from dataloader.preprocess import build_cache, fit_standardizer  # noqa: E402
 from dataloader.worker_pool import pool_context  # noqa: E402

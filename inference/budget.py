@@ -47,7 +47,7 @@ DEFAULT_COMPETITION = "birdclef-2024"
 
 def generate_soundscapes(folder: Path, files: int, seconds: float = 240.0) -> Path:
     """``files`` soundscapes of brown-ish noise with intermittent chirps, 32 kHz OGG (for timing only)."""
-    from dataloader.demo import write_ogg  # noqa: PLC0415
+    from dataloader.demo_sounds import write_ogg  # noqa: PLC0415
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -151,7 +151,7 @@ def build_competition(folder: Path, comp: Competition, columns: Sequence[str], f
                       ) -> dict[str, int]:
     """The competition folder of ``comp``'s edition with ``files`` generated test soundscapes and the unreadable
     ones; returns the rows the scorer expects per file stem."""
-    from dataloader.demo import write_ogg  # noqa: PLC0415
+    from dataloader.demo_sounds import write_ogg  # noqa: PLC0415
 
     edition = EDITIONS[comp.edition]
     (folder / "test_soundscapes").mkdir(parents=True, exist_ok=True)

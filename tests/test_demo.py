@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from dataloader.demo import GROUND_TRUTH_FILE, METADATA_COLUMNS, SPECIES, generate_demo
+from dataloader.demo import GROUND_TRUTH_FILE, METADATA_COLUMNS, generate_demo
+from dataloader.demo_sounds import SPECIES
 from inference.submission import n_windows
 
 BIRDCLEF_HEADER = ("primary_label,secondary_labels,type,latitude,longitude,scientific_name,common_name,author,"
