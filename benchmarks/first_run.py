@@ -7,7 +7,7 @@ a checkout of an older commit to measure its defaults on the same machine):
 
 1. ``generation``: the demo's generation alone (``dataloader.demo.generate_demo`` on every core), seconds;
 2. ``projection``: ``python train_classifier.py --stage benchmark`` on a fresh demo and cache: its projection of the
-   whole run (``seconds_for_pipeline``: start-up, generation, cache, the epochs, prediction); skipped with
+   whole run (``seconds_for_pipeline``: start-up, generation, cache, set-up, the epochs, the run's end, prediction); skipped with
    ``--no-projection`` (or when the repository's benchmark has no such projection);
 3. ``first_run``: ``python train_classifier.py`` on a fresh demo and cache, as README command 1 runs it: its wall time
    (the process's, imports included, and the run's own ``wall_seconds``), epochs, ``val_score``,

@@ -7,6 +7,7 @@ into arguments, so a new family, loss or schedule touches its own module, the sc
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -299,6 +300,7 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
     from utils.metrics import epoch_rank  # noqa: PLC0415
 
     ctx = ctx or DistContext()
+    t0 = time.perf_counter()
     split = split_run(cfg, data, run_dir, ctx.is_main)
     if ctx.is_main:
         data.skipped.append(split.dropped)
@@ -311,11 +313,17 @@ def train(cfg: Config, data: RunData, run_dir: Path, ctx: Optional[DistContext] 
     trainer, checkpoint, model_name = build_trainer(cfg, data, split, standardizer, train_loader, device, ctx,
                                                     run_dir, augment)
     if benchmark_steps:
-        from training.preflight import estimate_run_time, time_checkpoints  # noqa: PLC0415
+        from training.preflight import benchmark_training  # noqa: PLC0415
 
-        bench = estimate_run_time(trainer, train_loader, val_loader, run_epochs(cfg), benchmark_steps, extra_val)
+        setup = time.perf_counter() - t0
+
+        def finish() -> None:  # rank 0's, as in a run; the one-step model's reports stay in the benchmark's folder
+            if ctx.is_main:
+                evaluate_run(cfg, data, split, trainer, checkpoint, run_dir, standardizer)
+
         saved = run_dir / "checkpoints" / "benchmark.pt"  # what the prediction's timing then loads
-        bench.update(time_checkpoints(trainer, saved, bench))
+        bench = {**benchmark_training(trainer, train_loader, val_loader, run_epochs(cfg), benchmark_steps, saved,
+                                      extra_val, finish), "seconds_setup": round(setup, 3)}
         return TrainingResult(model_name, benchmark=bench, checkpoint=str(saved))
     start_epoch = resume_run(cfg, trainer, train_loader, run_dir, ctx.is_main, model_name)
     history = trainer.fit(train_loader, val_loader, run_epochs(cfg), start_epoch, extra_val=extra_val)

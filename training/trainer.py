@@ -234,16 +234,18 @@ class Trainer:
         return np.concatenate(probs), np.concatenate(targets)
 
     def fit(self, train_loader: DataLoader, val_loader: DataLoader, n_epochs: int, start_epoch: int = 1,
-            extra_val: Optional[dict[str, DataLoader]] = None) -> list[dict[str, float]]:
+            extra_val: Optional[dict[str, DataLoader]] = None, max_batches: Optional[int] = None
+            ) -> list[dict[str, float]]:
         """Train epochs ``start_epoch`` .. ``n_epochs``, validating after each; returns every epoch's metrics
         (those restored by :meth:`resume` included). Each ``extra_val`` set (e.g. ``{"soundscape": loader}``) is
-        scored too, as ``<name>_val_score``, ``<name>_val_loss``, ``<name>_val_cmap``, ...."""
+        scored too, as ``<name>_val_score``, ``<name>_val_loss``, ``<name>_val_cmap``, .... ``max_batches``: train
+        only that many batches of each epoch (a benchmark's short epoch)."""
         self.train_loader = train_loader
         for cb in self.callbacks:
             cb.on_train_start(self)
         for epoch in range(start_epoch, n_epochs + 1):
             t0 = time.perf_counter()
-            train_loss = self.train_epoch(train_loader, epoch)
+            train_loss = self.train_epoch(train_loader, epoch, max_batches)
             if self.options.precise_bn_batches and self.bn_loader is not None:
                 self.precise_bn(self.bn_loader, self.options.precise_bn_batches)
             probs, targets, val_loss = self.predict(val_loader)
