@@ -92,9 +92,10 @@ def benchmark_training(trainer: Trainer, train_loader: DataLoader, val_loader: D
 
 def project_pipeline(bench: dict[str, Any], before_training_s: float, prediction_s: float) -> dict[str, float]:
     """The whole run's time from a training benchmark (:func:`benchmark_training`): what came before training in
-    this run (start-up, and the demo's generation and the cache when they were made now), the training's set-up (split, statistics, loaders, model), the first steps'
-    warm-up (a compiled model's compilation), the epochs, the run's end (the best checkpoint's evaluation and the
-    reports), and the prediction (``prediction_s``: timed with the benchmark's model). ``minutes_for_pipeline`` is
+    this run (start-up, and the demo's generation and the cache when they were made now), the training's set-up
+    (split, statistics, loaders, model), the first steps' warm-up (a compiled model's compilation), the epochs, the
+    run's end (the best checkpoint's evaluation and the reports), and the prediction (``prediction_s``: timed with
+    the benchmark's model). ``minutes_for_pipeline`` is
     this run's projection; a run after it finds the demo and the cache made (``seconds_before_training`` mostly
     gone)."""
     total = (before_training_s + bench["seconds_setup"] + bench["seconds_warmup"] + bench["seconds_for_run"]
