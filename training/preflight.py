@@ -95,9 +95,8 @@ def project_pipeline(bench: dict[str, Any], before_training_s: float, prediction
     this run (start-up, and the demo's generation and the cache when they were made now), the training's set-up
     (split, statistics, loaders, model), the first steps' warm-up (a compiled model's compilation), the epochs, the
     run's end (the best checkpoint's evaluation and the reports), and the prediction (``prediction_s``: timed with
-    the benchmark's model). ``minutes_for_pipeline`` is
-    this run's projection; a run after it finds the demo and the cache made (``seconds_before_training`` mostly
-    gone)."""
+    the benchmark's model). ``minutes_for_pipeline`` is this run's projection; a run after it finds the demo and the
+    cache made (``seconds_before_training`` mostly gone)."""
     total = (before_training_s + bench["seconds_setup"] + bench["seconds_warmup"] + bench["seconds_for_run"]
              + bench["seconds_run_end"] + prediction_s)
     return {"seconds_before_training": round(before_training_s, 1), "seconds_prediction": round(prediction_s, 1),
