@@ -119,7 +119,7 @@ def train_cnn(data_dir: Path, fold: int, work: Path) -> str:
     before = set(runs.iterdir())
     overrides = [f"data.fold={fold}", "data.source=csv", f"paths.data_dir={data_dir}",
                  f"data.labels_csv={data_dir / 'labels.csv'}", f"paths.runs_dir={runs}",
-                 f"paths.cache_dir={work / 'cache'}", f"trainer.seed={SPLIT_SEED}"]
+                 f"paths.cache_dir={work / 'cache'}", f"data.split_seed={SPLIT_SEED}"]
     with contextlib.redirect_stdout(sys.stderr):
         code = train_classifier.main(["--config", str(ROOT / "configs" / "small_dataset.ini"),
                                       *[f"--set={o}" for o in overrides]])

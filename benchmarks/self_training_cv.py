@@ -119,7 +119,7 @@ def fold_runs(args: argparse.Namespace, fold: int, work: Path) -> list[dict[str,
     common = [f"data.fold={fold}", "data.source=csv", f"paths.data_dir={args.data_dir}",
               f"data.labels_csv={Path(args.data_dir) / 'labels.csv'}", f"paths.runs_dir={runs}",
               f"paths.cache_dir={work / 'cache'}", "callbacks.model_checkpoint_type=epoch",
-              f"trainer.seed={args.seed}"]
+              f"trainer.seed={args.seed}", f"data.split_seed={args.seed}"]  # a student's trainer.seed: same split
     out: list[dict[str, Any]] = []
     teacher_dir = train(args.teacher_config, common + HEAD, runs)
     teacher = json.loads((teacher_dir / "summary.json").read_text())["checkpoint"]

@@ -84,7 +84,7 @@ def prepare_data(cfg: Config, frontend: FrontEnd) -> RunData:
     source = load_source(cfg.data, cfg.paths)
     recordings, merged = merge_duplicates(source.recordings)
     if cfg.testing.testing:
-        recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.trainer.seed)
+        recordings = seeded_sample(recordings, cfg.testing.data_samples_for_testing, cfg.data.split_seed)
         log.info("testing mode: %d recordings of %d classes", len(recordings), recordings["primary_label"].nunique())
     prune = None if cfg.testing.testing else source.audio_root  # a testing subset prunes nothing
     cache = build_cache(recordings, frontend, cfg.paths.cache_dir, cfg.data.num_workers, prune_under=prune,
@@ -132,8 +132,8 @@ def labelled_windows(cfg: Config, windows: pd.DataFrame, frontend: FrontEnd) -> 
     from dataloader.soundscape_windows import as_training_rows, attach_cache, sample_files, split_windows  # noqa
 
     if cfg.testing.testing:
-        windows = sample_files(windows, TESTING_SOUNDSCAPE_FILES, cfg.trainer.seed)
-    parts = split_windows(windows, cfg.data.soundscape_labels, cfg.data.n_folds, cfg.data.fold, cfg.trainer.seed)
+        windows = sample_files(windows, TESTING_SOUNDSCAPE_FILES, cfg.data.split_seed)
+    parts = split_windows(windows, cfg.data.soundscape_labels, cfg.data.n_folds, cfg.data.fold, cfg.data.split_seed)
     if not any(len(p) for p in parts.values()):
         return {}
     cached = _cache_soundscapes(list(windows["path"]), cfg, frontend)

@@ -128,6 +128,11 @@ def test_rounds_on_the_tiny_demo_out_of_fold_then_resumed_at_the_round_where_it_
         assert set(file_stem(pseudo["row_id"])) == {p.stem for p in pool}
         cap = pd.read_csv(loop / f"round_{r}" / "train_fold0.csv").iloc[:, 1:].to_numpy()
         assert np.nanmax(cap) <= 0.9 + 1e-6
+    # the students differ in their training seed (42 + fold), not in their data ([data] split_seed): every run of the
+    # loop, round 0 included, validates on the same recordings, and none trained on another's validation recordings
+    state = json.loads((loop / "state.json").read_text())
+    runs = [Path(p) for entry in state["rounds"] for p in entry["students"].values()]
+    assert len(runs) == 5 and len({tuple(sorted(pd.read_csv(p / "split" / "val.csv")["path"])) for p in runs}) == 1
     from training.config import load_config
     from training.self_training import run_loop
 

@@ -113,7 +113,7 @@ def labelled_validation(cfg: Config, source: Any) -> pd.DataFrame | None:
     if source.windows is None or not len(source.windows):
         return None
     val = split_windows(source.windows, cfg.data.soundscape_labels, cfg.data.n_folds, cfg.data.fold,
-                        cfg.trainer.seed)["val"]
+                        cfg.data.split_seed)["val"]
     if not len(val):
         return None
     classes = list(source.classes or sorted({lbl for labels in val["labels"] for lbl in labels}))

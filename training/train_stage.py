@@ -64,10 +64,10 @@ def split_run(cfg: Config, data: RunData, run_dir: Path, is_main: bool) -> RunSp
     from dataloader.splits import filter_rare_classes, split_key, write_split  # noqa: PLC0415
 
     table = filter_rare_classes(data.cache.table, cfg.data.min_samples_in_class)
-    selection = select_for_run(table, cfg.data, cfg.trainer.seed, data.frontend.frames_for(cfg.data.window_s),
+    selection = select_for_run(table, cfg.data, cfg.data.split_seed, data.frontend.frames_for(cfg.data.window_s),
                                classes=data.source.classes)
     if is_main:
-        kept = data.cache.folder / "splits" / split_key(cfg.data, cfg.paths.data_dir, cfg.trainer.seed,
+        kept = data.cache.folder / "splits" / split_key(cfg.data, cfg.paths.data_dir, cfg.data.split_seed,
                                                         cfg.testing.testing)
         for folder in (run_dir / "split", kept):
             write_split(folder, selection.recordings)

@@ -64,7 +64,8 @@ class PathsConfig:
 
 @dataclass
 class TrainerConfig:
-    seed: int = opt(42, "Global seed: Python, NumPy, torch, DataLoader workers, split, demo sample.")
+    seed: int = opt(42, "Global seed: Python, NumPy, torch, DataLoader workers, augmentation, initial weights (the "
+                    "split and the data's samples: [data] split_seed).")
     batch_size: int = opt(32, "Training batch size (validation uses twice this).", minimum=1)
     batch_size_cuda: int = opt(256, "Training batch size on CUDA (batch_size starves a GPU): capped so an epoch keeps "
                                "at least 32 optimizer steps (a small dataset such as the demo keeps batch_size), the "
@@ -252,6 +253,11 @@ class DataConfig:
                               "pool: e.g. 60, written on every core).", minimum=0)
     n_folds: int = opt(5, "Grouped, stratified folds.", minimum=2)
     fold: int = opt(0, "Fold used for validation (0 .. n_folds-1).", minimum=0)
+    split_seed: int = opt(42, "Seed of the data's split and samples (the folds or holdout, the training cap, "
+                          "downsampling, testing mode's recordings, the labelled soundscape windows' folds), apart "
+                          "from [trainer] seed: runs that differ only in their training seed (an ensemble of seeds, "
+                          "a self-training round's students) split the data the same way, so each validates on the "
+                          "same recordings and none trains on another's validation data.")
     min_samples_in_class: int = opt(1, "Classes with fewer recordings are left out of training.", minimum=1)
     shuffle: bool = opt(True, "Shuffle the training set every epoch.")
     num_workers: int = opt(2, "Processes used for preprocessing.", minimum=1)
