@@ -43,20 +43,24 @@ def benchmark_training(trainer: Trainer, train_loader: DataLoader, val_loader: D
     """Time what a run of ``n_epochs`` does, for real, and project the epoch and the run:
 
     - two warm-up steps (workers, allocator, kernels; a compiled model's compilation): ``seconds_warmup``;
-    - ``steps`` training steps (data loading, augmentation, forward, backward, optimizer, EMA): ``seconds_per_step``;
+    - ``steps`` training steps (data loading, augmentation, forward, backward, optimizer, EMA), over several passes
+      of a loader shorter than that: ``seconds_per_step``;
     - the model's checkpoint saved to ``saved`` (what the prediction's timing then loads); a run saves ``last.pt``
       and, while it improves, ``best.pt`` each epoch: two saves;
-    - one epoch of a single step through :meth:`Trainer.fit` (precise BN, every validation set, its metrics, the
+    - two epochs of a single step through :meth:`Trainer.fit` (precise BN, every validation set, its metrics, the
       callbacks: ``metrics.csv``, the checkpoints, ``training_curves.png``), then ``finish()`` (the best checkpoint's
-      evaluation and the run's reports): the epoch less its step is each epoch's cost besides training
-      (``seconds_validation_per_epoch`` with its metrics, and ``seconds_precise_bn_per_epoch``); what follows it is
-      ``seconds_run_end``, paid once."""
+      evaluation and the run's reports): the second epoch less its step is each epoch's cost besides training
+      (``seconds_validation_per_epoch`` with its metrics, and ``seconds_precise_bn_per_epoch``); the rest, the first
+      epoch's once-only costs and what follows the epochs, is ``seconds_run_end``, paid once."""
     t0 = time.perf_counter()
     trainer.train_epoch(train_loader, 0, max_batches=2)
     warmup = time.perf_counter() - t0
-    steps = max(1, min(steps, len(train_loader)))
+    steps, timed = max(1, steps), 0
     t0 = time.perf_counter()
-    trainer.train_epoch(train_loader, 0, max_batches=steps)
+    while timed < steps:  # more steps than an epoch has: passes over the loader until ``steps``
+        batches = min(steps - timed, len(train_loader))
+        trainer.train_epoch(train_loader, 0, max_batches=batches)
+        timed += batches
     per_step = (time.perf_counter() - t0) / steps
     precise_bn = 0.0
     if trainer.options.precise_bn_batches and trainer.bn_loader is not None:
@@ -70,10 +74,11 @@ def benchmark_training(trainer: Trainer, train_loader: DataLoader, val_loader: D
     save_checkpoint(saved, trainer.checkpoint_payload(0, {}))
     save = time.perf_counter() - t0
     t0 = time.perf_counter()
-    one_step_epoch = trainer.fit(train_loader, val_loader, 1, extra_val=extra_val, max_batches=1)[-1]["seconds"]
+    history = trainer.fit(train_loader, val_loader, 2, extra_val=extra_val, max_batches=1)
     finish()
-    run_end = max(0.0, time.perf_counter() - t0 - one_step_epoch - 2 * save)
-    validation = max(0.0, one_step_epoch - per_step - precise_bn)
+    steady = history[-1]["seconds"]  # the second epoch: the first one's once-only costs go to the run's end
+    run_end = max(0.0, time.perf_counter() - t0 - 2 * steady - 4 * save)
+    validation = max(0.0, steady - per_step - precise_bn)
     epoch = per_step * len(train_loader) + precise_bn + validation + 2 * save
     result = {"timed_steps": steps, "seconds_warmup": round(warmup, 3), "seconds_per_step": round(per_step, 4),
               "examples_per_s": round(train_loader.batch_size / per_step, 1),
