@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -44,7 +45,7 @@ def benchmark_training(trainer: Trainer, train_loader: DataLoader, val_loader: D
 
     - two warm-up steps (workers, allocator, kernels; a compiled model's compilation): ``seconds_warmup``;
     - ``steps`` training steps (data loading, augmentation, forward, backward, optimizer, EMA), over several passes
-      of a loader shorter than that: ``seconds_per_step``;
+      of a loader shorter than that: ``seconds_per_step``, the median pass's;
     - the model's checkpoint saved to ``saved`` (what the prediction's timing then loads); a run saves ``last.pt``
       and, while it improves, ``best.pt`` each epoch: two saves;
     - two epochs of a single step through :meth:`Trainer.fit` (precise BN, every validation set, its metrics, the
@@ -55,13 +56,14 @@ def benchmark_training(trainer: Trainer, train_loader: DataLoader, val_loader: D
     t0 = time.perf_counter()
     trainer.train_epoch(train_loader, 0, max_batches=2)
     warmup = time.perf_counter() - t0
-    steps, timed = max(1, steps), 0
-    t0 = time.perf_counter()
+    steps, timed, paces = max(1, steps), 0, []
     while timed < steps:  # more steps than an epoch has: passes over the loader until ``steps``
         batches = min(steps - timed, len(train_loader))
+        t0 = time.perf_counter()
         trainer.train_epoch(train_loader, 0, max_batches=batches)
+        paces.append((time.perf_counter() - t0) / batches)
         timed += batches
-    per_step = (time.perf_counter() - t0) / steps
+    per_step = float(np.median(paces))  # a pass slowed by something else on the machine does not set the pace
     precise_bn = 0.0
     if trainer.options.precise_bn_batches and trainer.bn_loader is not None:
         t0 = time.perf_counter()
